@@ -1,0 +1,1 @@
+"""Lambda handlers and the agents they serve."""

@@ -1,0 +1,48 @@
+"""The order lookup tool: one DynamoDB read, scoped to the caller's tenant.
+
+The table's partition key is the tenant id, taken from the authorizer and never
+from the model or the user, so an agent can only ever see its tenant's orders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from stratus import aws
+from stratus.agents import Tool, ToolContext
+from stratus.errors import ConfigurationError
+
+
+class LookupOrderArgs(BaseModel):
+    order_id: str = Field(min_length=1, max_length=64, description="The order id, e.g. A-1001.")
+
+
+def lookup_order(args: LookupOrderArgs, ctx: ToolContext) -> dict[str, Any]:
+    if not ctx.settings.orders_table:
+        raise ConfigurationError("STRATUS_ORDERS_TABLE is not set for this function")
+    item = (
+        aws.table(ctx.settings.orders_table)
+        .get_item(Key={"tenant_id": ctx.tenant_id, "order_id": args.order_id.strip()})
+        .get("Item")
+    )
+    if item is None:
+        return {"found": False, "order_id": args.order_id}
+    return {
+        "found": True,
+        "order_id": item["order_id"],
+        "status": item.get("status"),
+        "carrier": item.get("carrier"),
+        "eta": item.get("eta"),
+        "items": item.get("items", []),
+    }
+
+
+LOOKUP_ORDER = Tool(
+    name="lookup_order",
+    description="Look up an order of the current customer by its id.",
+    args=LookupOrderArgs,
+    fn=lookup_order,
+    resources=frozenset({"orders_table"}),
+)

@@ -1,0 +1,75 @@
+"""The ``stratus`` command line.
+
+``stratus tenant create --name acme`` creates a tenant and prints its API key,
+once: only the key's hash is stored. The tenants table is found from
+``--table``, ``STRATUS_TENANTS_TABLE``, or the outputs of a deployed stack
+(``--stack Stratus-dev``). ``AWS_ENDPOINT_URL`` points it at a local cloud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from stratus import aws
+from stratus.tenants import TenantStore
+
+TENANTS_OUTPUT = "TenantsTableName"
+
+
+def _tenants_table(args: argparse.Namespace) -> str:
+    if args.table:
+        return str(args.table)
+    if args.stack:
+        stacks = aws.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+        for output in stacks[0].get("Outputs", []):
+            if output["OutputKey"] == TENANTS_OUTPUT:
+                return str(output["OutputValue"])
+        raise SystemExit(f"stack {args.stack} has no {TENANTS_OUTPUT} output")
+    table = os.environ.get("STRATUS_TENANTS_TABLE", "")
+    if not table:
+        raise SystemExit("give --table, --stack, or set STRATUS_TENANTS_TABLE")
+    return table
+
+
+def _tenant_create(args: argparse.Namespace) -> int:
+    name = args.name.strip()
+    if not name or len(name) > 100:
+        raise SystemExit("--name must be 1-100 characters")
+    tenant, key = TenantStore(_tenants_table(args)).create(name)
+    if args.json:
+        print(json.dumps({"tenant_id": tenant.tenant_id, "name": tenant.name, "api_key": key}))
+    else:
+        print(f"tenant_id: {tenant.tenant_id}")
+        print(f"name:      {tenant.name}")
+        print(f"api_key:   {key}")
+        print("Store the key now: it is shown once and only its hash is kept.", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stratus", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tenant = commands.add_parser("tenant", help="manage tenants")
+    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
+    create = tenant_commands.add_parser("create", help="create a tenant and print its API key")
+    create.add_argument("--name", required=True)
+    where = create.add_mutually_exclusive_group()
+    where.add_argument("--table", help="the tenants table name")
+    where.add_argument("--stack", help="a deployed Stratus stack to read the table name from")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(func=_tenant_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

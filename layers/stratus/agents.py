@@ -1,0 +1,126 @@
+"""What an agent is: a spec, versioned prompt files and typed tools.
+
+An agent package under ``functions/agents/<name>/`` exposes ``SPEC``. The spec
+drives everything else: the runner reads its prompt, tools, schema and limits;
+the CDK stack reads its memory, timeout, concurrency and the resources its
+tools need, so adding an agent is adding one package.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stratus.config import ModelTier, Settings
+
+#: AWS resources an agent's tools may use; the stack grants exactly these.
+Resource = Literal["orders_table"]
+
+AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+PROMPT_VERSION = re.compile(r"^v\d+(\.\d+)*$")
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about the call it serves; never another tenant."""
+
+    tenant_id: str
+    agent: str
+    request_id: str
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call, with its arguments typed by a pydantic model."""
+
+    name: str
+    description: str
+    args: type[BaseModel]
+    fn: Callable[[Any, ToolContext], Any]
+    resources: frozenset[Resource] = field(default_factory=frozenset)
+
+
+class Limits(BaseModel):
+    """Per-call limits: what one invocation of the agent may consume."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_output_tokens: int = Field(default=1024, ge=16, le=128_000)
+    max_iterations: int = Field(default=4, ge=1, le=32)
+    max_input_chars: int = Field(default=32_000, ge=1)
+
+
+class Deployment(BaseModel):
+    """How the agent's own Lambda function is sized."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_mb: int = Field(default=512, ge=128, le=10240)
+    #: API Gateway REST integrations stop at 29 s; keep synchronous agents below.
+    timeout_s: int = Field(default=28, ge=3, le=900)
+    reserved_concurrency: int | None = Field(default=None, ge=1)
+
+
+class AgentSpec(BaseModel):
+    """Everything that defines one version of an agent."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    version: str
+    description: str
+    tier: ModelTier
+    prompt_version: str
+    prompt_dir: Path
+    tools: tuple[Tool, ...] = ()
+    output_schema: type[BaseModel] | None = None
+    limits: Limits = Limits()
+    deployment: Deployment = Deployment()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not AGENT_NAME.match(value):
+            raise ValueError("agent names are lower_snake_case, 2-40 characters")
+        return value
+
+    @field_validator("prompt_version")
+    @classmethod
+    def _prompt_version(cls, value: str) -> str:
+        if not PROMPT_VERSION.match(value):
+            raise ValueError("prompt versions look like v1 or v2.1")
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_exists(self) -> AgentSpec:
+        if not self.prompt_path.is_file():
+            raise ValueError(f"prompt file {self.prompt_path} does not exist")
+        names = [tool.name for tool in self.tools]
+        if len(names) != len(set(names)):
+            raise ValueError("tool names must be unique within an agent")
+        return self
+
+    @property
+    def prompt_path(self) -> Path:
+        return self.prompt_dir / f"{self.prompt_version}.md"
+
+    @cached_property
+    def system_prompt(self) -> str:
+        return self.prompt_path.read_text(encoding="utf-8").strip()
+
+    @property
+    def resources(self) -> frozenset[Resource]:
+        needed: frozenset[Resource] = frozenset()
+        for tool in self.tools:
+            needed |= tool.resources
+        return needed
+
+    def tool(self, name: str) -> Tool | None:
+        return next((tool for tool in self.tools if tool.name == name), None)

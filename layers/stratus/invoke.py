@@ -1,0 +1,161 @@
+"""Synchronous agent invocation, with optional idempotency.
+
+``InvokeService`` turns a validated request into the public response shape.
+With an ``Idempotency-Key`` the whole invocation runs under Powertools
+idempotency (DynamoDB): a repeat of the same (tenant, agent, key) returns the
+stored response without calling the model again, the same key with a
+different body is refused, and a failed run leaves no record so it can be
+retried. The key is scoped by tenant, so tenants never see each other's
+responses even if they pick the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+
+from stratus.agents import AgentSpec, ToolContext
+from stratus.config import Settings
+from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse
+from stratus.errors import (
+    ConfigurationError,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    ValidationFailed,
+)
+from stratus.llm import Deadline, ModelClient
+from stratus.observability import logger, metrics
+from stratus.prices import load_price_table
+from stratus.runner import AgentRunner
+
+MAX_IDEMPOTENCY_KEY_LEN = 256
+
+
+class InvokeService:
+    """Runs one agent for one tenant; created once per warm function."""
+
+    def __init__(
+        self, spec: AgentSpec, settings: Settings, model: ModelClient | None = None
+    ) -> None:
+        self.spec = spec
+        self._settings = settings
+        self._runner = AgentRunner(
+            spec, model or ModelClient(settings), load_price_table(settings.price_table), settings
+        )
+        self._idempotent: Callable[..., dict[str, Any]] | None = None
+        self._idempotency_config: IdempotencyConfig | None = None
+
+    def invoke(
+        self,
+        request: InvokeRequest,
+        *,
+        tenant_id: str,
+        request_id: str,
+        deadline: Deadline | None = None,
+    ) -> dict[str, Any]:
+        ctx = ToolContext(
+            tenant_id=tenant_id,
+            agent=self.spec.name,
+            request_id=request_id,
+            settings=self._settings,
+        )
+        result = self._runner.run(request.input, ctx=ctx, deadline=deadline)
+        logger.info(
+            "agent invoked",
+            extra={
+                "tenant_id": tenant_id,
+                "agent": self.spec.name,
+                "model": result.model,
+                "model_calls": result.model_calls,
+                "tools": result.tool_calls,
+                "usage": result.usage.model_dump(),
+                "cost_usd": str(result.cost_usd),
+                "fake_model": result.fake_model,
+            },
+        )
+        metrics.add_metric(name="InputTokens", unit="Count", value=result.usage.input_tokens)
+        metrics.add_metric(name="OutputTokens", unit="Count", value=result.usage.output_tokens)
+        metrics.add_metric(name="CostMicroUSD", unit="Count", value=float(result.cost_usd * 10**6))
+        response = InvokeResponse(
+            output=result.output,
+            usage=result.usage,
+            cost_usd=float(result.cost_usd),
+            model=result.model,
+            agent=AgentRef(name=self.spec.name, version=self.spec.version),
+            request_id=request_id,
+        )
+        return response.model_dump(mode="json")
+
+    def invoke_idempotent(
+        self,
+        request: InvokeRequest,
+        *,
+        key: str,
+        tenant_id: str,
+        request_id: str,
+        lambda_context: Any = None,
+        deadline: Deadline | None = None,
+    ) -> dict[str, Any]:
+        if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY_LEN:
+            raise ValidationFailed(
+                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters",
+                details={"field": "Idempotency-Key"},
+            )
+        run, config = self._idempotent_runner()
+        if lambda_context is not None:
+            # Without this a call that times out blocks retries for the whole expiry.
+            config.register_lambda_context(lambda_context)
+        data = {
+            "tenant": tenant_id,
+            "agent": self.spec.name,
+            "key": key,
+            "body": request.model_dump(mode="json"),
+            # Not part of the idempotency key (see event_key_jmespath): only carried through.
+            "request_id": request_id,
+        }
+        try:
+            return run(data=data, deadline=deadline)
+        except IdempotencyValidationError as exc:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request body"
+            ) from exc
+        except IdempotencyAlreadyInProgressError as exc:
+            raise IdempotencyInProgress(
+                "a request with this Idempotency-Key is still running; retry shortly"
+            ) from exc
+
+    def _idempotent_runner(self) -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
+        if self._idempotent is None or self._idempotency_config is None:
+            if not self._settings.idempotency_table:
+                raise ConfigurationError("STRATUS_IDEMPOTENCY_TABLE is not set")
+            config = IdempotencyConfig(
+                event_key_jmespath="[tenant, agent, key]",
+                payload_validation_jmespath="body",
+                raise_on_no_idempotency_key=True,
+                expires_after_seconds=self._settings.idempotency_ttl_s,
+            )
+            store = DynamoDBPersistenceLayer(table_name=self._settings.idempotency_table)
+
+            def run(data: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:
+                return self.invoke(
+                    InvokeRequest.model_validate(data["body"]),
+                    tenant_id=data["tenant"],
+                    request_id=data["request_id"],
+                    deadline=deadline,
+                )
+
+            self._idempotent = idempotent_function(
+                data_keyword_argument="data", persistence_store=store, config=config
+            )(run)
+            self._idempotency_config = config
+        return self._idempotent, self._idempotency_config

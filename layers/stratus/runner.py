@@ -1,0 +1,192 @@
+"""The agent runner: one agent invocation, from input to priced result.
+
+It builds the prompt from the agent's versioned system prompt, runs the
+function-calling loop within the agent's iteration limit, validates structured
+output against the agent's schema, and adds up usage and cost over every model
+call. It knows nothing about Lambda or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import openai
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from stratus.agents import AgentSpec, Tool, ToolContext
+from stratus.config import Settings
+from stratus.errors import InputTooLarge, MaxIterationsExceeded, ModelOutputInvalid, StratusError
+from stratus.llm import ChatResult, Deadline
+from stratus.observability import logger
+from stratus.prices import PriceTable
+from stratus.usage import Usage
+
+TOOL_RESULT_MAX_CHARS = 16_000
+
+
+class ChatModel(Protocol):
+    def chat(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_output_tokens: int,
+        tools: list[Any] = ...,
+        tool_choice: str | None = ...,
+        response_format: type[BaseModel] | None = ...,
+        deadline: Deadline | None = ...,
+    ) -> ChatResult: ...
+
+
+@dataclass
+class AgentResult:
+    output: str | dict[str, Any]
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
+    model_calls: int = 0
+    tool_calls: list[str] = field(default_factory=list)
+    fake_model: bool = False
+    price_table_version: str = ""
+
+
+class AgentRunner:
+    def __init__(
+        self, spec: AgentSpec, model: ChatModel, prices: PriceTable, settings: Settings
+    ) -> None:
+        self.spec = spec
+        self._model = model
+        self._prices = prices
+        self._settings = settings
+        self._tools = [
+            openai.pydantic_function_tool(t.args, name=t.name, description=t.description)
+            for t in spec.tools
+        ]
+
+    @property
+    def model_name(self) -> str:
+        return self._settings.model_for(self.spec.tier)
+
+    def run(
+        self,
+        user_input: str | dict[str, Any],
+        *,
+        ctx: ToolContext,
+        deadline: Deadline | None = None,
+    ) -> AgentResult:
+        text = user_input if isinstance(user_input, str) else json.dumps(user_input, sort_keys=True)
+        limit = self.spec.limits.max_input_chars
+        if len(text) > limit:
+            raise InputTooLarge(
+                f"input is {len(text)} characters; agent {self.spec.name} accepts at most {limit}",
+                details={"limit": limit, "size": len(text)},
+            )
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self.spec.system_prompt},
+            {"role": "user", "content": text},
+        ]
+        model = self.model_name
+        self._prices.price_for(model)  # fail before spending anything if it has no price
+        result = AgentResult(output="", model=model, price_table_version=self._prices.version)
+        iterations = self.spec.limits.max_iterations
+        for iteration in range(1, iterations + 1):
+            last = iteration == iterations
+            reply = self._model.chat(
+                model=model,
+                messages=messages,
+                max_output_tokens=self.spec.limits.max_output_tokens,
+                tools=self._tools,
+                # On the last allowed iteration the model must answer, not call tools.
+                tool_choice="none" if (self._tools and last) else None,
+                response_format=self.spec.output_schema,
+                deadline=deadline,
+            )
+            self._account(result, reply)
+            tool_calls = list(reply.message.tool_calls or [])
+            if not tool_calls:
+                result.output = self._output(reply)
+                return result
+            if last:
+                break
+            messages.append(_assistant_message(reply.message.content, tool_calls))
+            for call in tool_calls:
+                result.tool_calls.append(call.function.name)
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.id,
+                        "content": self._run_tool(call.function.name, call.function.arguments, ctx),
+                    }
+                )
+        raise MaxIterationsExceeded(
+            f"agent {self.spec.name} did not finish within {iterations} model calls",
+            details={"max_iterations": iterations},
+        )
+
+    def _account(self, result: AgentResult, reply: ChatResult) -> None:
+        result.model_calls += 1
+        result.usage = result.usage + reply.usage
+        result.cost_usd += self._prices.cost(reply.model, reply.usage)
+        result.fake_model = result.fake_model or reply.fake_model
+
+    def _output(self, reply: ChatResult) -> str | dict[str, Any]:
+        if self.spec.output_schema is None:
+            return reply.message.content or ""
+        parsed = getattr(reply.message, "parsed", None)
+        if parsed is None:
+            # A refusal, or a server that ignored response_format.
+            try:
+                parsed = self.spec.output_schema.model_validate_json(reply.message.content or "")
+            except PydanticValidationError as exc:
+                raise ModelOutputInvalid(
+                    "the model's answer does not match the agent's output schema",
+                    details={"refusal": getattr(reply.message, "refusal", None)},
+                ) from exc
+        output: dict[str, Any] = parsed.model_dump(mode="json")
+        return output
+
+    def _run_tool(self, name: str, arguments: str, ctx: ToolContext) -> str:
+        """Run one tool call; the model sees errors as results and may correct itself."""
+        tool: Tool | None = self.spec.tool(name)
+        if tool is None:
+            return _json({"error": "unknown_tool", "message": f"there is no tool named {name}"})
+        try:
+            args = tool.args.model_validate_json(arguments or "{}")
+        except PydanticValidationError as exc:
+            return _json(
+                {
+                    "error": "invalid_arguments",
+                    "details": exc.errors(include_url=False, include_input=False),
+                }
+            )
+        try:
+            value = tool.fn(args, ctx)
+        except StratusError:
+            raise  # configuration problems are the operator's, not the model's
+        except Exception:
+            logger.exception("tool failed", extra={"tool": name, "agent": ctx.agent})
+            return _json({"error": "tool_failed", "message": f"{name} failed; try again later"})
+        return _json(value)[:TOOL_RESULT_MAX_CHARS]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def _assistant_message(content: str | None, tool_calls: list[Any]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": content,
+        "tool_calls": [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": c.function.arguments},
+            }
+            for c in tool_calls
+        ],
+    }

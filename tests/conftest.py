@@ -1,0 +1,108 @@
+"""Fixtures shared by the whole suite.
+
+Functional tests run the real handlers in-process against moto (DynamoDB,
+Secrets Manager) and the real ``openai`` client over loopback HTTP to the
+offline fake model server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from infra.local.fake_model import FakeModelServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Powertools reads these when its objects are built, i.e. on first import.
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "StratusTest")
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "stratus")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def fake_model_server() -> Iterator[FakeModelServer]:
+    with FakeModelServer(quiet=True) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_model(fake_model_server: FakeModelServer) -> Iterator[FakeModelServer]:
+    fake_model_server.reset()
+    yield fake_model_server
+    fake_model_server.reset()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+def reset_process_state() -> None:
+    """Forget everything a warm Lambda process caches between invocations."""
+    from functions.handlers import api, authorizer
+    from stratus import aws
+    from stratus.config import get_settings
+
+    get_settings.cache_clear()
+    aws.reset()
+    api._service.cache_clear()
+    authorizer._store.cache_clear()
+
+
+@pytest.fixture
+def cloud(aws_credentials: None, monkeypatch: pytest.MonkeyPatch,
+          fake_model: FakeModelServer) -> Iterator[dict[str, Any]]:
+    """moto with the stack's tables and model secret, and the env the stack sets."""
+    import boto3
+    from moto import mock_aws
+
+    from tests.tables import create_tables
+
+    with mock_aws():
+        names = create_tables(boto3.client("dynamodb"))
+        secret = boto3.client("secretsmanager").create_secret(
+            Name="stratus/test/model-keys",
+            SecretString=json.dumps({"api_keys": ["sk-test-primary"]}),
+        )
+        env = {
+            "STRATUS_STAGE": "test",
+            "STRATUS_TENANTS_TABLE": names["tenants"],
+            "STRATUS_IDEMPOTENCY_TABLE": names["idempotency"],
+            "STRATUS_ORDERS_TABLE": names["orders"],
+            "STRATUS_MODEL_SECRET_NAME": secret["ARN"],
+            "OPENAI_BASE_URL": fake_model.url,
+            "STRATUS_AGENT": "triage",
+        }
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.delenv("STRATUS_OPENAI_API_KEY", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        reset_process_state()
+        yield {"tables": names, "secret_arn": secret["ARN"], "model": fake_model}
+        reset_process_state()
+
+
+@pytest.fixture
+def serve_agent(monkeypatch: pytest.MonkeyPatch, cloud: dict[str, Any]) -> Any:
+    """Make this process behave like the function of the given agent."""
+
+    def _serve(agent: str) -> None:
+        monkeypatch.setenv("STRATUS_AGENT", agent)
+        reset_process_state()
+
+    return _serve

@@ -1,0 +1,116 @@
+"""Health, OpenAPI, sample events and what each handler imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import (
+    APIGatewayProxyEventModel,
+    ApiGatewayAuthorizerRequest,
+)
+
+from functions.handlers import api
+from tests.support import EVENTS, call, load_event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_health_reports_ok_when_dependencies_answer(serve_agent: Any) -> None:
+    serve_agent("")
+    reply = call(api.lambda_handler, load_event("api/health.json"))
+    assert reply.status == 200
+    assert reply.body["status"] == "ok"
+    assert reply.body["agent"] is None
+    assert reply.body["checks"] == {"tenants_table": "ok", "idempotency_table": "ok",
+                                    "orders_table": "ok"}
+
+
+def test_agent_health_checks_the_model_secret(serve_agent: Any, cloud: dict[str, Any]) -> None:
+    serve_agent("triage")
+    reply = call(api.lambda_handler, load_event("api/health.json"))
+    assert reply.status == 200
+    assert reply.body["checks"]["model_keys"] == "ok"
+
+    boto3.client("secretsmanager").delete_secret(SecretId=cloud["secret_arn"],
+                                                 ForceDeleteWithoutRecovery=True)
+    serve_agent("triage")  # a new process: no cached secret
+    degraded = call(api.lambda_handler, load_event("api/health.json"))
+    assert degraded.status == 503
+    assert degraded.body["status"] == "degraded"
+    assert degraded.body["checks"]["model_keys"] == "error"
+
+
+def test_openapi_document_describes_the_invoke_route(serve_agent: Any) -> None:
+    serve_agent("")
+    event = load_event("api/health.json")
+    event["path"] = event["resource"] = "/v1/openapi.json"
+    reply = call(api.lambda_handler, event)
+    assert reply.status == 200
+    doc = reply.body
+    assert doc["openapi"].startswith("3.")
+    operation = doc["paths"]["/v1/agents/{agent}/invoke"]["post"]
+    assert "requestBody" in operation
+    assert {"200", "404", "409", "413", "422", "502", "503"} <= set(operation["responses"])
+    assert "InvokeRequest" in doc["components"]["schemas"]
+    assert "/v1/health" in doc["paths"]
+
+
+def sample_events() -> list[str]:
+    return sorted(str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json"))
+
+
+@pytest.mark.parametrize("name", sample_events())
+def test_every_sample_event_parses(name: str) -> None:
+    event = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    model = (ApiGatewayAuthorizerRequest if name.startswith("authorizer/")
+             else APIGatewayProxyEventModel)
+    parse(event=event, model=model)
+
+
+@pytest.mark.parametrize("name", sample_events())
+def test_every_sample_event_is_used_by_a_test(name: str) -> None:
+    sources = list((ROOT / "tests").rglob("*.py"))
+    assert any(f'"{name}"' in p.read_text(encoding="utf-8") for p in sources), name
+
+
+CHECK_IMPORTS = """
+import json, sys
+import {module}
+print(json.dumps(sorted(m for m in ("openai", "httpx", "stratus.llm", "stratus.runner")
+                        if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("module", ["functions.handlers.api", "functions.handlers.authorizer"])
+def test_handlers_do_not_import_openai_at_cold_start(module: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_IMPORTS.format(module=module)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+        env={"PATH": "/usr/bin:/bin", "POWERTOOLS_TRACE_DISABLED": "1",
+             "AWS_DEFAULT_REGION": "eu-west-1"},
+    )
+    assert json.loads(out.stdout) == []
+
+
+def test_a_health_check_does_not_load_the_model_client(serve_agent: Any) -> None:
+    serve_agent("triage")
+    script = """
+import json, os, sys
+from moto import mock_aws
+with mock_aws():
+    from functions.handlers import api
+    from tests.support import load_event
+    from tests.support import FakeLambdaContext
+    api.lambda_handler(load_event("api/health.json"), FakeLambdaContext())
+print(json.dumps("openai" in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) is False
