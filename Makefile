@@ -1,0 +1,61 @@
+# Stratus: every target installs what it needs first, so each works on a fresh clone.
+#   make test    the whole suite (lint, types, unit, functional, infra, benchmark smoke)
+#   make synth   synthesize the CDK app (no AWS credentials, no Docker)
+#   make deploy  deploy a stage to AWS: make deploy STAGE=prod
+#   make bench   write bench/report.md
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+STAGE ?= dev
+UV := .tools/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export UV_LINK_MODE := copy
+
+.PHONY: env test lint typecheck unit synth deploy diff bench lock clean
+
+env: $(VENV)/.synced node_modules/.installed
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lock: $(UV)
+	$(UV) lock
+	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --no-annotate \
+		--format requirements-txt > layers/requirements.txt
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: env
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(VENV)/bin/pytest -n 2 --dist loadgroup
+
+synth: env
+	npx cdk synth --quiet -c stage=$(STAGE)
+
+diff: env
+	npx cdk diff -c stage=$(STAGE)
+
+deploy: env
+	npx cdk deploy -c stage=$(STAGE) --require-approval broadening
+
+bench: env
+	$(PY) -m bench.run
+
+clean:
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache
