@@ -1,0 +1,117 @@
+"""Entry point: ``python -m bench.run [--quick] [--out bench/report.md]``.
+
+Writes the Markdown report and, beside it, its JSON twin (same name, ``.json``).
+Progress goes to stderr. ``--runs`` and ``--invokes`` (not shown in ``--help``)
+override the sample counts, for the smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import coldstart, invoke
+from bench.report import render
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "report.md"
+FULL = {"runs": 15, "invokes": 200, "warmup": 20}
+QUICK = {"runs": 5, "invokes": 50, "warmup": 5}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Benchmark handler cold starts and per-invoke overhead; write a report.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer samples (5 runs, 50 invokes): about 30-60 s"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="Markdown report path; the JSON twin goes beside it (default: bench/report.md)",
+    )
+    parser.add_argument("--runs", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--invokes", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("runs", "invokes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports kilobytes, macOS bytes.
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    runs = args.runs or preset["runs"]
+    invokes = args.invokes or preset["invokes"]
+    warmup = min(preset["warmup"], invokes)
+    started = time.perf_counter()
+    meta: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
+        "quick": args.quick,
+        "runs": runs,
+        "invokes": invokes,
+        "command": shlex.join(["python", "-m", "bench.run", *(argv or sys.argv[1:])]),
+    }
+    log(f"cold start: {len(coldstart.TARGETS)} modules x {runs} fresh interpreters")
+    cold = coldstart.measure(runs, log=log)
+    log(f"invoke: {invokes} calls per case after {warmup} warm-up calls")
+    inv = invoke.measure(invokes, warmup, log=log)
+    data: dict[str, Any] = {
+        "meta": meta,
+        "cold_start": cold,
+        "invoke": inv,
+        "process": {
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "elapsed_s": round(time.perf_counter() - started, 1),
+        },
+    }
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(data), encoding="utf-8")
+    twin = out.with_suffix(".json")
+    twin.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {out} and {twin} in {data['process']['elapsed_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Smoke test of ``python -m bench.run``: it runs, and the report is complete.
+
+Tiny sample counts (``--runs 2 --invokes 5``); nothing about timings is checked,
+only that every section is there and that the Stratus handlers keep ``openai``
+out of their cold start.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.report import SECTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--runs",
+            "2",
+            "--invokes",
+            "5",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    report = out.read_text(encoding="utf-8")
+    assert report.startswith("# Stratus benchmarks")
+    for heading in SECTIONS:
+        assert heading in report, heading
+    for needle in (
+        "Python:",
+        "Platform:",
+        "CPUs:",
+        "Peak RSS",
+        "moto latency is not",
+        "### Import + first invoke",
+    ):
+        assert needle in report, needle
+
+    data = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert set(data) == {"meta", "cold_start", "invoke", "process"}
+    modules = {m["label"]: m for m in data["cold_start"]["modules"]}
+    assert {"api", "authorizer", "bare_powertools", "naive"} <= set(modules)
+    for label in ("api", "authorizer", "bare_powertools", "naive"):
+        assert modules[label]["import_ms"]["n"] == 2
+        assert f"`{modules[label]['module']}`" in report
+    assert modules["api"]["openai_imported"] is False
+    assert modules["authorizer"]["openai_imported"] is False
+    assert modules["naive"]["openai_imported"] is True  # the detector does detect
+    for label in ("api", "naive", "bare_powertools"):
+        assert modules[label]["first_invoke"]["first_ms"]["n"] == 2
+    assert modules["authorizer"]["first_invoke"] is None
+
+    invoke = data["invoke"]
+    assert set(invoke["cases"]) == {"raw", "api", "api_idempotent"}
+    for case in invoke["cases"].values():
+        assert case["n"] == 5
+    for case in ("raw", "api", "api_idempotent"):
+        assert invoke["per_call"][case]["model_http_calls"] == 1
+    assert invoke["per_call"]["raw"]["aws_api_calls"] == []
+    assert invoke["per_call"]["api_idempotent"]["aws_api_calls"]  # the idempotency record
+    assert set(invoke["overhead_ms"]) == {"api", "api_idempotent"}
+    assert data["process"]["peak_rss_mb"] > 0
