@@ -1,0 +1,156 @@
+"""Typed stage configuration, read once from the ``cdk.json`` context.
+
+``cdk.json`` holds ``"context": {"stratus:stages": {"dev": {...}, "prod": {...}}}``
+and the stage is picked with ``-c stage=prod`` (default ``dev``). Everything is
+validated up front, so a typo fails synthesis with the field's name instead of
+deploying a stack with a silently wrong value. This module does not import the
+CDK, so the local cloud can read the same configuration cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infra.paths import CDK_JSON
+
+STAGES_CONTEXT_KEY = "stratus:stages"
+STAGE_CONTEXT_KEY = "stage"
+DEFAULT_STAGE = "dev"
+
+#: The only retention periods CloudWatch Logs accepts (days).
+LOG_RETENTION_DAYS = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557}
+    | {2922, 3288, 3653}
+)
+#: Lambda's synchronous request payload limit is 6 MB for the whole event (headers,
+#: context, body); 5 MiB leaves room for the rest of the API Gateway proxy event.
+MAX_BODY_BYTES_LIMIT = 5 * 1024 * 1024
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,20}$")
+
+
+class StageConfigError(ValueError):
+    """The stage configuration in ``cdk.json`` is missing or invalid."""
+
+
+class StageConfig(BaseModel):
+    """How one stage (dev, prod, ...) of the stack is built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    #: Pin the stack to an account/region; both None keeps it environment-agnostic.
+    account: str | None = Field(default=None, pattern=r"^\d{12}$")
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+    log_retention_days: int
+    api_throttle_rate: float = Field(gt=0, le=10_000, description="Steady requests per second.")
+    api_throttle_burst: int = Field(ge=1, le=5_000, description="Bucket size for bursts.")
+
+    #: ``destroy`` for throwaway stages; ``retain`` keeps tables, secret and logs.
+    removal_policy: Literal["destroy", "retain"]
+    #: DynamoDB deletion protection and CloudFormation termination protection.
+    deletion_protection: bool = False
+
+    tier_fast: str = Field(min_length=1, description="Model for the fast tier.")
+    tier_smart: str = Field(min_length=1, description="Model for the smart tier.")
+
+    max_body_bytes: int = Field(gt=0, le=MAX_BODY_BYTES_LIMIT)
+    idempotency_ttl_s: int = Field(ge=60, le=30 * 24 * 3600)
+
+    #: REST API execution logging needs an account-level CloudWatch role; create it
+    #: unless the account already manages one elsewhere.
+    api_gateway_cloudwatch_role: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not STAGE_NAME.match(value):
+            raise ValueError("stage names are lowercase letters, digits and '-', 1-21 long")
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            allowed = ", ".join(str(d) for d in sorted(LOG_RETENTION_DAYS))
+            raise ValueError(f"{value} is not a CloudWatch Logs retention period ({allowed})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StageConfig:
+        if self.deletion_protection and self.removal_policy == "destroy":
+            raise ValueError(
+                "deletion_protection: true contradicts removal_policy 'destroy' "
+                "(CloudFormation could never delete the protected tables)"
+            )
+        if (self.account is None) != (self.region is None):
+            raise ValueError("account and region: set both or neither")
+        return self
+
+    @property
+    def retain(self) -> bool:
+        return self.removal_policy == "retain"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for problem in error.errors():
+        field = ".".join(str(p) for p in problem["loc"]) or "(stage)"
+        parts.append(f"{field}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def parse_stage(name: str, stages: Any) -> StageConfig:
+    """Validate the entry ``name`` of the ``stratus:stages`` mapping."""
+    if stages is None:
+        raise StageConfigError(
+            f'cdk.json context "{STAGES_CONTEXT_KEY}" is missing: run the app through '
+            "`npx cdk` (which passes cdk.json's context) or pass that context to App()"
+        )
+    if not isinstance(stages, Mapping) or not stages:
+        raise StageConfigError(
+            f'cdk.json context "{STAGES_CONTEXT_KEY}" must map stage names to settings'
+        )
+    if name not in stages:
+        known = ", ".join(sorted(stages))
+        raise StageConfigError(
+            f'unknown stage {name!r}: cdk.json context "{STAGES_CONTEXT_KEY}" defines {known}'
+        )
+    raw = stages[name]
+    if not isinstance(raw, Mapping):
+        raise StageConfigError(f'"{STAGES_CONTEXT_KEY}".{name} must be an object')
+    try:
+        return StageConfig.model_validate({**raw, "name": name})
+    except ValidationError as exc:
+        raise StageConfigError(
+            f'invalid "{STAGES_CONTEXT_KEY}".{name} in cdk.json: {_describe(exc)}'
+        ) from None
+
+
+def stage_from_context(get_context: Callable[[str], Any]) -> StageConfig:
+    """The selected stage, from a CDK ``node.try_get_context``-like getter."""
+    name = get_context(STAGE_CONTEXT_KEY) or DEFAULT_STAGE
+    return parse_stage(str(name), get_context(STAGES_CONTEXT_KEY))
+
+
+def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
+    """The ``context`` block of ``cdk.json`` (what the CDK CLI passes to the app)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StageConfigError(f"cannot read {path}: {exc}") from None
+    context = data.get("context", {})
+    if not isinstance(context, dict):
+        raise StageConfigError(f'{path}: "context" must be an object')
+    return context
+
+
+def load_stage(name: str = DEFAULT_STAGE, path: Path = CDK_JSON) -> StageConfig:
+    """Read one stage straight from ``cdk.json`` (for the local cloud and tests)."""
+    return parse_stage(name, cdk_json_context(path).get(STAGES_CONTEXT_KEY))

@@ -1,0 +1,140 @@
+"""Lambda functions built from ``infra.topology`` plans: one per agent, plus two more.
+
+Every function: arm64, Python 3.14, the shared runtime layer and code asset, JSON
+logs into an explicit log group with the stage's retention, active X-Ray
+tracing, and an own role that holds only grants derived from the plan (no
+managed policies, no hand-written statements). The plan is kept on the
+construct, so ``handler`` and ``environment_names`` can be read back by the
+local cloud and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs.logs import stage_log_group
+from infra.constructs.runtime_layer import ARCHITECTURE, RUNTIME
+from infra.constructs.tables import StratusTables
+from infra.topology import FunctionPlan, agent_plan, authorizer_plan, platform_plan
+from stratus.agents import AgentSpec
+
+
+@dataclass(frozen=True)
+class FunctionDeps:
+    """What every function is built from: code, layer, stage, tables and the secret."""
+
+    stage: StageConfig
+    code: lambda_.Code
+    layer: lambda_.ILayerVersion
+    tables: StratusTables
+    model_secret: secretsmanager.ISecret
+
+
+class StratusFunction(Construct):
+    """One Lambda function for one plan; exposes ``function``, ``role``, ``log_group``."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, plan: FunctionPlan, deps: FunctionDeps
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.plan = plan
+        #: The handler path, as the local cloud must import it.
+        self.handler = plan.handler
+        #: Names of every variable set on the function (values are tokens until deploy).
+        self.environment_names = plan.env_names
+        self.stratus_environment_names = plan.stratus_env_names
+
+        self.log_group = stage_log_group(self, "Logs", stage=deps.stage)
+        # An own role instead of the default one: the default attaches the managed
+        # AWSLambdaBasicExecutionRole (logs:* on every group); this one may only
+        # write to its own log group.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Stratus {deps.stage.name}: {plan.description}",
+        )
+        self.log_group.grant_write(self.role)
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description=plan.description,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=deps.code,
+            handler=plan.handler,
+            layers=[deps.layer],
+            role=self.role,
+            memory_size=plan.memory_mb,
+            timeout=Duration.seconds(plan.timeout_s),
+            reserved_concurrent_executions=plan.reserved_concurrency,
+            environment=plan.environment(
+                table_names=deps.tables.table_names,
+                model_secret_id=deps.model_secret.secret_arn if plan.model_secret else None,
+            ),
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            log_group=self.log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+        )
+        self._grant(deps)
+
+    def _grant(self, deps: FunctionDeps) -> None:
+        for name, access in self.plan.tables.items():
+            table = deps.tables.table(name)
+            if access == "read_write":
+                table.grant_read_write_data(self.function)
+            elif access == "read":
+                table.grant_read_data(self.function)
+            else:
+                table.grant(self.function, "dynamodb:DescribeTable")
+        if self.plan.model_secret:
+            deps.model_secret.grant_read(self.function)
+
+
+class AgentFunction(StratusFunction):
+    """The function of one agent, sized and granted from its ``AgentSpec``."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, spec: AgentSpec, deps: FunctionDeps
+    ) -> None:
+        self.spec = spec
+        super().__init__(scope, construct_id, plan=agent_plan(spec, deps.stage), deps=deps)
+
+
+class StratusFunctions(Construct):
+    """All functions of the stack: ``platform``, ``authorizer`` and ``agents[name]``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        specs: Mapping[str, AgentSpec],
+        deps: FunctionDeps,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        platform = platform_plan(deps.stage)
+        authorizer = authorizer_plan(deps.stage)
+        self.platform = StratusFunction(self, platform.construct_id, plan=platform, deps=deps)
+        self.authorizer = StratusFunction(self, authorizer.construct_id, plan=authorizer, deps=deps)
+        self.agents: dict[str, AgentFunction] = {}
+        for name in sorted(specs):
+            plan = agent_plan(specs[name], deps.stage)
+            self.agents[name] = AgentFunction(self, plan.construct_id, spec=specs[name], deps=deps)
+
+    @property
+    def by_key(self) -> dict[str, StratusFunction]:
+        """Functions by plan key (``platform``, ``authorizer``, ``agent:<name>``)."""
+        everything: list[StratusFunction] = [self.platform, self.authorizer, *self.agents.values()]
+        return {fn.plan.key: fn for fn in everything}

@@ -1,0 +1,250 @@
+"""The public REST API: routes from ``infra.topology``, a Lambda authorizer, safe stage settings.
+
+Every method except the two public platform routes goes through the REQUEST
+authorizer (``Authorization`` header, decisions cached 60 s). Invoke bodies are
+validated by API Gateway against a model derived from
+``stratus.contracts.InvokeRequest``, so a malformed request costs no Lambda
+invocation. Errors API Gateway produces itself use the same JSON shape and
+codes as the handlers (``infra.topology.GATEWAY_ERRORS``, built on ``stratus.errors``),
+so clients parse one error format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigateway
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs.agent_function import StratusFunction, StratusFunctions
+from infra.constructs.logs import stage_log_group
+from infra.topology import GATEWAY_ERRORS, GatewayError, Route
+from stratus.contracts import InvokeRequest
+
+AUTHORIZER_CACHE_TTL = Duration.seconds(60)
+INVOKE_MODEL_NAME = "InvokeRequest"
+
+#: One line per request, JSON (CloudWatch Logs Insights parses it without a pattern).
+ACCESS_LOG_FIELDS: Mapping[str, str] = {
+    "requestId": "$context.requestId",
+    "extendedRequestId": "$context.extendedRequestId",
+    "requestTime": "$context.requestTime",
+    "ip": "$context.identity.sourceIp",
+    "caller": "$context.identity.caller",
+    "user": "$context.identity.user",
+    "userAgent": "$context.identity.userAgent",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "path": "$context.path",
+    "protocol": "$context.protocol",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationLatency": "$context.integration.latency",
+    "integrationStatus": "$context.integration.status",
+    "tenantId": "$context.authorizer.tenant_id",
+    "authorizerError": "$context.authorizer.error",
+    "errorType": "$context.error.responseType",
+    "errorMessage": "$context.error.message",
+    "xrayTraceId": "$context.xrayTraceId",
+}
+
+_JSON_TYPES = {
+    "string": apigateway.JsonSchemaType.STRING,
+    "object": apigateway.JsonSchemaType.OBJECT,
+    "array": apigateway.JsonSchemaType.ARRAY,
+    "integer": apigateway.JsonSchemaType.INTEGER,
+    "number": apigateway.JsonSchemaType.NUMBER,
+    "boolean": apigateway.JsonSchemaType.BOOLEAN,
+    "null": apigateway.JsonSchemaType.NULL,
+}
+#: JSON-schema keyword -> JsonSchema keyword argument, for plain values.
+_SCALAR_KEYWORDS = {
+    "title": "title",
+    "description": "description",
+    "enum": "enum",
+    "format": "format",
+    "pattern": "pattern",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "minimum": "minimum",
+    "maximum": "maximum",
+    "minItems": "min_items",
+    "maxItems": "max_items",
+    "minProperties": "min_properties",
+    "maxProperties": "max_properties",
+}
+#: Keywords with no effect on validation, dropped on purpose.
+_IGNORED_KEYWORDS = frozenset({"default", "examples", "$defs"})
+
+
+def to_api_gateway_schema(
+    schema: Mapping[str, Any],
+    *,
+    root: Mapping[str, Any] | None = None,
+    version: apigateway.JsonSchemaVersion | None = None,
+) -> apigateway.JsonSchema:
+    """Translate a pydantic JSON schema into API Gateway's (draft-4) ``JsonSchema``.
+
+    ``$ref`` is inlined from ``$defs``. An unknown keyword raises instead of being
+    dropped: a contract feature the gateway silently ignored would let requests
+    through that the handler then rejects differently.
+    """
+    root = root if root is not None else schema
+    if "$ref" in schema:
+        name = str(schema["$ref"]).removeprefix("#/$defs/")
+        return to_api_gateway_schema(root["$defs"][name], root=root)
+    kwargs: dict[str, Any] = {"schema": version} if version is not None else {}
+    for key, value in schema.items():
+        if key in _IGNORED_KEYWORDS:
+            continue
+        if key in _SCALAR_KEYWORDS:
+            kwargs[_SCALAR_KEYWORDS[key]] = value
+        elif key == "type":
+            types = value if isinstance(value, list) else [value]
+            converted = [_JSON_TYPES[t] for t in types]
+            kwargs["type"] = converted if len(converted) > 1 else converted[0]
+        elif key == "required":
+            kwargs["required"] = list(value)
+        elif key == "properties":
+            kwargs["properties"] = {
+                name: to_api_gateway_schema(sub, root=root) for name, sub in value.items()
+            }
+        elif key == "additionalProperties":
+            kwargs["additional_properties"] = (
+                value if isinstance(value, bool) else to_api_gateway_schema(value, root=root)
+            )
+        elif key == "items":
+            kwargs["items"] = to_api_gateway_schema(value, root=root)
+        elif key in ("anyOf", "oneOf", "allOf"):
+            arg = {"anyOf": "any_of", "oneOf": "one_of", "allOf": "all_of"}[key]
+            kwargs[arg] = [to_api_gateway_schema(sub, root=root) for sub in value]
+        else:
+            raise ValueError(f"JSON-schema keyword {key!r} has no API Gateway translation")
+    return apigateway.JsonSchema(**kwargs)
+
+
+def invoke_request_schema() -> apigateway.JsonSchema:
+    """The invoke body model, from the same pydantic model the handler validates with."""
+    return to_api_gateway_schema(
+        InvokeRequest.model_json_schema(), version=apigateway.JsonSchemaVersion.DRAFT4
+    )
+
+
+class StratusApi(Construct):
+    """The REST API; ``api`` is the RestApi, ``url`` its stage URL, ``methods`` by route."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageConfig,
+        functions: StratusFunctions,
+        routes: Sequence[Route],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.access_logs = stage_log_group(self, "AccessLogs", stage=stage)
+        self.api = apigateway.RestApi(
+            self,
+            "RestApi",
+            rest_api_name=f"stratus-{stage.name}",
+            description=f"Stratus agents API ({stage.name})",
+            endpoint_types=[apigateway.EndpointType.REGIONAL],
+            cloud_watch_role=stage.api_gateway_cloudwatch_role,
+            # The account-level role outlives this stack: other APIs may rely on it.
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=apigateway.StageOptions(
+                stage_name=stage.name,
+                access_log_destination=apigateway.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigateway.AccessLogFormat.custom(
+                    json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
+                ),
+                tracing_enabled=True,
+                logging_level=apigateway.MethodLoggingLevel.INFO,
+                # Request/response bodies would put prompts and answers in the logs.
+                data_trace_enabled=False,
+                metrics_enabled=True,
+                throttling_rate_limit=stage.api_throttle_rate,
+                throttling_burst_limit=stage.api_throttle_burst,
+            ),
+        )
+        self.authorizer = apigateway.RequestAuthorizer(
+            self,
+            "Authorizer",
+            handler=functions.authorizer.function,
+            identity_sources=[apigateway.IdentitySource.header("Authorization")],
+            results_cache_ttl=AUTHORIZER_CACHE_TTL,
+        )
+        # Parameters too: no method declares required parameters today, but one that
+        # does is then enforced at the gateway without another validator.
+        self.request_validator = self.api.add_request_validator(
+            "RequestValidator", validate_request_body=True, validate_request_parameters=True
+        )
+        self.invoke_model = self.api.add_model(
+            "InvokeRequestModel",
+            content_type="application/json",
+            model_name=INVOKE_MODEL_NAME,
+            description="Body of POST /v1/agents/{name}/invoke (stratus.contracts.InvokeRequest)",
+            schema=invoke_request_schema(),
+        )
+        self.gateway_responses = [self._gateway_response(error) for error in GATEWAY_ERRORS]
+
+        #: (verb, path) -> the route and the method built for it.
+        self.routes: dict[tuple[str, str], Route] = {}
+        self.methods: dict[tuple[str, str], apigateway.Method] = {}
+        targets = functions.by_key
+        for route in routes:
+            key = (route.method, route.path)
+            self.routes[key] = route
+            self.methods[key] = self._method(route, targets[route.target])
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    @property
+    def public_methods(self) -> list[apigateway.Method]:
+        """Methods without the authorizer (health and OpenAPI only)."""
+        return [self.methods[key] for key, route in self.routes.items() if not route.authorized]
+
+    @property
+    def authorized_methods(self) -> list[apigateway.Method]:
+        return [self.methods[key] for key, route in self.routes.items() if route.authorized]
+
+    def _resource(self, path: str) -> apigateway.IResource:
+        resource: apigateway.IResource = self.api.root
+        for segment in path.strip("/").split("/"):
+            resource = resource.get_resource(segment) or resource.add_resource(segment)
+        return resource
+
+    def _method(self, route: Route, target: StratusFunction) -> apigateway.Method:
+        integration = apigateway.LambdaIntegration(
+            target.function,
+            proxy=True,
+            # Test-invoke permissions would double the function's resource policy.
+            allow_test_invoke=False,
+        )
+        options: dict[str, Any] = {}
+        if route.authorized:
+            options["authorizer"] = self.authorizer
+            options["authorization_type"] = apigateway.AuthorizationType.CUSTOM
+        else:
+            options["authorization_type"] = apigateway.AuthorizationType.NONE
+        if route.validate_invoke_body:
+            options["request_validator"] = self.request_validator
+            options["request_models"] = {"application/json": self.invoke_model}
+        method = self._resource(route.path).add_method(route.method, integration, **options)
+        return method
+
+    def _gateway_response(self, error: GatewayError) -> apigateway.GatewayResponse:
+        return self.api.add_gateway_response(
+            f"{error.name}Response",
+            type=apigateway.ResponseType.of(error.response_type),
+            status_code=str(error.status) if error.status is not None else None,
+            templates={"application/json": error.template()},
+        )

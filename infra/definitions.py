@@ -1,0 +1,143 @@
+"""The DynamoDB tables of the stack, as plain data.
+
+The CDK constructs (``infra.constructs.tables``) and the local cloud (moto,
+through boto3) both build their tables from these definitions, so the key
+schema a handler sees locally is the one it gets in AWS. Nothing here imports
+the CDK: reading a definition must stay cheap and work without Node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+AttributeType = Literal["S", "N", "B"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key attribute (partition or sort key) and its DynamoDB type."""
+
+    name: str
+    type: AttributeType = "S"
+
+
+@dataclass(frozen=True)
+class GlobalIndex:
+    """A global secondary index; always projects all attributes (on-demand billing)."""
+
+    name: str
+    partition_key: Key
+    sort_key: Key | None = None
+
+
+@dataclass(frozen=True)
+class TableDefinition:
+    """One table: its logical name, keys, TTL attribute and indexes.
+
+    ``env_var`` is the variable through which functions learn the physical name
+    (CDK generates it in AWS; the local cloud picks its own).
+    """
+
+    name: str
+    env_var: str
+    partition_key: Key
+    sort_key: Key | None = None
+    ttl_attribute: str | None = None
+    indexes: tuple[GlobalIndex, ...] = ()
+    description: str = ""
+
+    @property
+    def key_attributes(self) -> tuple[Key, ...]:
+        """Every attribute that must be declared in ``AttributeDefinitions``, once."""
+        keys: list[Key] = [self.partition_key]
+        if self.sort_key is not None:
+            keys.append(self.sort_key)
+        for index in self.indexes:
+            keys.append(index.partition_key)
+            if index.sort_key is not None:
+                keys.append(index.sort_key)
+        unique: dict[str, Key] = {}
+        for key in keys:
+            seen = unique.setdefault(key.name, key)
+            if seen.type != key.type:
+                raise ValueError(f"{self.name}: attribute {key.name!r} has two types")
+        return tuple(unique.values())
+
+
+TENANTS = TableDefinition(
+    name="tenants",
+    env_var="STRATUS_TENANTS_TABLE",
+    partition_key=Key("pk"),
+    description="Tenants (TENANT#<id>) and their API keys (KEY#<sha256 of the key>).",
+)
+
+IDEMPOTENCY = TableDefinition(
+    name="idempotency",
+    env_var="STRATUS_IDEMPOTENCY_TABLE",
+    partition_key=Key("id"),
+    # The Powertools idempotency default schema: key attribute "id", TTL "expiration".
+    ttl_attribute="expiration",
+    description="Powertools idempotency records; expire through TTL.",
+)
+
+ORDERS = TableDefinition(
+    name="orders",
+    env_var="STRATUS_ORDERS_TABLE",
+    partition_key=Key("tenant_id"),
+    sort_key=Key("order_id"),
+    description="Sample orders read by the order_status agent, partitioned by tenant.",
+)
+
+#: Every table of the stack, in creation order.
+TABLES: tuple[TableDefinition, ...] = (TENANTS, IDEMPOTENCY, ORDERS)
+
+
+def table_definition(name: str) -> TableDefinition:
+    """The definition with this logical name (``tenants``, ``idempotency``, ``orders``)."""
+    for table in TABLES:
+        if table.name == name:
+            return table
+    raise KeyError(f"no table named {name!r}; known: {', '.join(t.name for t in TABLES)}")
+
+
+def _key_schema(partition: Key, sort: Key | None) -> list[dict[str, str]]:
+    schema = [{"AttributeName": partition.name, "KeyType": "HASH"}]
+    if sort is not None:
+        schema.append({"AttributeName": sort.name, "KeyType": "RANGE"})
+    return schema
+
+
+def create_table_kwargs(table: TableDefinition, table_name: str) -> dict[str, Any]:
+    """``dynamodb.create_table(**kwargs)`` arguments for this table (on-demand billing).
+
+    TTL is not part of ``CreateTable``; apply :func:`ttl_kwargs` afterwards.
+    """
+    kwargs: dict[str, Any] = {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": key.name, "AttributeType": key.type} for key in table.key_attributes
+        ],
+        "KeySchema": _key_schema(table.partition_key, table.sort_key),
+    }
+    if table.indexes:
+        kwargs["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": index.name,
+                "KeySchema": _key_schema(index.partition_key, index.sort_key),
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for index in table.indexes
+        ]
+    return kwargs
+
+
+def ttl_kwargs(table: TableDefinition, table_name: str) -> dict[str, Any] | None:
+    """``dynamodb.update_time_to_live(**kwargs)`` arguments, or None if the table has no TTL."""
+    if table.ttl_attribute is None:
+        return None
+    return {
+        "TableName": table_name,
+        "TimeToLiveSpecification": {"Enabled": True, "AttributeName": table.ttl_attribute},
+    }

@@ -1,0 +1,99 @@
+"""``StratusStack``: the tables, the model secret, the functions and the API of one stage.
+
+The agents default to every package under ``functions/agents/``; passing
+``agents`` explicitly (tests, tooling) builds the stack for any set of specs,
+which is also how a new agent shows up: one more function and its routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_cdk import CfnOutput, Environment, Stack, Tags
+from constructs import Construct
+
+from functions.agents import load_all
+from infra.config import StageConfig
+from infra.constructs.agent_function import FunctionDeps, StratusFunctions
+from infra.constructs.api import StratusApi
+from infra.constructs.function_code import FunctionCode
+from infra.constructs.runtime_layer import RuntimeLayer
+from infra.constructs.secrets import STORE_KEYS_HOWTO, ModelSecret
+from infra.constructs.tables import StratusTables
+from infra.definitions import IDEMPOTENCY, ORDERS, TENANTS
+from infra.nag import apply_suppressions
+from infra.topology import api_routes
+from stratus.agents import AgentSpec
+
+
+def stack_name(stage: StageConfig) -> str:
+    return f"Stratus-{stage.name}"
+
+
+class StratusStack(Stack):
+    """Everything Stratus deploys for one stage."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageConfig,
+        agents: Mapping[str, AgentSpec] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if stage.account is not None:
+            kwargs.setdefault("env", Environment(account=stage.account, region=stage.region))
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"Stratus AI agents ({stage.name})",
+            termination_protection=stage.deletion_protection,
+            **kwargs,
+        )
+        self.stage_config = stage
+        self.agent_specs: dict[str, AgentSpec] = dict(load_all() if agents is None else agents)
+
+        self.tables = StratusTables(self, "Tables", stage=stage)
+        self.model_secret = ModelSecret(self, "ModelSecret", stage=stage)
+        self.runtime_layer = RuntimeLayer(self, "RuntimeLayer")
+        self.function_code = FunctionCode(self, "FunctionCode")
+        deps = FunctionDeps(
+            stage=stage,
+            code=self.function_code.code,
+            layer=self.runtime_layer.layer,
+            tables=self.tables,
+            model_secret=self.model_secret.secret,
+        )
+        self.functions = StratusFunctions(self, "Functions", specs=self.agent_specs, deps=deps)
+        self.api = StratusApi(
+            self,
+            "Api",
+            stage=stage,
+            functions=self.functions,
+            routes=api_routes(self.agent_specs),
+        )
+
+        CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the REST API")
+        CfnOutput(
+            self,
+            "ModelSecretArn",
+            value=self.model_secret.secret.secret_arn,
+            description=STORE_KEYS_HOWTO,
+        )
+        for output, table in (
+            ("TenantsTableName", TENANTS),
+            ("IdempotencyTableName", IDEMPOTENCY),
+            ("OrdersTableName", ORDERS),
+        ):
+            CfnOutput(
+                self,
+                output,
+                value=self.tables.table(table.name).table_name,
+                description=f"{table.env_var}: {table.description}",
+            )
+
+        Tags.of(self).add("project", "stratus")
+        Tags.of(self).add("stratus:stage", stage.name)
+        apply_suppressions(self)

@@ -1,0 +1,488 @@
+"""What the synthesized template must contain: functions, tables, API, IAM, outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from functions.agents import load_all
+from infra.config import load_stage
+from infra.definitions import TABLES
+from infra.topology import (
+    API_HANDLER,
+    AUTHORIZER_HANDLER,
+    agent_plan,
+    api_routes,
+    authorizer_plan,
+    platform_plan,
+)
+from tests.infra.conftest import Synthesized
+
+pytestmark = pytest.mark.infra
+
+AGENT_ENV = {
+    "STRATUS_STAGE",
+    "STRATUS_AGENT",
+    "STRATUS_IDEMPOTENCY_TABLE",
+    "STRATUS_MODEL_SECRET_NAME",
+    "STRATUS_TIER_FAST",
+    "STRATUS_TIER_SMART",
+    "STRATUS_MAX_BODY_BYTES",
+    "STRATUS_IDEMPOTENCY_TTL_S",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+}
+
+
+def _functions(synthesized: Synthesized, stage: str = "dev") -> dict[str, dict[str, Any]]:
+    return synthesized.resources(stage, "AWS::Lambda::Function")
+
+
+def _function_for(synthesized: Synthesized, agent: str) -> tuple[str, dict[str, Any]]:
+    matches = [
+        (logical_id, fn)
+        for logical_id, fn in _functions(synthesized).items()
+        if fn["Properties"]["Environment"]["Variables"].get("STRATUS_AGENT") == agent
+        and fn["Properties"]["Handler"] == API_HANDLER
+    ]
+    assert len(matches) == 1, f"expected one function serving {agent!r}, got {len(matches)}"
+    return matches[0]
+
+
+def _ref(value: Any) -> str:
+    """The logical id behind a Ref or Fn::GetAtt."""
+    if "Ref" in value:
+        return str(value["Ref"])
+    return str(value["Fn::GetAtt"][0])
+
+
+# --- functions -----------------------------------------------------------------------
+
+
+def test_one_function_per_agent_plus_platform_and_authorizer(synthesized: Synthesized) -> None:
+    specs = load_all()
+    assert len(_functions(synthesized)) == len(specs) + 2
+
+
+@pytest.mark.parametrize("agent", sorted(load_all()))
+def test_agent_function(synthesized: Synthesized, dev_template: Any, agent: str) -> None:
+    from aws_cdk.assertions import Match
+
+    spec = load_all()[agent]
+    stage = load_stage("dev")
+    dev_template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": API_HANDLER,
+            "Architectures": ["arm64"],
+            "Runtime": "python3.14",
+            "MemorySize": spec.deployment.memory_mb,
+            "Timeout": spec.deployment.timeout_s,
+            "TracingConfig": {"Mode": "Active"},
+            "LoggingConfig": Match.object_like({"LogFormat": "JSON"}),
+            "Environment": {"Variables": Match.object_like({"STRATUS_AGENT": agent})},
+        },
+    )
+    (layer_id,) = synthesized.resources("dev", "AWS::Lambda::LayerVersion")
+    _, fn = _function_for(synthesized, agent)
+    props = fn["Properties"]
+
+    assert props["Architectures"] == ["arm64"]
+    assert props["Runtime"] == "python3.14"
+    assert props["Handler"] == "functions.handlers.api.lambda_handler"
+    assert [_ref(layer) for layer in props["Layers"]] == [layer_id]
+    assert props["MemorySize"] == spec.deployment.memory_mb
+    assert props["Timeout"] == spec.deployment.timeout_s
+    assert props.get("ReservedConcurrentExecutions") == spec.deployment.reserved_concurrency
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["LoggingConfig"]["LogFormat"] == "JSON"
+
+    env = props["Environment"]["Variables"]
+    expected = set(AGENT_ENV)
+    if "orders_table" in spec.resources:
+        expected.add("STRATUS_ORDERS_TABLE")
+    assert expected <= set(env)
+    assert set(env) == set(agent_plan(spec, stage).env_names)
+    assert env["STRATUS_STAGE"] == "dev"
+    assert env["STRATUS_AGENT"] == agent
+    assert env["STRATUS_TIER_FAST"] == stage.tier_fast
+    assert env["STRATUS_TIER_SMART"] == stage.tier_smart
+    assert env["STRATUS_MAX_BODY_BYTES"] == str(stage.max_body_bytes)
+    assert env["STRATUS_IDEMPOTENCY_TTL_S"] == str(stage.idempotency_ttl_s)
+    assert env["POWERTOOLS_SERVICE_NAME"] == "stratus"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Stratus"
+    assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+    (secret_id,) = synthesized.resources("dev", "AWS::SecretsManager::Secret")
+    assert _ref(env["STRATUS_MODEL_SECRET_NAME"]) == secret_id
+
+
+def test_orders_table_only_where_a_tool_needs_it(synthesized: Synthesized) -> None:
+    having = {
+        fn["Properties"]["Environment"]["Variables"].get("STRATUS_AGENT")
+        for fn in _functions(synthesized).values()
+        if "STRATUS_ORDERS_TABLE" in fn["Properties"]["Environment"]["Variables"]
+    }
+    assert having == {"order_status"}
+
+
+def test_function_log_groups_have_stage_retention(synthesized: Synthesized) -> None:
+    for stage, days in (("dev", 14), ("prod", 90)):
+        groups = synthesized.resources(stage, "AWS::Logs::LogGroup")
+        for fn in _functions(synthesized, stage).values():
+            group_id = _ref(fn["Properties"]["LoggingConfig"]["LogGroup"])
+            assert groups[group_id]["Properties"]["RetentionInDays"] == days
+        policies = {g["DeletionPolicy"] for g in groups.values()}
+        assert policies == ({"Delete"} if stage == "dev" else {"Retain"})
+
+
+def test_platform_and_authorizer_functions(synthesized: Synthesized) -> None:
+    stage = load_stage("dev")
+    by_handler: dict[tuple[str, str], dict[str, Any]] = {}
+    for fn in _functions(synthesized).values():
+        props = fn["Properties"]
+        agent = props["Environment"]["Variables"].get("STRATUS_AGENT", "<unset>")
+        by_handler[(props["Handler"], agent)] = props
+
+    platform = by_handler[(API_HANDLER, "")]
+    assert set(platform["Environment"]["Variables"]) == set(platform_plan(stage).env_names)
+    assert {"STRATUS_TENANTS_TABLE", "STRATUS_IDEMPOTENCY_TABLE"} <= set(
+        platform["Environment"]["Variables"]
+    )
+    authorizer = by_handler[(AUTHORIZER_HANDLER, "<unset>")]
+    assert set(authorizer["Environment"]["Variables"]) == set(authorizer_plan(stage).env_names)
+    assert "STRATUS_TENANTS_TABLE" in authorizer["Environment"]["Variables"]
+    for props in (platform, authorizer):
+        assert props["Architectures"] == ["arm64"]
+        assert props["Runtime"] == "python3.14"
+        assert props["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_construct_exposes_handler_and_env_names(synthesized: Synthesized) -> None:
+    functions = synthesized.stacks["dev"].functions
+    assert functions.authorizer.handler == AUTHORIZER_HANDLER
+    assert functions.platform.handler == API_HANDLER
+    order_status = functions.agents["order_status"]
+    assert "STRATUS_ORDERS_TABLE" in order_status.stratus_environment_names
+    assert "STRATUS_ORDERS_TABLE" not in functions.agents["triage"].environment_names
+    assert all(n.startswith("STRATUS_") for n in order_status.stratus_environment_names)
+
+
+# --- IAM -----------------------------------------------------------------------------
+
+
+def _statements(synthesized: Synthesized, stage: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for policy in synthesized.resources(stage, "AWS::IAM::Policy").values():
+        statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    for role in synthesized.resources(stage, "AWS::IAM::Role").values():
+        for inline in role["Properties"].get("Policies", []):
+            statements.extend(inline["PolicyDocument"]["Statement"])
+    return statements
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_no_wildcard_permissions_except_xray(synthesized: Synthesized, stage: str) -> None:
+    statements = _statements(synthesized, stage)
+    assert statements
+    for statement in statements:
+        actions = _as_list(statement["Action"])
+        resources = _as_list(statement["Resource"])
+        assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
+        if "*" in resources:
+            assert all(a.startswith("xray:") for a in actions), statement
+
+
+def test_function_roles_carry_no_managed_policies(synthesized: Synthesized) -> None:
+    for logical_id, role in synthesized.resources("dev", "AWS::IAM::Role").items():
+        principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        if principal.get("Service") == "lambda.amazonaws.com":
+            assert "ManagedPolicyArns" not in role["Properties"], logical_id
+
+
+def _grants(synthesized: Synthesized, agent: str) -> dict[str, set[str]]:
+    """Table/secret logical id -> actions, for the role of an agent's function."""
+    _, fn = _function_for(synthesized, agent)
+    role_id = _ref(fn["Properties"]["Role"])
+    grants: dict[str, set[str]] = {}
+    for policy in synthesized.resources("dev", "AWS::IAM::Policy").values():
+        if [_ref(r) for r in policy["Properties"]["Roles"]] != [role_id]:
+            continue
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            for resource in _as_list(statement["Resource"]):
+                if isinstance(resource, dict):
+                    grants.setdefault(_ref(resource), set()).update(_as_list(statement["Action"]))
+    return grants
+
+
+def test_agent_grants(synthesized: Synthesized) -> None:
+    tables = {
+        t["Properties"]["KeySchema"][0]["AttributeName"]: logical_id
+        for logical_id, t in synthesized.resources("dev", "AWS::DynamoDB::Table").items()
+    }
+    (secret_id,) = synthesized.resources("dev", "AWS::SecretsManager::Secret")
+    order_status = _grants(synthesized, "order_status")
+    assert "dynamodb:PutItem" in order_status[tables["id"]]  # idempotency: read/write
+    assert "dynamodb:GetItem" in order_status[tables["tenant_id"]]  # orders: read
+    assert not any(a in order_status[tables["tenant_id"]] for a in ("dynamodb:PutItem",))
+    assert "secretsmanager:GetSecretValue" in order_status[secret_id]
+    assert tables["pk"] not in order_status  # no access to tenants
+    triage = _grants(synthesized, "triage")
+    assert tables["tenant_id"] not in triage  # no orders without the tool
+
+
+# --- tables --------------------------------------------------------------------------
+
+
+def test_tables_with_template_assertions(dev_template: Any, prod_template: Any) -> None:
+    from aws_cdk.assertions import Match
+
+    dev_template.resource_count_is("AWS::DynamoDB::Table", len(TABLES))
+    dev_template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": [
+                {"AttributeName": "tenant_id", "KeyType": "HASH"},
+                {"AttributeName": "order_id", "KeyType": "RANGE"},
+            ],
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        },
+    )
+    dev_template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {"TimeToLiveSpecification": {"AttributeName": "expiration", "Enabled": True}},
+    )
+    prod_template.all_resources_properties(
+        "AWS::DynamoDB::Table", Match.object_like({"DeletionProtectionEnabled": True})
+    )
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_tables_match_definitions(synthesized: Synthesized, stage: str) -> None:
+    tables = list(synthesized.resources(stage, "AWS::DynamoDB::Table").values())
+    assert len(tables) == len(TABLES)
+    by_key = {tuple(k["AttributeName"] for k in t["Properties"]["KeySchema"]): t for t in tables}
+    for definition in TABLES:
+        keys = (definition.partition_key.name,) + (
+            (definition.sort_key.name,) if definition.sort_key else ()
+        )
+        props = by_key[keys]["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["SSESpecification"] == {"SSEEnabled": True}
+        if definition.ttl_attribute:
+            assert props["TimeToLiveSpecification"] == {
+                "AttributeName": definition.ttl_attribute,
+                "Enabled": True,
+            }
+        else:
+            assert "TimeToLiveSpecification" not in props
+        assert props["DeletionProtectionEnabled"] is (stage == "prod")
+        assert by_key[keys]["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
+
+
+def test_prod_stack_is_termination_protected(synthesized: Synthesized) -> None:
+    assert synthesized.stacks["prod"].termination_protection is True
+    assert synthesized.stacks["dev"].termination_protection is False
+
+
+def test_secret_is_generated_placeholder(synthesized: Synthesized) -> None:
+    ((_, secret),) = synthesized.resources("dev", "AWS::SecretsManager::Secret").items()
+    generate = secret["Properties"]["GenerateSecretString"]
+    assert json.loads(generate["SecretStringTemplate"]) == {"api_keys": []}
+    assert "SecretString" not in secret["Properties"]
+    assert (
+        "put-secret-value"
+        in synthesized.templates["dev"]["Outputs"]["ModelSecretArn"]["Description"]
+    )
+
+
+# --- API -----------------------------------------------------------------------------
+
+
+def _methods(synthesized: Synthesized, stage: str = "dev") -> dict[tuple[str, str], Any]:
+    resources = synthesized.resources(stage, "AWS::ApiGateway::Resource")
+
+    def path(resource_id: Any) -> str:
+        parts: list[str] = []
+        while isinstance(resource_id, dict) and "Ref" in resource_id:
+            props = resources[resource_id["Ref"]]["Properties"]
+            parts.append(props["PathPart"])
+            resource_id = props["ParentId"]
+        return "/" + "/".join(reversed(parts))
+
+    return {
+        (m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"])): m["Properties"]
+        for m in synthesized.resources(stage, "AWS::ApiGateway::Method").values()
+    }
+
+
+def _integration_function(method: dict[str, Any]) -> str:
+    """The logical id of the Lambda function a proxy integration invokes."""
+    parts = method["Integration"]["Uri"]["Fn::Join"][1]
+    (function_id,) = {
+        p["Fn::GetAtt"][0] for p in parts if isinstance(p, dict) and "Fn::GetAtt" in p
+    }
+    return str(function_id)
+
+
+def test_routes_and_authorization(synthesized: Synthesized) -> None:
+    methods = _methods(synthesized)
+    routes = api_routes(load_all())
+    assert set(methods) == {(r.method, r.path) for r in routes}
+    (authorizer_id,) = synthesized.resources("dev", "AWS::ApiGateway::Authorizer")
+    function_of = {
+        env["Variables"].get("STRATUS_AGENT", "authorizer"): logical_id
+        for logical_id, fn in _functions(synthesized).items()
+        for env in (fn["Properties"]["Environment"],)
+    }
+    for route in routes:
+        method = methods[(route.method, route.path)]
+        assert method["Integration"]["Type"] == "AWS_PROXY"
+        target = route.target.removeprefix("agent:") if route.target != "platform" else ""
+        assert _integration_function(method) == function_of[target], route
+        if route.authorized:
+            assert method["AuthorizationType"] == "CUSTOM", route
+            assert method["AuthorizerId"] == {"Ref": authorizer_id}, route
+        else:
+            assert method["AuthorizationType"] == "NONE", route
+            assert "AuthorizerId" not in method
+
+    public = {path for (verb, path), m in methods.items() if m["AuthorizationType"] == "NONE"}
+    assert public == {"/v1/health", "/v1/openapi.json"}
+    # Unknown agents fall through to the platform function (its 404 agent_not_found).
+    fallback = methods[("ANY", "/v1/agents/{agent}/{proxy+}")]
+    assert _integration_function(fallback) == function_of[""]
+
+
+def test_invoke_routes_validate_the_body(synthesized: Synthesized) -> None:
+    methods = _methods(synthesized)
+    ((validator_id, validator),) = synthesized.resources(
+        "dev", "AWS::ApiGateway::RequestValidator"
+    ).items()
+    assert validator["Properties"]["ValidateRequestBody"] is True
+    ((model_id, model),) = synthesized.resources("dev", "AWS::ApiGateway::Model").items()
+    for name in load_all():
+        method = methods[("POST", f"/v1/agents/{name}/invoke")]
+        assert method["RequestValidatorId"] == {"Ref": validator_id}
+        assert method["RequestModels"] == {"application/json": {"Ref": model_id}}
+    schema = model["Properties"]["Schema"]
+    assert schema["type"] == "object"
+    assert schema["required"] == ["input"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {"input", "metadata"}
+    input_types = {alt["type"] for alt in schema["properties"]["input"]["anyOf"]}
+    assert input_types == {"string", "object"}
+    assert schema["properties"]["metadata"]["type"] == "object"
+
+
+def test_request_authorizer(dev_template: Any, synthesized: Synthesized) -> None:
+    dev_template.resource_count_is("AWS::ApiGateway::Authorizer", 1)
+    ((_, authorizer),) = synthesized.resources("dev", "AWS::ApiGateway::Authorizer").items()
+    props = authorizer["Properties"]
+    assert props["Type"] == "REQUEST"
+    assert props["IdentitySource"] == "method.request.header.Authorization"
+    assert props["AuthorizerResultTtlInSeconds"] == 60
+    uri = json.dumps(props["AuthorizerUri"])
+    authorizer_fn = next(
+        logical_id
+        for logical_id, fn in _functions(synthesized).items()
+        if fn["Properties"]["Handler"] == AUTHORIZER_HANDLER
+    )
+    assert authorizer_fn in uri
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_stage_settings(synthesized: Synthesized, stage: str) -> None:
+    config = load_stage(stage)
+    ((_, api_stage),) = synthesized.resources(stage, "AWS::ApiGateway::Stage").items()
+    props = api_stage["Properties"]
+    assert props["StageName"] == stage
+    assert props["TracingEnabled"] is True
+    (settings,) = props["MethodSettings"]
+    assert settings["HttpMethod"] == "*" and settings["ResourcePath"] == "/*"
+    assert settings["ThrottlingRateLimit"] == config.api_throttle_rate
+    assert settings["ThrottlingBurstLimit"] == config.api_throttle_burst
+    assert settings["LoggingLevel"] == "INFO"
+    assert settings["DataTraceEnabled"] is False
+    assert settings["MetricsEnabled"] is True
+    access_log = json.loads(props["AccessLogSetting"]["Format"])
+    for field in ("requestId", "ip", "caller", "httpMethod", "path", "status"):
+        assert field in access_log
+    assert access_log["authorizerError"] == "$context.authorizer.error"
+    assert access_log["responseLatency"] == "$context.responseLatency"
+
+
+#: Values API Gateway may substitute, including ones with quotes and backslashes.
+SUBSTITUTIONS = {
+    "$context.requestId": "c0ffee00-0000-4000-8000-000000000000",
+    "$context.error.messageString": json.dumps('Quote " and backslash \\'),
+    "$context.error.validationErrorString": (
+        '[object has missing required properties ([\\"input\\"])]'
+    ),
+}
+
+GATEWAY_RESPONSES = {
+    "UNAUTHORIZED": ("401", "unauthorized"),
+    "ACCESS_DENIED": ("403", "forbidden"),
+    "MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"),
+    "REQUEST_TOO_LARGE": ("413", "payload_too_large"),
+    "BAD_REQUEST_BODY": ("422", "validation_error"),
+    "THROTTLED": ("429", "throttled"),
+    "INTEGRATION_TIMEOUT": ("504", "timeout"),
+    "DEFAULT_4XX": (None, "bad_request"),
+    "DEFAULT_5XX": (None, "internal_error"),
+}
+
+
+def test_gateway_responses_use_the_error_shape(synthesized: Synthesized) -> None:
+    found = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in synthesized.resources("dev", "AWS::ApiGateway::GatewayResponse").values()
+    }
+    assert set(found) == set(GATEWAY_RESPONSES)
+    for response_type, (status, code) in GATEWAY_RESPONSES.items():
+        props = found[response_type]
+        assert props.get("StatusCode") == status, response_type
+        template = props["ResponseTemplates"]["application/json"]
+        rendered = re.sub(r"\$context\.[A-Za-z.]+", lambda m: SUBSTITUTIONS[m.group(0)], template)
+        body = json.loads(rendered)  # valid JSON after API Gateway's substitution
+        assert set(body) == {"error"}
+        assert body["error"]["code"] == code
+        assert body["error"]["request_id"] == SUBSTITUTIONS["$context.requestId"]
+        assert body["error"]["message"]
+    assert (
+        "$context.error.validationErrorString"
+        in found["BAD_REQUEST_BODY"]["ResponseTemplates"]["application/json"]
+    )
+
+
+def test_gateway_statuses_match_the_handlers() -> None:
+    from stratus.errors import PayloadTooLarge, RouteNotFound, Unauthorized, ValidationFailed
+
+    for response_type, error in (
+        ("UNAUTHORIZED", Unauthorized),
+        ("MISSING_AUTHENTICATION_TOKEN", RouteNotFound),
+        ("REQUEST_TOO_LARGE", PayloadTooLarge),
+        ("BAD_REQUEST_BODY", ValidationFailed),
+    ):
+        assert GATEWAY_RESPONSES[response_type] == (str(error.status), error.code)
+
+
+def test_outputs(synthesized: Synthesized) -> None:
+    outputs = synthesized.templates["dev"]["Outputs"]
+    for name in (
+        "ApiUrl",
+        "TenantsTableName",
+        "ModelSecretArn",
+        "OrdersTableName",
+        "IdempotencyTableName",
+    ):
+        assert name in outputs

@@ -1,0 +1,106 @@
+"""Table definitions and function plans: the plain data the local cloud shares with CDK."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions.agents import load_all
+from infra.config import load_stage
+from infra.definitions import IDEMPOTENCY, ORDERS, TABLES, TENANTS, create_table_kwargs, ttl_kwargs
+from infra.topology import (
+    API_HANDLER,
+    AUTHORIZER_HANDLER,
+    GATEWAY_ERRORS,
+    api_routes,
+    function_plans,
+    gateway_error,
+)
+
+
+def test_table_definitions() -> None:
+    assert [t.name for t in TABLES] == ["tenants", "idempotency", "orders"]
+    assert (TENANTS.partition_key.name, TENANTS.sort_key) == ("pk", None)
+    assert (IDEMPOTENCY.partition_key.name, IDEMPOTENCY.ttl_attribute) == ("id", "expiration")
+    assert ORDERS.sort_key is not None
+    assert (ORDERS.partition_key.name, ORDERS.sort_key.name) == ("tenant_id", "order_id")
+
+
+def test_create_table_kwargs_for_boto3() -> None:
+    kwargs = create_table_kwargs(ORDERS, "local-orders")
+    assert kwargs == {
+        "TableName": "local-orders",
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": "tenant_id", "AttributeType": "S"},
+            {"AttributeName": "order_id", "AttributeType": "S"},
+        ],
+        "KeySchema": [
+            {"AttributeName": "tenant_id", "KeyType": "HASH"},
+            {"AttributeName": "order_id", "KeyType": "RANGE"},
+        ],
+    }
+    assert ttl_kwargs(TENANTS, "t") is None
+    assert ttl_kwargs(IDEMPOTENCY, "i") == {
+        "TableName": "i",
+        "TimeToLiveSpecification": {"Enabled": True, "AttributeName": "expiration"},
+    }
+
+
+def test_function_plans_and_environment() -> None:
+    stage = load_stage("dev")
+    plans = {plan.key: plan for plan in function_plans(stage, load_all())}
+    assert set(plans) == {"platform", "authorizer"} | {f"agent:{n}" for n in load_all()}
+    assert plans["authorizer"].handler == AUTHORIZER_HANDLER
+    assert plans["platform"].handler == API_HANDLER
+
+    names = {"tenants": "t", "idempotency": "i", "orders": "o"}
+    env = plans["agent:order_status"].environment(table_names=names, model_secret_id="arn:s")
+    assert env["STRATUS_ORDERS_TABLE"] == "o"
+    assert env["STRATUS_IDEMPOTENCY_TABLE"] == "i"
+    assert env["STRATUS_MODEL_SECRET_NAME"] == "arn:s"
+    assert "STRATUS_TENANTS_TABLE" not in env
+    assert set(env) == set(plans["agent:order_status"].env_names)
+    assert "STRATUS_ORDERS_TABLE" not in plans["agent:triage"].env_names
+
+    platform = plans["platform"].environment(table_names=names)
+    assert platform["STRATUS_AGENT"] == ""
+    assert platform["STRATUS_TENANTS_TABLE"] == "t"
+    with pytest.raises(KeyError, match="model secret"):
+        plans["agent:triage"].environment(table_names=names)
+    with pytest.raises(KeyError, match="orders"):
+        plans["agent:order_status"].environment(
+            table_names={"idempotency": "i"}, model_secret_id="s"
+        )
+
+
+def test_routes() -> None:
+    routes = api_routes(["triage"])
+    assert [(r.method, r.path, r.target, r.authorized) for r in routes] == [
+        ("GET", "/v1/health", "platform", False),
+        ("GET", "/v1/openapi.json", "platform", False),
+        ("POST", "/v1/agents/triage/invoke", "agent:triage", True),
+        ("ANY", "/v1/agents/triage/{proxy+}", "agent:triage", True),
+        ("ANY", "/v1/agents/{agent}/{proxy+}", "platform", True),
+    ]
+    assert [r.validate_invoke_body for r in routes].count(True) == 1
+
+
+def test_gateway_errors_are_plain_data() -> None:
+    unauthorized = gateway_error("UNAUTHORIZED")
+    assert (unauthorized.status, unauthorized.code) == (401, "unauthorized")
+    body = gateway_error("BAD_REQUEST_BODY").body("req-1", "input is required")
+    assert body == {
+        "error": {"code": "validation_error", "message": "input is required", "request_id": "req-1"}
+    }
+    assert {e.response_type for e in GATEWAY_ERRORS} >= {
+        "UNAUTHORIZED",
+        "ACCESS_DENIED",
+        "MISSING_AUTHENTICATION_TOKEN",
+        "REQUEST_TOO_LARGE",
+        "BAD_REQUEST_BODY",
+        "THROTTLED",
+        "INTEGRATION_TIMEOUT",
+        "DEFAULT_5XX",
+    }
+    with pytest.raises(KeyError):
+        gateway_error("WAF_FILTERED")
