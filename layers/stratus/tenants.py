@@ -50,8 +50,13 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 class TenantStore:
-    def __init__(self, table_name: str) -> None:
+    def __init__(self, table_name: str, dynamodb: Any = None) -> None:
         self._table_name = table_name
+        self._dynamodb = dynamodb  # a boto3 DynamoDB client; the shared one by default
+
+    @property
+    def _client(self) -> Any:
+        return self._dynamodb or aws.client("dynamodb")
 
     def create(self, name: str) -> tuple[Tenant, str]:
         """Create a tenant with one API key; returns the key, which is never stored."""
