@@ -224,7 +224,7 @@ def _guard(event: dict[str, Any]) -> StratusError | None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name="agent", value=get_settings().agent or "platform")
+    metrics.set_default_dimensions(agent=get_settings().agent or "platform")
     problem = _guard(event)
     if problem is not None:
         rid = str((event.get("requestContext") or {}).get("requestId") or "")

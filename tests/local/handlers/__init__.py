@@ -1,0 +1,1 @@
+"""Handlers the local Lambda runtime tests run in real worker processes."""
