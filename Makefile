@@ -1,5 +1,7 @@
 # Stratus: every target installs what it needs first, so each works on a fresh clone.
-#   make test    the whole suite (lint, types, unit, functional, infra, benchmark smoke)
+#   make dev     the whole app on the embedded local cloud (Ctrl-C stops it)
+#   make demo    start the local cloud, walk through every execution model, stop
+#   make test    the whole suite (lint, types, unit, functional, infra, e2e, benchmark smoke)
 #   make synth   synthesize the CDK app (no AWS credentials, no Docker)
 #   make deploy  deploy a stage to AWS: make deploy STAGE=prod
 #   make bench   write bench/report.md
@@ -14,7 +16,7 @@ PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export UV_LINK_MODE := copy
 
-.PHONY: env test lint typecheck unit synth deploy diff bench lock clean
+.PHONY: env dev demo test lint typecheck synth deploy diff bench lock clean
 
 env: $(VENV)/.synced node_modules/.installed
 
@@ -34,6 +36,12 @@ lock: $(UV)
 	$(UV) lock
 	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --no-annotate \
 		--format requirements-txt > layers/requirements.txt
+
+dev: env
+	$(PY) -m infra.cli dev
+
+demo: env
+	$(PY) -m infra.cli demo
 
 lint: env
 	$(VENV)/bin/ruff check .

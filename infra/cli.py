@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from stratus import aws
 from stratus.tenants import TenantStore
@@ -50,6 +51,33 @@ def _tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from infra.local.cloud import LocalCloud, print_banner
+
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", stream=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    state = Path(args.state_file) if args.state_file else None
+    with LocalCloud(api_port=args.api_port, aws_port=args.aws_port, state_file=state) as cloud:
+        assert cloud.facts is not None
+        print_banner(cloud.facts)
+        stop.wait()
+        print("Stopping the local cloud...", file=sys.stderr, flush=True)
+    print("Stopped.", file=sys.stderr, flush=True)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from infra.local.demo import run_demo
+
+    return run_demo(quiet_functions=not args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--stack", help="a deployed Stratus stack to read the table name from")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(func=_tenant_create)
+
+    from infra.local.cloud import DEFAULT_API_PORT, DEFAULT_AWS_PORT
+    from infra.paths import REPO_ROOT
+
+    dev = commands.add_parser("dev", help="run the whole app on the embedded local cloud")
+    dev.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="0 = any free port")
+    dev.add_argument("--aws-port", type=int, default=DEFAULT_AWS_PORT, help="0 = any free port")
+    dev.add_argument(
+        "--state-file",
+        default=str(REPO_ROOT / ".stratus" / "local.json"),
+        help="where to write the running cloud's facts (removed on stop)",
+    )
+    dev.set_defaults(func=_dev)
+
+    demo = commands.add_parser("demo", help="start the local cloud, walk through it, stop")
+    demo.add_argument("--verbose", action="store_true", help="stream function logs too")
+    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -65,8 +65,9 @@ def reset_process_state() -> None:
 
 
 @pytest.fixture
-def cloud(aws_credentials: None, monkeypatch: pytest.MonkeyPatch,
-          fake_model: FakeModelServer) -> Iterator[dict[str, Any]]:
+def cloud(
+    aws_credentials: None, monkeypatch: pytest.MonkeyPatch, fake_model: FakeModelServer
+) -> Iterator[dict[str, Any]]:
     """moto with the stack's tables and model secret, and the env the stack sets."""
     import boto3
     from moto import mock_aws

@@ -67,7 +67,7 @@ class TenantStore:
         )
         key = new_api_key()
         put_new = "attribute_not_exists(pk)"
-        aws.client("dynamodb").transact_write_items(
+        self._client.transact_write_items(
             TransactItems=[
                 {
                     "Put": {
@@ -102,15 +102,15 @@ class TenantStore:
         """The active tenant owning ``key``, or None. Never raises for a bad key."""
         if not key.startswith(KEY_PREFIX) or len(key) != len(KEY_PREFIX) + _KEY_BODY_LEN:
             return None
-        item: dict[str, Any] | None = (
-            aws.table(self._table_name)
-            .get_item(Key={"pk": f"KEY#{hash_key(key)}"}, ConsistentRead=True)
-            .get("Item")
-        )
-        if not item or item.get("status") != "active":
+        item: dict[str, Any] | None = self._client.get_item(
+            TableName=self._table_name,
+            Key={"pk": {"S": f"KEY#{hash_key(key)}"}},
+            ConsistentRead=True,
+        ).get("Item")
+        if not item or item.get("status", {}).get("S") != "active":
             return None
         return Tenant(
-            tenant_id=str(item["tenant_id"]),
-            name=str(item.get("tenant_name", "")) or "unnamed",
-            created_at=str(item.get("created_at", "")),
+            tenant_id=item["tenant_id"]["S"],
+            name=item.get("tenant_name", {}).get("S") or "unnamed",
+            created_at=item.get("created_at", {}).get("S", ""),
         )

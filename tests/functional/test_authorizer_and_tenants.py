@@ -57,12 +57,19 @@ def test_cli_reads_the_table_from_the_environment(
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer sk-stratus-wrong",
-     "Bearer " + "sk-stratus-" + "x" * 43, "Bearer " + "y" * 5000],
+    [
+        None,
+        "",
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "Bearer sk-stratus-wrong",
+        "Bearer " + "sk-stratus-" + "x" * 43,
+        "Bearer " + "y" * 5000,
+    ],
 )
 def test_missing_or_bad_keys_are_unauthorized(cloud: dict[str, Any], header: str | None) -> None:
     TenantStore(cloud["tables"]["tenants"]).create("acme")
-    with pytest.raises(authorizer.UnauthorizedError, match="^Unauthorized$"):
+    with pytest.raises(authorizer.UnauthorizedError, match=r"^Unauthorized$"):
         authorizer.lambda_handler(authorizer_event(header), FakeLambdaContext())
 
 

@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from functions.handlers import api
-from infra.local.fake_model import Fault, FakeModelServer, Reply
+from infra.local.fake_model import FakeModelServer, Fault, Reply
 from stratus.prices import load_price_table
 from stratus.usage import Usage
 from tests.support import FakeLambdaContext, api_event, call
@@ -31,9 +31,13 @@ def invoke(agent: str, body: Any, **kwargs: Any) -> Any:
     return call(api.lambda_handler, api_event(agent, body=body, **kwargs))
 
 
-def test_triage_classifies_with_usage_and_cost(serve_agent: Any, fake_model: FakeModelServer) -> None:
+def test_triage_classifies_with_usage_and_cost(
+    serve_agent: Any, fake_model: FakeModelServer
+) -> None:
     serve_agent("triage")
-    event = api_event("triage", body={"input": "Where is my order A-1001?", "metadata": {"ch": "x"}})
+    event = api_event(
+        "triage", body={"input": "Where is my order A-1001?", "metadata": {"ch": "x"}}
+    )
     reply = call(api.lambda_handler, event)
 
     assert reply.status == 200, reply.body
@@ -44,7 +48,12 @@ def test_triage_classifies_with_usage_and_cost(serve_agent: Any, fake_model: Fak
     assert body["agent"] == {"name": "triage", "version": "1.0.0"}
     assert body["request_id"] == event["requestContext"]["requestId"]
     usage = body["usage"]
-    assert set(usage) == {"input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens"}
+    assert set(usage) == {
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+    }
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert 0 < usage["reasoning_tokens"] <= usage["output_tokens"]  # gpt-5 models reason
     assert body["cost_usd"] == expected_cost("gpt-5-mini", usage)
@@ -59,8 +68,11 @@ def test_triage_classifies_with_usage_and_cost(serve_agent: Any, fake_model: Fak
 
 @pytest.mark.parametrize(
     ("message", "category"),
-    [("I want to return my shoes", "return_request"), ("I was billed twice", "billing"),
-     ("hello there", "other")],
+    [
+        ("I want to return my shoes", "return_request"),
+        ("I was billed twice", "billing"),
+        ("hello there", "other"),
+    ],
 )
 def test_triage_categories(serve_agent: Any, message: str, category: str) -> None:
     serve_agent("triage")
@@ -70,10 +82,16 @@ def test_triage_categories(serve_agent: Any, message: str, category: str) -> Non
 
 
 def put_order(table: str, tenant_id: str, order_id: str, status: str) -> None:
-    boto3.resource("dynamodb").Table(table).put_item(Item={
-        "tenant_id": tenant_id, "order_id": order_id, "status": status,
-        "carrier": "DHL", "eta": "2026-11-24", "items": ["running shoes"],
-    })
+    boto3.resource("dynamodb").Table(table).put_item(
+        Item={
+            "tenant_id": tenant_id,
+            "order_id": order_id,
+            "status": status,
+            "carrier": "DHL",
+            "eta": "2026-11-24",
+            "items": ["running shoes"],
+        }
+    )
 
 
 def test_order_status_uses_the_tool_within_the_callers_tenant(
@@ -116,15 +134,25 @@ def test_cached_tokens_are_priced_at_the_cached_rate(
     serve_agent: Any, fake_model: FakeModelServer
 ) -> None:
     serve_agent("triage")
-    fake_model.script(Reply(
-        content='{"category": "billing", "confidence": 0.9, "summary": "double charge"}',
-        usage={"prompt_tokens": 2000, "cached_tokens": 1536, "completion_tokens": 300,
-               "reasoning_tokens": 200},
-    ))
+    fake_model.script(
+        Reply(
+            content='{"category": "billing", "confidence": 0.9, "summary": "double charge"}',
+            usage={
+                "prompt_tokens": 2000,
+                "cached_tokens": 1536,
+                "completion_tokens": 300,
+                "reasoning_tokens": 200,
+            },
+        )
+    )
     reply = invoke("triage", {"input": "I was charged twice"})
     assert reply.status == 200
-    assert reply.body["usage"] == {"input_tokens": 2000, "cached_input_tokens": 1536,
-                                   "output_tokens": 300, "reasoning_tokens": 200}
+    assert reply.body["usage"] == {
+        "input_tokens": 2000,
+        "cached_input_tokens": 1536,
+        "output_tokens": 300,
+        "reasoning_tokens": 200,
+    }
     # gpt-5-mini: (464 * 0.25 + 1536 * 0.025 + 300 * 2.00) / 1e6 = 754.4 / 1e6 USD.
     assert reply.body["cost_usd"] == pytest.approx(0.0007544, abs=1e-12)
     assert Usage(input_tokens=1) + Usage(output_tokens=2) == Usage(input_tokens=1, output_tokens=2)
@@ -164,8 +192,12 @@ def test_invalid_json_is_400(serve_agent: Any) -> None:
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({}, "body.input"), ({"input": 42}, "body.input"), ({"input": "x", "extra": 1}, "body.extra"),
-     ({"input": "x", "metadata": "not-an-object"}, "body.metadata")],
+    [
+        ({}, "body.input"),
+        ({"input": 42}, "body.input"),
+        ({"input": "x", "extra": 1}, "body.extra"),
+        ({"input": "x", "metadata": "not-an-object"}, "body.metadata"),
+    ],
 )
 def test_schema_errors_are_422_with_the_field(serve_agent: Any, body: Any, field: str) -> None:
     serve_agent("triage")
@@ -176,8 +208,9 @@ def test_schema_errors_are_422_with_the_field(serve_agent: Any, body: Any, field
     assert any(f.startswith(field) for f in fields), fields
 
 
-def test_body_over_the_limit_is_413(serve_agent: Any, monkeypatch: pytest.MonkeyPatch,
-                                    fake_model: FakeModelServer) -> None:
+def test_body_over_the_limit_is_413(
+    serve_agent: Any, monkeypatch: pytest.MonkeyPatch, fake_model: FakeModelServer
+) -> None:
     monkeypatch.setenv("STRATUS_MAX_BODY_BYTES", "1024")
     serve_agent("triage")
     reply = invoke("triage", {"input": "x" * 2000})
@@ -249,8 +282,9 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRATUS_MODEL_TIMEOUT_S", "0.5")
 
 
-def test_transient_errors_are_retried(serve_agent: Any, fake_model: FakeModelServer,
-                                      quick_retries: None) -> None:
+def test_transient_errors_are_retried(
+    serve_agent: Any, fake_model: FakeModelServer, quick_retries: None
+) -> None:
     serve_agent("triage")
     fake_model.inject(Fault(status=503, times=2))
     reply = invoke("triage", {"input": "hello"})
@@ -269,8 +303,13 @@ def test_transient_errors_are_retried(serve_agent: Any, fake_model: FakeModelSer
     ],
 )
 def test_provider_down_after_retries_is_a_clear_5xx(
-    serve_agent: Any, fake_model: FakeModelServer, quick_retries: None,
-    fault: Fault, status: int, code: str, calls: int,
+    serve_agent: Any,
+    fake_model: FakeModelServer,
+    quick_retries: None,
+    fault: Fault,
+    status: int,
+    code: str,
+    calls: int,
 ) -> None:
     serve_agent("triage")
     fake_model.inject(fault)
@@ -280,8 +319,9 @@ def test_provider_down_after_retries_is_a_clear_5xx(
     assert fake_model.call_count() == calls
 
 
-def test_rate_limit_passes_retry_after_on(serve_agent: Any, fake_model: FakeModelServer,
-                                          quick_retries: None) -> None:
+def test_rate_limit_passes_retry_after_on(
+    serve_agent: Any, fake_model: FakeModelServer, quick_retries: None
+) -> None:
     serve_agent("triage")
     fake_model.inject(Fault(status=429, retry_after=0.05, times=-1))
     reply = invoke("triage", {"input": "hello"})
@@ -311,8 +351,11 @@ def test_model_timeout_never_exceeds_the_remaining_time(
     assert ok.status == 200
     # ...but with 2.7 s left and a 1.5 s margin the call is cut at 1.2 s.
     fake_model.inject(Fault(status=200, delay_s=1.5, times=1))
-    cut = call(api.lambda_handler, api_event("triage", body={"input": "hi"}),
-               FakeLambdaContext(timeout_s=2.7))
+    cut = call(
+        api.lambda_handler,
+        api_event("triage", body={"input": "hi"}),
+        FakeLambdaContext(timeout_s=2.7),
+    )
     assert cut.status == 503
     assert cut.body["error"]["code"] == "model_unavailable"
 

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import (
-    APIGatewayProxyEventModel,
     ApiGatewayAuthorizerRequest,
+    APIGatewayProxyEventModel,
 )
 
 from functions.handlers import api
@@ -28,8 +28,11 @@ def test_health_reports_ok_when_dependencies_answer(serve_agent: Any) -> None:
     assert reply.status == 200
     assert reply.body["status"] == "ok"
     assert reply.body["agent"] is None
-    assert reply.body["checks"] == {"tenants_table": "ok", "idempotency_table": "ok",
-                                    "orders_table": "ok"}
+    assert reply.body["checks"] == {
+        "tenants_table": "ok",
+        "idempotency_table": "ok",
+        "orders_table": "ok",
+    }
 
 
 def test_agent_health_checks_the_model_secret(serve_agent: Any, cloud: dict[str, Any]) -> None:
@@ -38,8 +41,9 @@ def test_agent_health_checks_the_model_secret(serve_agent: Any, cloud: dict[str,
     assert reply.status == 200
     assert reply.body["checks"]["model_keys"] == "ok"
 
-    boto3.client("secretsmanager").delete_secret(SecretId=cloud["secret_arn"],
-                                                 ForceDeleteWithoutRecovery=True)
+    boto3.client("secretsmanager").delete_secret(
+        SecretId=cloud["secret_arn"], ForceDeleteWithoutRecovery=True
+    )
     serve_agent("triage")  # a new process: no cached secret
     degraded = call(api.lambda_handler, load_event("api/health.json"))
     assert degraded.status == 503
@@ -69,8 +73,9 @@ def sample_events() -> list[str]:
 @pytest.mark.parametrize("name", sample_events())
 def test_every_sample_event_parses(name: str) -> None:
     event = json.loads((EVENTS / name).read_text(encoding="utf-8"))
-    model = (ApiGatewayAuthorizerRequest if name.startswith("authorizer/")
-             else APIGatewayProxyEventModel)
+    model = (
+        ApiGatewayAuthorizerRequest if name.startswith("authorizer/") else APIGatewayProxyEventModel
+    )
     parse(event=event, model=model)
 
 
@@ -92,9 +97,15 @@ print(json.dumps(sorted(m for m in ("openai", "httpx", "stratus.llm", "stratus.r
 def test_handlers_do_not_import_openai_at_cold_start(module: str) -> None:
     out = subprocess.run(
         [sys.executable, "-c", CHECK_IMPORTS.format(module=module)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-        env={"PATH": "/usr/bin:/bin", "POWERTOOLS_TRACE_DISABLED": "1",
-             "AWS_DEFAULT_REGION": "eu-west-1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "POWERTOOLS_TRACE_DISABLED": "1",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+        },
     )
     assert json.loads(out.stdout) == []
 
@@ -111,6 +122,7 @@ with mock_aws():
     api.lambda_handler(load_event("api/health.json"), FakeLambdaContext())
 print(json.dumps("openai" in sys.modules))
 """
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) is False

@@ -1,0 +1,193 @@
+"""``stratus demo``: the local cloud, driven as a client would, step by step.
+
+It starts the local cloud on free ports, calls every execution model that
+exists through its public interface (HTTP today), prints each result and a
+table of tokens and cost per agent, stops everything, and returns non-zero if
+any step did not behave as documented.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from infra.local.cloud import LocalCloud, LocalFacts
+
+
+@dataclass
+class HttpReply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> HttpReply:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - loopback http URLs of the local cloud
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            raw, status, hdrs = response.read(), response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        raw, status, hdrs = error.read(), error.code, dict(error.headers)
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    return HttpReply(status, parsed, hdrs)
+
+
+class Demo:
+    def __init__(self, facts: LocalFacts, out: TextIO) -> None:
+        self.facts = facts
+        self.out = out
+        self.failures: list[str] = []
+        self.spend: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._auth = {"Authorization": f"Bearer {facts.demo_tenant_key}"}
+
+    def step(self, title: str, check: Callable[[], str]) -> None:
+        try:
+            detail = check()
+        except AssertionError as exc:
+            self.failures.append(title)
+            print(f"  FAIL  {title}: {exc}", file=self.out, flush=True)
+        else:
+            print(f"  ok    {title}: {detail}", file=self.out, flush=True)
+
+    def invoke(self, agent: str, payload: Any, headers: dict[str, str] | None = None) -> HttpReply:
+        return http(
+            "POST",
+            f"{self.facts.api_url}/v1/agents/{agent}/invoke",
+            payload,
+            {**self._auth, **(headers or {})},
+        )
+
+    def record(self, reply: HttpReply) -> None:
+        body = reply.body
+        usage = body["usage"]
+        row = self.spend[body["agent"]["name"]]
+        row["calls"] += 1
+        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens"):
+            row[name] += usage[name]
+        row["cost_usd"] += body["cost_usd"]
+
+    # -- the steps ----------------------------------------------------------------------
+
+    def health(self) -> str:
+        reply = http("GET", f"{self.facts.api_url}/v1/health")
+        assert reply.status == 200, f"HTTP {reply.status}: {reply.body}"
+        return f"status {reply.body['status']}"
+
+    def triage(self) -> str:
+        reply = self.invoke("triage", {"input": "Hi, where is my order A-1001? It is late."})
+        assert reply.status == 200, f"HTTP {reply.status}: {reply.body}"
+        self.record(reply)
+        output = reply.body["output"]
+        assert output["category"] in {
+            "order_status",
+            "return_request",
+            "billing",
+            "tech_support",
+            "other",
+        }, output
+        return f"category={output['category']} cost=${reply.body['cost_usd']:.6f}"
+
+    def order_status(self) -> str:
+        reply = self.invoke("order_status", {"input": "Where is my order A-1001?"})
+        assert reply.status == 200, f"HTTP {reply.status}: {reply.body}"
+        self.record(reply)
+        return str(reply.body["output"])[:100]
+
+    def returns(self) -> str:
+        reply = self.invoke(
+            "returns", {"input": {"item": "rain jacket", "days": 12, "unused": True}}
+        )
+        assert reply.status == 200, f"HTTP {reply.status}: {reply.body}"
+        self.record(reply)
+        return f"eligible={reply.body['output']['eligible']} model={reply.body['model']}"
+
+    def idempotent_replay(self) -> str:
+        key = {"Idempotency-Key": f"demo-{uuid.uuid4()}"}
+        payload = {"input": "I was billed twice for order A-1002"}
+        first = self.invoke("triage", payload, key)
+        second = self.invoke("triage", payload, key)
+        assert first.status == second.status == 200, (first.status, second.status)
+        assert first.body == second.body, "the replay differs from the first response"
+        self.record(first)
+        reused = self.invoke("triage", {"input": "something else"}, key)
+        assert reused.status == 409, reused.body
+        assert reused.body["error"]["code"] == "idempotency_key_reused", reused.body
+        return "replayed the stored response; a different body got 409"
+
+    def errors(self) -> str:
+        no_key = http("POST", f"{self.facts.api_url}/v1/agents/triage/invoke", {"input": "x"})
+        assert no_key.status == 401, no_key.body
+        unknown = self.invoke("nope", {"input": "x"})
+        assert unknown.status == 404 and unknown.body["error"]["code"] == "agent_not_found", (
+            unknown.body
+        )
+        invalid = self.invoke("triage", {"text": "x"})
+        assert invalid.status in (400, 422), invalid.body
+        return "401 unauthorized, 404 agent_not_found, 422 validation_error"
+
+    def run(self) -> int:
+        print(
+            f"\nStratus demo against {self.facts.api_url}"
+            f"{' (offline fake model)' if self.facts.fake_model else ''}\n",
+            file=self.out,
+        )
+        self.step("health", self.health)
+        self.step("sync: triage classifies a message", self.triage)
+        self.step("sync: order_status looks the order up with a tool", self.order_status)
+        self.step("sync: returns reasons over the policy (smart tier)", self.returns)
+        self.step("sync: Idempotency-Key replays without paying again", self.idempotent_replay)
+        self.step("errors: documented codes", self.errors)
+        self.print_spend()
+        if self.failures:
+            print(
+                f"\n{len(self.failures)} step(s) failed: {', '.join(self.failures)}", file=self.out
+            )
+            return 1
+        print("\nAll demo steps passed.", file=self.out)
+        return 0
+
+    def print_spend(self) -> None:
+        header = (
+            f"\n{'agent':<14}{'calls':>6}{'input':>9}{'cached':>9}{'output':>9}"
+            f"{'reasoning':>11}{'cost USD':>12}"
+        )
+        print(header, file=self.out)
+        total = 0.0
+        for agent, row in sorted(self.spend.items()):
+            total += row["cost_usd"]
+            print(
+                f"{agent:<14}{int(row['calls']):>6}{int(row['input_tokens']):>9}"
+                f"{int(row['cached_input_tokens']):>9}{int(row['output_tokens']):>9}"
+                f"{int(row['reasoning_tokens']):>11}{row['cost_usd']:>12.6f}",
+                file=self.out,
+            )
+        print(f"{'total':<14}{'':>44}{total:>12.6f}", file=self.out)
+
+
+def run_demo(out: TextIO = sys.stdout, quiet_functions: bool = True) -> int:
+    sink = (lambda line: None) if quiet_functions else None
+    with LocalCloud(api_port=0, aws_port=0, state_file=None, log_sink=sink) as cloud:
+        assert cloud.facts is not None
+        return Demo(cloud.facts, out).run()
