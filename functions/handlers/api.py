@@ -10,6 +10,7 @@ when an invoke runs, so the platform function never loads it.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import re
 from functools import cache
@@ -22,6 +23,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import stratus
+from functions.handlers.common import (
+    ERROR_RESPONSES,
+    deadline,
+    request_id,
+    served_agent,
+    tenant_id,
+)
 from stratus import aws
 from stratus.config import get_settings
 from stratus.contracts import HealthResponse, InvokeRequest, InvokeResponse
@@ -31,7 +39,6 @@ from stratus.errors import (
     PayloadTooLarge,
     RouteNotFound,
     StratusError,
-    Unauthorized,
     ValidationFailed,
 )
 from stratus.observability import logger, metrics, tracer
@@ -39,24 +46,14 @@ from stratus.observability import logger, metrics, tracer
 if TYPE_CHECKING:
     from stratus.invoke import InvokeService
 
+#: Route modules included below (each exposes ``router``, a Powertools ``Router``).
+ROUTER_MODULES: tuple[str, ...] = ()
 AGENT_PATH = re.compile(r"^/v1/agents/([^/]+)(?:/|$)")
-ERRORS: dict[int, Any] = {
-    status: {
-        "description": "Error",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-    }
-    for status in (400, 401, 404, 409, 413, 422, 502, 503, 504)
-}
-
 app = APIGatewayRestResolver(enable_validation=True)
 
 
-def _request_id() -> str:
-    return str(app.current_event.request_context.request_id or "")
-
-
-def _error(err: StratusError, request_id: str | None = None) -> Response[str]:
-    rid = request_id if request_id is not None else _request_id()
+def _error(err: StratusError) -> Response[str]:
+    rid = request_id(app.current_event)
     return Response(
         status_code=err.status,
         content_type=content_types.APPLICATION_JSON,
@@ -158,7 +155,7 @@ def openapi() -> Response[str]:
             "description": "The agent's answer",
             "content": {"application/json": {"model": InvokeResponse}},
         },
-        **ERRORS,
+        **ERROR_RESPONSES,
     },
 )
 def invoke(
@@ -167,37 +164,28 @@ def invoke(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
     service = _service(agent)
-    tenant_id = app.current_event.request_context.authorizer.get("tenant_id")
-    if not tenant_id:
-        raise Unauthorized("no tenant: the request did not pass the authorizer")
-    from stratus.llm import LambdaDeadline
-
-    context = app.lambda_context
-    deadline = LambdaDeadline(context) if context is not None else None
+    event = app.current_event
+    tenant, rid = tenant_id(event), request_id(event)
+    limit = deadline(app.lambda_context)
     if idempotency_key is not None:
         return service.invoke_idempotent(
             body,
             key=idempotency_key,
-            tenant_id=str(tenant_id),
-            request_id=_request_id(),
-            lambda_context=context,
-            deadline=deadline,
+            tenant_id=tenant,
+            request_id=rid,
+            lambda_context=app.lambda_context,
+            deadline=limit,
         )
-    return service.invoke(
-        body, tenant_id=str(tenant_id), request_id=_request_id(), deadline=deadline
-    )
+    return service.invoke(body, tenant_id=tenant, request_id=rid, deadline=limit)
 
 
 @cache
 def _service(agent: str) -> InvokeService:
     """The invoke service of the agent this function serves, built on first use."""
-    settings = get_settings()
-    if agent != settings.agent:
-        raise AgentNotFound(f"no agent named {agent!r}", details={"agent": agent})
-    from functions.agents import load_agent
+    spec = served_agent(agent)
     from stratus.invoke import InvokeService
 
-    return InvokeService(load_agent(agent), settings)
+    return InvokeService(spec, get_settings())
 
 
 def _guard(event: dict[str, Any]) -> StratusError | None:
@@ -235,3 +223,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "isBase64Encoded": False,
         }
     return app.resolve(event, context)
+
+
+# Routers of the other API areas; each module registers its routes on ``router``.
+for _module in ROUTER_MODULES:
+    app.include_router(importlib.import_module(_module).router)

@@ -27,6 +27,22 @@ PROMPT_VERSION = re.compile(r"^v\d+(\.\d+)*$")
 
 
 @dataclass(frozen=True)
+class CallScope:
+    """What a model call belongs to: the unit that is billed, budgeted and replayed.
+
+    ``kind`` and ``scope_id`` name the unit (an HTTP request, a session turn, a
+    job); ``step`` names the step within it (``main``, ``turn-12``, a workflow
+    state). A retry of the same unit and step is the same scope.
+    """
+
+    tenant_id: str
+    agent: str
+    kind: Literal["request", "session", "job"]
+    scope_id: str
+    step: str = "main"
+
+
+@dataclass(frozen=True)
 class ToolContext:
     """What a tool may know about the call it serves; never another tenant."""
 
@@ -34,6 +50,7 @@ class ToolContext:
     agent: str
     request_id: str
     settings: Settings
+    scope: CallScope | None = None
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,17 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from stratus.agents import AgentSpec, ToolContext
+from stratus.agents import AgentSpec, CallScope, ToolContext
 from stratus.config import Settings
 from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse
+from stratus.deadline import Deadline
 from stratus.errors import (
     ConfigurationError,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     ValidationFailed,
 )
-from stratus.llm import Deadline, ModelClient
+from stratus.llm import ModelClient
 from stratus.observability import logger, metrics
 from stratus.prices import load_price_table
 from stratus.runner import AgentRunner
@@ -62,11 +63,20 @@ class InvokeService:
         tenant_id: str,
         request_id: str,
         deadline: Deadline | None = None,
+        scope_id: str | None = None,
     ) -> dict[str, Any]:
+        scope = CallScope(
+            tenant_id=tenant_id,
+            agent=self.spec.name,
+            kind="request",
+            # A replay under the same Idempotency-Key is the same billable unit.
+            scope_id=scope_id or request_id,
+        )
         ctx = ToolContext(
             tenant_id=tenant_id,
             agent=self.spec.name,
             request_id=request_id,
+            scope=scope,
             settings=self._settings,
         )
         result = self._runner.run(request.input, ctx=ctx, deadline=deadline)
@@ -151,6 +161,7 @@ class InvokeService:
                     InvokeRequest.model_validate(data["body"]),
                     tenant_id=data["tenant"],
                     request_id=data["request_id"],
+                    scope_id=f"idempotency:{data['key']}",
                     deadline=deadline,
                 )
 

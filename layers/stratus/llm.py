@@ -22,13 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import openai
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from stratus.config import Settings
+from stratus.deadline import Deadline, NoDeadline
 from stratus.errors import (
     DeadlineExceeded,
     ModelAuthFailed,
@@ -49,27 +50,6 @@ MIN_CALL_S = 1.0
 #: Never wait longer than this on a provider's Retry-After.
 MAX_RETRY_AFTER_S = 30.0
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
-class Deadline(Protocol):
-    def remaining_s(self) -> float: ...
-
-
-class NoDeadline:
-    """Outside Lambda (scripts, tests): only the configured timeouts apply."""
-
-    def remaining_s(self) -> float:
-        return math.inf
-
-
-@dataclass(frozen=True)
-class LambdaDeadline:
-    """The time the current invocation has left, read from its Lambda context."""
-
-    context: Any
-
-    def remaining_s(self) -> float:
-        return float(self.context.get_remaining_time_in_millis()) / 1000.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ call. It knows nothing about Lambda or HTTP.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -19,8 +20,9 @@ from pydantic import ValidationError as PydanticValidationError
 
 from stratus.agents import AgentSpec, Tool, ToolContext
 from stratus.config import Settings
+from stratus.deadline import Deadline
 from stratus.errors import InputTooLarge, MaxIterationsExceeded, ModelOutputInvalid, StratusError
-from stratus.llm import ChatResult, Deadline
+from stratus.llm import ChatResult
 from stratus.observability import logger
 from stratus.prices import PriceTable
 from stratus.usage import Usage
@@ -77,7 +79,14 @@ class AgentRunner:
         *,
         ctx: ToolContext,
         deadline: Deadline | None = None,
+        history: Sequence[dict[str, Any]] = (),
     ) -> AgentResult:
+        """Run the agent on ``user_input``.
+
+        ``history`` is earlier conversation (chat messages: a summary as a system
+        message, then user/assistant turns) placed between the system prompt and
+        the new input; the caller decides what fits the agent's context budget.
+        """
         text = user_input if isinstance(user_input, str) else json.dumps(user_input, sort_keys=True)
         limit = self.spec.limits.max_input_chars
         if len(text) > limit:
@@ -87,6 +96,7 @@ class AgentRunner:
             )
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.spec.system_prompt},
+            *history,
             {"role": "user", "content": text},
         ]
         model = self.model_name

@@ -1,0 +1,52 @@
+"""What every HTTP route needs: the caller's tenant, the request id, the deadline.
+
+Routes live in routers (``functions/handlers/routes_*.py``) included by
+``functions.handlers.api``; they read the current event through their router and
+use these helpers, so tenant scoping and error codes stay identical everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+from stratus.agents import AgentSpec
+from stratus.config import get_settings
+from stratus.deadline import Deadline, LambdaDeadline
+from stratus.errors import AgentNotFound, Unauthorized
+
+#: OpenAPI description of the error responses a route may give.
+ERROR_RESPONSES: dict[int, Any] = {
+    status: {
+        "description": "Error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for status in (400, 401, 404, 409, 413, 422, 429, 502, 503, 504)
+}
+
+
+def request_id(event: APIGatewayProxyEvent) -> str:
+    """API Gateway's request id: what clients quote and what the access log shows."""
+    return str(event.request_context.request_id or "")
+
+
+def tenant_id(event: APIGatewayProxyEvent) -> str:
+    """The tenant the authorizer resolved; never taken from the body or the path."""
+    value = event.request_context.authorizer.get("tenant_id")
+    if not value:
+        raise Unauthorized("no tenant: the request did not pass the authorizer")
+    return str(value)
+
+
+def deadline(context: Any) -> Deadline | None:
+    return LambdaDeadline(context) if context is not None else None
+
+
+def served_agent(agent: str) -> AgentSpec:
+    """The spec of ``agent`` if this function serves it; otherwise ``agent_not_found``."""
+    if agent != get_settings().agent:
+        raise AgentNotFound(f"no agent named {agent!r}", details={"agent": agent})
+    from functions.agents import load_agent
+
+    return load_agent(agent)
