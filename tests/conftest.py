@@ -80,11 +80,12 @@ def cloud(
             Name="stratus/test/model-keys",
             SecretString=json.dumps({"api_keys": ["sk-test-primary"]}),
         )
+        from infra.definitions import TABLES
+
         env = {
             "STRATUS_STAGE": "test",
-            "STRATUS_TENANTS_TABLE": names["tenants"],
-            "STRATUS_IDEMPOTENCY_TABLE": names["idempotency"],
-            "STRATUS_ORDERS_TABLE": names["orders"],
+            # Every table of the stack, under the variable the stack sets for it.
+            **{table.env_var: names[table.name] for table in TABLES},
             "STRATUS_MODEL_SECRET_NAME": secret["ARN"],
             "OPENAI_BASE_URL": fake_model.url,
             "STRATUS_AGENT": "triage",
