@@ -212,7 +212,9 @@ def _guard(event: dict[str, Any]) -> StratusError | None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.set_default_dimensions(agent=get_settings().agent or "platform")
+    agent = get_settings().agent or "platform"
+    if metrics.default_dimensions.get("agent") != agent:
+        metrics.set_default_dimensions(agent=agent)
     problem = _guard(event)
     if problem is not None:
         rid = str((event.get("requestContext") or {}).get("requestId") or "")
