@@ -51,6 +51,13 @@ def _tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_moto() -> None:
+    """moto's server logs every AWS call through werkzeug; function logs are what matter."""
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
 def _dev(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -59,6 +66,7 @@ def _dev(args: argparse.Namespace) -> int:
     from infra.local.cloud import LocalCloud, print_banner
 
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", stream=sys.stderr)
+    _quiet_moto()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -75,6 +83,7 @@ def _dev(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from infra.local.demo import run_demo
 
+    _quiet_moto()
     return run_demo(quiet_functions=not args.verbose)
 
 
