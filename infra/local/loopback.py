@@ -15,6 +15,12 @@ from typing import Any
 RequestHandler = Callable[[BaseHTTPRequestHandler], None]
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog of 5 resets bursts of concurrent
+    # clients (load and budget tests send 50 at once); API Gateway never does.
+    request_queue_size = 128
+
+
 class LoopbackServer:
     """Serves HTTP/1.1 on ``host:port`` (port 0 = a free one) on a daemon thread."""
 
@@ -41,7 +47,7 @@ class LoopbackServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _any
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _Server((host, port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
