@@ -1,0 +1,235 @@
+"""Asynchronous jobs: queues with DLQs and alarms, the events topic, the callback key,
+the workflows (Standard state machines from ASL files), event sources and grants.
+
+Everything is built from ``infra.topology`` plans (``queue_plans``,
+``workflow_plans``, the function plans' job fields), exactly as the local cloud
+builds its own, so the two cannot drift:
+
+* every queue has its own DLQ (14 days' retention), SSE, TLS-only access, a
+  visibility timeout of six times its consumer's timeout and ``maxReceiveCount``
+  from the stage; an alarm fires as soon as a DLQ holds a message;
+* the topic is KMS-encrypted (customer key, rotated) and TLS-only;
+* each workflow is a Standard state machine (task tokens need Standard) whose
+  definition is the ASL file with ``DefinitionSubstitutions``; it logs ALL
+  events (with execution data off: prompts stay out of the logs) and traces;
+* grants come from the plans only (send, consume, publish, start, respond).
+
+State machine ARNs are formatted from their (fixed) names, so a worker can know
+its workflow's ARN while the workflow refers to the worker: no cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs.agent_function import StratusFunctions
+from infra.constructs.logs import RETENTION
+from infra.topology import JobResources, QueuePlan, WorkflowPlan, queue_plans, workflow_plans
+from stratus.agents import AgentSpec
+
+
+class StratusJobs(Construct):
+    """Queues, DLQs and alarms by logical name; ``topic``, ``callback_secret``, ``workflows``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageConfig,
+        specs: Mapping[str, AgentSpec],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.stage = stage
+        removal = RemovalPolicy.RETAIN if stage.retain else RemovalPolicy.DESTROY
+        self.queue_plans = queue_plans(stage, specs)
+        self.workflow_plans = workflow_plans(specs)
+        self.queues: dict[str, sqs.Queue] = {}
+        self.dlqs: dict[str, sqs.Queue] = {}
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+        for plan in self.queue_plans:
+            self._queue(plan, removal)
+
+        self.topic_key = kms.Key(
+            self,
+            "TopicKey",
+            description=f"Stratus {stage.name}: encrypts the job events topic",
+            enable_key_rotation=True,
+            removal_policy=removal,
+        )
+        self.topic = sns.Topic(
+            self,
+            "Events",
+            display_name=f"Stratus {stage.name} job events",
+            master_key=self.topic_key,
+            enforce_ssl=True,
+        )
+        self.callback_secret = secretsmanager.Secret(
+            self,
+            "CallbackKey",
+            description=(
+                f"Stratus {stage.name}: HMAC-SHA256 key that signs job callbacks "
+                "(X-Stratus-Signature); share it with callback receivers."
+            ),
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template=json.dumps({}),
+                generate_string_key="key",
+                exclude_punctuation=True,
+                password_length=48,
+            ),
+            removal_policy=removal,
+        )
+        stack = Stack.of(self)
+        self.workflow_arns = {
+            plan.agent: stack.format_arn(
+                service="states",
+                resource="stateMachine",
+                resource_name=plan.state_machine_name(stage),
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            for plan in self.workflow_plans
+        }
+        self.resources = JobResources(
+            queue_urls={
+                **{name: q.queue_url for name, q in self.queues.items()},
+                **{f"{name}-dlq": q.queue_url for name, q in self.dlqs.items()},
+            },
+            topic_arn=self.topic.topic_arn,
+            workflow_arns=self.workflow_arns,
+            callback_secret_id=self.callback_secret.secret_arn,
+            to_json=stack.to_json_string,
+        )
+        self.workflows: dict[str, sfn.StateMachine] = {}
+        self.workflow_logs: dict[str, logs.LogGroup] = {}
+
+    def _queue(self, plan: QueuePlan, removal: RemovalPolicy) -> None:
+        dlq = sqs.Queue(
+            self,
+            f"{plan.construct_id}Dlq",
+            retention_period=Duration.seconds(plan.dlq_retention_s),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            removal_policy=removal,
+        )
+        queue = sqs.Queue(
+            self,
+            f"{plan.construct_id}Queue",
+            visibility_timeout=Duration.seconds(plan.visibility_timeout_s),
+            retention_period=Duration.days(4),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=dlq, max_receive_count=plan.max_receive_count
+            ),
+            removal_policy=removal,
+        )
+        alarm = cloudwatch.Alarm(
+            self,
+            f"{plan.construct_id}DlqAlarm",
+            alarm_description=(
+                f"Messages in the DLQ of {plan.name} ({plan.description}): inspect with "
+                f"`stratus dlq list --queue <url>`, fix, then `stratus dlq redrive`."
+            ),
+            metric=dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.queues[plan.name] = queue
+        self.dlqs[plan.name] = dlq
+        self.alarms[plan.name] = alarm
+
+    def queue(self, name: str) -> sqs.Queue:
+        """A queue or DLQ (``<name>-dlq``) by logical name."""
+        if name.endswith("-dlq"):
+            return self.dlqs[name.removesuffix("-dlq")]
+        return self.queues[name]
+
+    def connect(self, functions: StratusFunctions) -> None:
+        """Event sources, workflows and grants, once the functions exist."""
+        by_key = functions.by_key
+        for plan in self.queue_plans:
+            consumer = by_key[plan.consumer].function
+            consumer.add_event_source(
+                event_sources.SqsEventSource(
+                    self.queues[plan.name],
+                    batch_size=plan.batch_size,
+                    max_batching_window=Duration.seconds(plan.batching_window_s)
+                    if plan.batching_window_s
+                    else None,
+                    report_batch_item_failures=plan.report_batch_item_failures,
+                )
+            )
+        for workflow in self.workflow_plans:
+            self._workflow(workflow, functions)
+        for fn in by_key.values():
+            needs = fn.plan
+            for name in needs.send_queues:
+                self.queue(name).grant_send_messages(fn.function)
+            if needs.publish_jobs_topic:
+                self.topic.grant_publish(fn.function)
+            if needs.callback_secret:
+                self.callback_secret.grant_read(fn.function)
+            for agent, access in needs.workflows.items():
+                arn = self.workflow_arns[agent]
+                executions = arn.replace(":stateMachine:", ":execution:") + ":*"
+                if access == "start":
+                    actions, resources = ["states:StartExecution"], [arn]
+                else:
+                    actions = ["states:SendTaskSuccess", "states:SendTaskFailure"]
+                    resources = [arn]
+                    fn.function.add_to_role_policy(
+                        iam.PolicyStatement(
+                            actions=["states:StopExecution", "states:DescribeExecution"],
+                            resources=[executions],
+                        )
+                    )
+                fn.function.add_to_role_policy(
+                    iam.PolicyStatement(actions=actions, resources=resources)
+                )
+
+    def _workflow(self, plan: WorkflowPlan, functions: StratusFunctions) -> None:
+        by_key = functions.by_key
+        log_group = logs.LogGroup(
+            self,
+            f"{plan.construct_id}Logs",
+            # The /aws/vendedlogs/ prefix keeps the logs resource policy small.
+            log_group_name=f"/aws/vendedlogs/states/{plan.state_machine_name(self.stage)}",
+            retention=RETENTION[self.stage.log_retention_days],
+            removal_policy=RemovalPolicy.RETAIN if self.stage.retain else RemovalPolicy.DESTROY,
+        )
+        machine = sfn.StateMachine(
+            self,
+            plan.construct_id,
+            state_machine_name=plan.state_machine_name(self.stage),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_string(plan.definition),
+            definition_substitutions={
+                var: by_key[key].function.function_arn for var, key in plan.functions.items()
+            },
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False
+            ),
+            tracing_enabled=True,
+        )
+        for key in sorted(set(plan.functions.values())):
+            by_key[key].function.grant_invoke(machine)
+        self.workflows[plan.agent] = machine
+        self.workflow_logs[plan.agent] = log_group
