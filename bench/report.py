@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.sessions import HEADING as SESSIONS_HEADING
+from bench.sessions import render as render_sessions
+
 SECTIONS = (
     "## Summary",
     "## How to read this",
     "## 1. Cold start: handler import time",
     "## 2. Per-invoke overhead over a raw openai call",
     "## 3. Benchmark process",
+    SESSIONS_HEADING,
 )
 
 HOW_TO_READ = """\
@@ -55,6 +59,8 @@ def render(data: dict[str, Any]) -> str:
     lines += [SECTIONS[1], "", HOW_TO_READ, ""]
     lines += _cold_start(data["cold_start"])
     lines += _invoke(data["invoke"])
+    if "sessions" in data:
+        lines += render_sessions(data["sessions"])
     process = data["process"]
     lines += [
         SECTIONS[4],

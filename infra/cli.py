@@ -4,6 +4,10 @@
 once: only the key's hash is stored. The tenants table is found from
 ``--table``, ``STRATUS_TENANTS_TABLE``, or the outputs of a deployed stack
 (``--stack Stratus-dev``). ``AWS_ENDPOINT_URL`` points it at a local cloud.
+
+``stratus dlq list --queue <url|name>`` shows a dead-letter queue's messages with
+the reason each was dead-lettered; ``stratus dlq redrive --queue <url|name>``
+moves them back to the queue that feeds the DLQ (or ``--to``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from stratus import aws
 from stratus.tenants import TenantStore
 
 TENANTS_OUTPUT = "TenantsTableName"
+BUDGETS_OUTPUT = "BudgetsTableName"
 
 
 def _tenants_table(args: argparse.Namespace) -> str:
@@ -58,6 +65,57 @@ def _quiet_moto() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
+def _budgets_table(args: argparse.Namespace) -> str:
+    if args.table:
+        return str(args.table)
+    if args.stack:
+        stacks = aws.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+        for output in stacks[0].get("Outputs", []):
+            if output["OutputKey"] == BUDGETS_OUTPUT:
+                return str(output["OutputValue"])
+        raise SystemExit(f"stack {args.stack} has no {BUDGETS_OUTPUT} output")
+    table = os.environ.get("STRATUS_BUDGETS_TABLE", "")
+    if not table:
+        raise SystemExit("give --table, --stack, or set STRATUS_BUDGETS_TABLE")
+    return table
+
+
+def _budget_set(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    from stratus.budgets import BudgetLedger
+    from stratus.config import Settings
+
+    def usd(value: str | None, flag: str) -> Decimal | None:
+        if value is None:
+            return None
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            raise SystemExit(f"{flag} must be a number of USD") from None
+        if amount < 0:
+            raise SystemExit(f"{flag} must be >= 0")
+        return amount
+
+    daily = usd(args.daily_usd, "--daily-usd")
+    monthly = usd(args.monthly_usd, "--monthly-usd")
+    if daily is None and monthly is None:
+        raise SystemExit("give --daily-usd and/or --monthly-usd")
+    ledger = BudgetLedger(Settings(budgets_table=_budgets_table(args)))
+    ledger.set_tenant_limits(args.tenant, daily_usd=daily, monthly_usd=monthly)
+    limits = ledger.tenant_limits(args.tenant)
+    print(
+        json.dumps(
+            {
+                "tenant_id": args.tenant,
+                "daily_usd": None if limits.daily_usd is None else str(limits.daily_usd),
+                "monthly_usd": None if limits.monthly_usd is None else str(limits.monthly_usd),
+            }
+        )
+    )
+    return 0
+
+
 def _dev(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -87,6 +145,121 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(quiet_functions=not args.verbose)
 
 
+def _queue_url(sqs: Any, queue: str) -> str:
+    """A queue URL from a URL or a queue name."""
+    if queue.startswith(("http://", "https://")):
+        return queue
+    return str(sqs.get_queue_url(QueueName=queue)["QueueUrl"])
+
+
+def _peek(sqs: Any, url: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` messages, each seen once; they become visible again right away."""
+    seen: dict[str, dict[str, Any]] = {}
+    empty = 0
+    while len(seen) < limit and empty < 2:
+        got = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=min(10, limit - len(seen)),
+            VisibilityTimeout=30,
+            WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        fresh = [m for m in got if m["MessageId"] not in seen]
+        empty = 0 if fresh else empty + 1
+        for message in fresh:
+            seen[message["MessageId"]] = message
+    for message in seen.values():  # hand them back: listing must not hide them
+        sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    return list(seen.values())
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    sqs = aws.client("sqs")
+    url = _queue_url(sqs, args.queue)
+    messages = _peek(sqs, url, args.max)
+    rows = []
+    for message in messages:
+        attributes = {
+            name: value.get("StringValue", "")
+            for name, value in message.get("MessageAttributes", {}).items()
+        }
+        rows.append(
+            {
+                "message_id": message["MessageId"],
+                "reason": attributes.get("stratus_reason", "max_receive_count_exceeded"),
+                "detail": attributes.get("stratus_detail", ""),
+                "receive_count": message.get("Attributes", {}).get("ApproximateReceiveCount"),
+                "sent_at": message.get("Attributes", {}).get("SentTimestamp"),
+                "body": message.get("Body", ""),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{len(rows)} message(s) in {url}")
+    for row in rows:
+        body = row["body"] if len(row["body"]) <= 120 else row["body"][:117] + "..."
+        print(f"- {row['message_id']}  reason={row['reason']}  {row['detail']}".rstrip())
+        print(f"    {body}")
+    return 0
+
+
+def _dlq_redrive(args: argparse.Namespace) -> int:
+    """Move messages back to the source queue (the one whose redrive policy names this DLQ).
+
+    SQS StartMessageMoveTask does this in AWS, but the local endpoint (moto) lacks
+    it, so the move is receive -> send -> delete, one message at a time: a crash
+    in between duplicates a message (harmless: jobs are idempotent), never loses one.
+    """
+    sqs = aws.client("sqs")
+    url = _queue_url(sqs, args.queue)
+    target = args.to
+    if not target:
+        sources = sqs.list_dead_letter_source_queues(QueueUrl=url).get("queueUrls", [])
+        if len(sources) != 1:
+            raise SystemExit(f"give --to: {len(sources)} queues use {url} as their DLQ")
+        target = sources[0]
+    target = _queue_url(sqs, target)
+    # Only what is in the DLQ now: a message that fails again comes back as a new
+    # message (sent after we started) and must not be redriven in a loop.
+    started_ms = int(time.time() * 1000)
+    moved = 0
+    done = False
+    while moved < args.max and not done:
+        got = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=min(10, args.max - moved),
+            WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["SentTimestamp"],
+        ).get("Messages", [])
+        if not got:
+            break
+        for message in got:
+            if done or int(message["Attributes"]["SentTimestamp"]) >= started_ms:
+                done = True
+                sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+                continue
+            attributes = {
+                name: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+                for name, value in message.get("MessageAttributes", {}).items()
+                if "StringValue" in value and not name.startswith("stratus_")
+            }
+            kwargs: dict[str, Any] = {"QueueUrl": target, "MessageBody": message["Body"]}
+            if attributes:
+                kwargs["MessageAttributes"] = attributes
+            sqs.send_message(**kwargs)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
+    print(f"moved {moved} message(s) from {url} to {target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,8 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(func=_tenant_create)
 
+    dlq = commands.add_parser("dlq", help="inspect and redrive dead-letter queues")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = dlq_commands.add_parser("list", help="show the messages of a DLQ and their reasons")
+    listing.add_argument("--queue", required=True, help="the DLQ's URL or name")
+    listing.add_argument("--max", type=int, default=50, help="at most this many messages")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=_dlq_list)
+    redrive = dlq_commands.add_parser("redrive", help="move a DLQ's messages back to its source")
+    redrive.add_argument("--queue", required=True, help="the DLQ's URL or name")
+    redrive.add_argument("--to", help="the target queue (default: the DLQ's source queue)")
+    redrive.add_argument("--max", type=int, default=1000, help="at most this many messages")
+    redrive.set_defaults(func=_dlq_redrive)
+
     from infra.local.cloud import DEFAULT_API_PORT, DEFAULT_AWS_PORT
     from infra.paths import REPO_ROOT
+
+    budget = commands.add_parser("budget", help="manage tenant budgets")
+    budget_commands = budget.add_subparsers(dest="budget_command", required=True)
+    budget_set = budget_commands.add_parser(
+        "set", help="set a tenant's daily and/or monthly limit in USD (others keep defaults)"
+    )
+    budget_set.add_argument("--tenant", required=True)
+    budget_set.add_argument("--daily-usd")
+    budget_set.add_argument("--monthly-usd")
+    budget_where = budget_set.add_mutually_exclusive_group()
+    budget_where.add_argument("--table", help="the budgets table name")
+    budget_where.add_argument("--stack", help="a deployed Stratus stack to read the table from")
+    budget_set.set_defaults(func=_budget_set)
 
     dev = commands.add_parser("dev", help="run the whole app on the embedded local cloud")
     dev.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="0 = any free port")

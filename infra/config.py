@@ -67,6 +67,19 @@ class StageConfig(BaseModel):
     #: unless the account already manages one elsewhere.
     api_gateway_cloudwatch_role: bool = True
 
+    # -- asynchronous jobs (queues, workers, workflows) --------------------------------
+    #: Timeout of each agent's job worker; its queue's visibility timeout is 6x this.
+    job_worker_timeout_s: int = Field(default=300, ge=3, le=900)
+    #: Deliveries of one job message before SQS moves it to the queue's DLQ.
+    job_max_receive_count: int = Field(default=3, ge=1, le=1000)
+    #: Event source mapping batch size and batching window of the job queues.
+    job_batch_size: int = Field(default=5, ge=1, le=10)
+    job_batching_window_s: int = Field(default=0, ge=0, le=300)
+    #: How long finished job records are kept (DynamoDB TTL).
+    job_retention_days: int = Field(default=30, ge=1, le=3650)
+    #: How long a workflow waits for a human approval before the job fails.
+    approval_timeout_s: int = Field(default=86_400, ge=1, le=31_536_000)
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

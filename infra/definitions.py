@@ -89,8 +89,89 @@ ORDERS = TableDefinition(
     description="Sample orders read by the order_status agent, partitioned by tenant.",
 )
 
+JOBS = TableDefinition(
+    name="jobs",
+    env_var="STRATUS_JOBS_TABLE",
+    partition_key=Key("job_id"),
+    sort_key=Key("sk"),
+    ttl_attribute="expires_at",
+    description=(
+        "Asynchronous jobs: the job record (sk JOB) and one item per step (sk STEP#<name>); "
+        "expire through TTL."
+    ),
+)
+
+SESSIONS = TableDefinition(
+    name="sessions",
+    env_var="STRATUS_SESSIONS_TABLE",
+    # sid = <tenant>#<agent>#<session id>: another tenant's lookup never finds the item.
+    partition_key=Key("sid"),
+    sort_key=Key("sk"),
+    ttl_attribute="expires_at",
+    description=(
+        "Sessions: the head (sk H), one item per message (M#<index>), the ticket counter (N), "
+        "queued turns (Q#<ticket>) and the rolling summary (S); expire through TTL."
+    ),
+)
+
+BUDGETS = TableDefinition(
+    name="budgets",
+    env_var="STRATUS_BUDGETS_TABLE",
+    partition_key=Key("pk"),
+    ttl_attribute="expires_at",
+    description=(
+        "Budget ledger: one counter per scope and period (TENANT#<t>#DAY#<date>, "
+        "TENANT#<t>#MONTH#<month>, AGENT#<a>#DAY#<date>, GLOBAL#DAY#<date>, TASK#...) "
+        "and tenant limits (LIMITS#<t>)."
+    ),
+)
+
+LEDGER = TableDefinition(
+    name="ledger",
+    env_var="STRATUS_LEDGER_TABLE",
+    partition_key=Key("pk"),
+    ttl_attribute="expires_at",
+    description=(
+        "Call ledger (CALL#<scope>#<step>#<request hash>: completions replayed to retries) "
+        "and the opt-in response cache (CACHE#<tenant>#<agent>#<hash>); expire through TTL."
+    ),
+)
+
+USAGE = TableDefinition(
+    name="usage",
+    env_var="STRATUS_USAGE_TABLE",
+    partition_key=Key("pk"),
+    sort_key=Key("sk"),
+    ttl_attribute="expires_at",
+    description=(
+        "Usage and cost rollups: per tenant and day/month by agent, per agent and day by "
+        "model, per request/session/job."
+    ),
+)
+
+LIMITS = TableDefinition(
+    name="limits",
+    env_var="STRATUS_LIMITS_TABLE",
+    partition_key=Key("pk"),
+    ttl_attribute="expires_at",
+    description=(
+        "Fleet-shared gateway state: per-key rate-limit buckets (BUCKET#<key>#<minute>), "
+        "key cool-downs (KEY#<key>) and circuit breakers (BREAKER#<endpoint>#<model>)."
+    ),
+)
+
 #: Every table of the stack, in creation order.
-TABLES: tuple[TableDefinition, ...] = (TENANTS, IDEMPOTENCY, ORDERS)
+TABLES: tuple[TableDefinition, ...] = (
+    TENANTS,
+    IDEMPOTENCY,
+    ORDERS,
+    JOBS,
+    SESSIONS,
+    BUDGETS,
+    LEDGER,
+    USAGE,
+    LIMITS,
+)
 
 
 def table_definition(name: str) -> TableDefinition:

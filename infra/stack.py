@@ -16,12 +16,14 @@ from constructs import Construct
 from functions.agents import load_all
 from infra.config import StageConfig
 from infra.constructs.agent_function import FunctionDeps, StratusFunctions
+from infra.constructs.alerts import BudgetAlerts
 from infra.constructs.api import StratusApi
 from infra.constructs.function_code import FunctionCode
+from infra.constructs.jobs import StratusJobs
 from infra.constructs.runtime_layer import RuntimeLayer
 from infra.constructs.secrets import STORE_KEYS_HOWTO, ModelSecret
 from infra.constructs.tables import StratusTables
-from infra.definitions import IDEMPOTENCY, ORDERS, TENANTS
+from infra.definitions import BUDGETS, IDEMPOTENCY, JOBS, ORDERS, TENANTS, USAGE
 from infra.nag import apply_suppressions
 from infra.topology import api_routes
 from stratus.agents import AgentSpec
@@ -59,14 +61,21 @@ class StratusStack(Stack):
         self.model_secret = ModelSecret(self, "ModelSecret", stage=stage)
         self.runtime_layer = RuntimeLayer(self, "RuntimeLayer")
         self.function_code = FunctionCode(self, "FunctionCode")
+        self.budget_alerts = BudgetAlerts(
+            self, "BudgetAlerts", stage=stage, agents=sorted(self.agent_specs)
+        )
+        self.jobs = StratusJobs(self, "Jobs", stage=stage, specs=self.agent_specs)
         deps = FunctionDeps(
             stage=stage,
             code=self.function_code.code,
             layer=self.runtime_layer.layer,
             tables=self.tables,
             model_secret=self.model_secret.secret,
+            alerts_topic=self.budget_alerts.topic,
+            jobs=self.jobs.resources,
         )
         self.functions = StratusFunctions(self, "Functions", specs=self.agent_specs, deps=deps)
+        self.jobs.connect(self.functions)
         self.api = StratusApi(
             self,
             "Api",
@@ -86,6 +95,8 @@ class StratusStack(Stack):
             ("TenantsTableName", TENANTS),
             ("IdempotencyTableName", IDEMPOTENCY),
             ("OrdersTableName", ORDERS),
+            ("BudgetsTableName", BUDGETS),
+            ("UsageTableName", USAGE),
         ):
             CfnOutput(
                 self,
@@ -93,6 +104,37 @@ class StratusStack(Stack):
                 value=self.tables.table(table.name).table_name,
                 description=f"{table.env_var}: {table.description}",
             )
+
+        CfnOutput(
+            self,
+            "IngestQueueUrl",
+            value=self.jobs.queues["ingest"].queue_url,
+            description="Producer contract v1: send one JSON message per job here",
+        )
+        CfnOutput(
+            self,
+            "IngestDlqUrl",
+            value=self.jobs.dlqs["ingest"].queue_url,
+            description="Messages that broke the producer contract (stratus_reason attribute)",
+        )
+        CfnOutput(
+            self,
+            "JobEventsTopicArn",
+            value=self.jobs.topic.topic_arn,
+            description="One event per finished job (job.succeeded, job.failed, job.cancelled)",
+        )
+        CfnOutput(
+            self,
+            "CallbackKeySecretArn",
+            value=self.jobs.callback_secret.secret_arn,
+            description="HMAC key of X-Stratus-Signature on job callbacks",
+        )
+        CfnOutput(
+            self,
+            "JobsTableName",
+            value=self.tables.table(JOBS.name).table_name,
+            description=f"{JOBS.env_var}: {JOBS.description}",
+        )
 
         Tags.of(self).add("project", "stratus")
         Tags.of(self).add("stratus:stage", stage.name)

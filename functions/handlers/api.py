@@ -47,7 +47,11 @@ if TYPE_CHECKING:
     from stratus.invoke import InvokeService
 
 #: Route modules included below (each exposes ``router``, a Powertools ``Router``).
-ROUTER_MODULES: tuple[str, ...] = ()
+ROUTER_MODULES: tuple[str, ...] = (
+    "functions.handlers.routes_jobs",
+    "functions.handlers.routes_sessions",
+    "functions.handlers.routes_usage",
+)
 AGENT_PATH = re.compile(r"^/v1/agents/([^/]+)(?:/|$)")
 app = APIGatewayRestResolver(enable_validation=True)
 

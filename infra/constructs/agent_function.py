@@ -17,13 +17,22 @@ from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.logs import stage_log_group
 from infra.constructs.runtime_layer import ARCHITECTURE, RUNTIME
 from infra.constructs.tables import StratusTables
-from infra.topology import FunctionPlan, agent_plan, authorizer_plan, platform_plan
+from infra.topology import (
+    FunctionPlan,
+    JobResources,
+    agent_plan,
+    authorizer_plan,
+    ingest_plan,
+    platform_plan,
+    worker_plan,
+)
 from stratus.agents import AgentSpec
 
 
@@ -36,6 +45,10 @@ class FunctionDeps:
     layer: lambda_.ILayerVersion
     tables: StratusTables
     model_secret: secretsmanager.ISecret
+    #: The budget alerts topic, granted publish to plans with ``budget_alerts``.
+    alerts_topic: sns.ITopic | None = None
+    #: Queue URLs, topic, workflow ARNs and callback key of the jobs (``StratusJobs``).
+    jobs: JobResources | None = None
 
 
 class StratusFunction(Construct):
@@ -80,6 +93,7 @@ class StratusFunction(Construct):
             environment=plan.environment(
                 table_names=deps.tables.table_names,
                 model_secret_id=deps.model_secret.secret_arn if plan.model_secret else None,
+                jobs=deps.jobs,
             ),
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
@@ -100,6 +114,8 @@ class StratusFunction(Construct):
                 table.grant(self.function, "dynamodb:DescribeTable")
         if self.plan.model_secret:
             deps.model_secret.grant_read(self.function)
+        if self.plan.budget_alerts and deps.alerts_topic is not None:
+            deps.alerts_topic.grant_publish(self.function)
 
 
 class AgentFunction(StratusFunction):
@@ -124,7 +140,7 @@ class StratusFunctions(Construct):
         deps: FunctionDeps,
     ) -> None:
         super().__init__(scope, construct_id)
-        platform = platform_plan(deps.stage)
+        platform = platform_plan(deps.stage, specs if deps.jobs is not None else None)
         authorizer = authorizer_plan(deps.stage)
         self.platform = StratusFunction(self, platform.construct_id, plan=platform, deps=deps)
         self.authorizer = StratusFunction(self, authorizer.construct_id, plan=authorizer, deps=deps)
@@ -132,9 +148,22 @@ class StratusFunctions(Construct):
         for name in sorted(specs):
             plan = agent_plan(specs[name], deps.stage)
             self.agents[name] = AgentFunction(self, plan.construct_id, spec=specs[name], deps=deps)
+        #: The ingest function and one job worker per agent (with jobs only).
+        self.ingest: StratusFunction | None = None
+        self.workers: dict[str, StratusFunction] = {}
+        if deps.jobs is not None:
+            ingest = ingest_plan(deps.stage, specs)
+            self.ingest = StratusFunction(self, ingest.construct_id, plan=ingest, deps=deps)
+            for name in sorted(specs):
+                plan = worker_plan(specs[name], deps.stage)
+                self.workers[name] = StratusFunction(self, plan.construct_id, plan=plan, deps=deps)
 
     @property
     def by_key(self) -> dict[str, StratusFunction]:
-        """Functions by plan key (``platform``, ``authorizer``, ``agent:<name>``)."""
+        """Functions by plan key (``platform``, ``authorizer``, ``ingest``, ``agent:<name>``,
+        ``worker:<name>``)."""
         everything: list[StratusFunction] = [self.platform, self.authorizer, *self.agents.values()]
+        if self.ingest is not None:
+            everything.append(self.ingest)
+        everything.extend(self.workers.values())
         return {fn.plan.key: fn for fn in everything}

@@ -19,9 +19,11 @@ Resources come from the same definitions as the CDK stack (``infra.definitions``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -36,13 +38,22 @@ from botocore.config import Config
 
 from infra.config import StageConfig, load_stage
 from infra.definitions import TABLES, create_table_kwargs, ttl_kwargs
+from infra.local import moto_atomic
 from infra.local.aws_front import AwsFront
 from infra.local.fake_model import FakeModelServer
 from infra.local.gateway import LocalApiGateway
 from infra.local.lambda_runtime import FunctionConfig, InvokeResult, LambdaRuntime
 from infra.local.sqs_poller import EventSourceMapping, SqsPoller
 from infra.paths import REPO_ROOT
-from infra.topology import FunctionPlan, api_routes, function_plans
+from infra.topology import (
+    FunctionPlan,
+    JobResources,
+    QueuePlan,
+    api_routes,
+    function_plans,
+    queue_plans,
+    workflow_plans,
+)
 from stratus.agents import AgentSpec
 from stratus.tenants import TenantStore
 
@@ -95,6 +106,8 @@ class Extras:
     functions: list[FunctionConfig] = field(default_factory=list)
     queues: list[QueueSpec] = field(default_factory=list)
     state_machines: list[StateMachineSpec] = field(default_factory=list)
+    #: Function plan key -> another handler for it (tests wrap a real handler this way).
+    handler_overrides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,6 +125,8 @@ class LocalFacts:
     queue_urls: dict[str, str]
     state_machine_arns: dict[str, str]
     functions: dict[str, str]
+    jobs_topic_arn: str = ""
+    callback_secret_arn: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
@@ -147,6 +162,10 @@ class LocalCloud:
         self.facts: LocalFacts | None = None
         self.runtime: LambdaRuntime | None = None
         self.fake_model: FakeModelServer | None = None
+        #: Pollers of the stack's queues, by queue logical name.
+        self.pollers: dict[str, SqsPoller] = {}
+        #: The rendered definition of each agent's workflow (what moto executes).
+        self.workflow_definitions: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -177,6 +196,10 @@ class LocalCloud:
     def _start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        # DynamoDB makes each request atomic; moto's threaded server does not
+        # (concurrent conditional writes could both pass). Budgets and session
+        # locks rely on it, so the local cloud restores DynamoDB's guarantee.
+        moto_atomic.install()
         moto_port = free_port()
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
         moto.start()
@@ -206,15 +229,37 @@ class LocalCloud:
             SecretString=json.dumps({"api_keys": [model_key]}),
         )["ARN"]
 
-        functions = self._function_configs(names, tables, secret_arn, aws_url, model_url)
+        callback_secret_arn = clients.secretsmanager.create_secret(
+            Name=f"stratus/{self.stage.name}/callback-signing-key",
+            SecretString=json.dumps({"key": secrets.token_urlsafe(32)}),
+        )["ARN"]
+        topic_arn = clients.sns.create_topic(Name=f"stratus-{self.stage.name}-job-events")[
+            "TopicArn"
+        ]
+        app_queues = queue_plans(self.stage, self.specs)
+        queue_urls = self._create_app_queues(clients, app_queues)
+        workflow_arns = self._create_workflows(clients, names)
+        jobs = JobResources(
+            queue_urls=dict(queue_urls),
+            topic_arn=topic_arn,
+            workflow_arns=workflow_arns,
+            callback_secret_id=callback_secret_arn,
+        )
+
+        functions = self._function_configs(names, tables, secret_arn, model_url, jobs)
         runtime = LambdaRuntime(
             functions, base_env=self._base_env(aws_url), log_sink=self._log_sink, cwd=REPO_ROOT
         )
         self.runtime = runtime
         self._stack.append(runtime.stop)
 
-        queue_urls = self._create_queues(clients, names)
-        machine_arns = self._create_state_machines(clients, names)
+        for plan in app_queues:
+            self._poll(clients, queue_urls[plan.name], names[plan.consumer], plan)
+        queue_urls.update(self._create_queues(clients, names))
+        machine_arns = {
+            plan.agent: workflow_arns[plan.agent] for plan in workflow_plans(self.specs)
+        }
+        machine_arns.update(self._create_state_machines(clients, names))
 
         gateway = LocalApiGateway(
             api_routes(self.specs),
@@ -242,6 +287,8 @@ class LocalCloud:
             queue_urls=queue_urls,
             state_machine_arns=machine_arns,
             functions=dict(names),
+            jobs_topic_arn=topic_arn,
+            callback_secret_arn=callback_secret_arn,
         )
         self._write_state()
 
@@ -304,16 +351,75 @@ class LocalCloud:
         names: Mapping[str, str],
         tables: Mapping[str, str],
         secret_arn: str,
-        aws_url: str,
         model_url: str,
+        jobs: JobResources,
     ) -> list[FunctionConfig]:
         configs = []
         for plan in function_plans(self.stage, self.specs):
-            env = plan.environment(table_names=tables, model_secret_id=secret_arn)
+            env = plan.environment(table_names=tables, model_secret_id=secret_arn, jobs=jobs)
             env["OPENAI_BASE_URL"] = model_url
-            configs.append(_config(plan, names[plan.key], env))
+            config = _config(plan, names[plan.key], env)
+            override = self._extras.handler_overrides.get(plan.key)
+            if override:
+                config = dataclasses.replace(config, handler=override)
+            configs.append(config)
         configs.extend(self._extras.functions)
         return configs
+
+    def _create_app_queues(self, clients: _Clients, plans: list[QueuePlan]) -> dict[str, str]:
+        """The stack's queues and DLQs (``infra.topology.queue_plans``), by logical name."""
+        urls: dict[str, str] = {}
+        for plan in plans:
+            physical = f"stratus-{self.stage.name}-{plan.name}"
+            dlq_url = clients.sqs.create_queue(
+                QueueName=f"{physical}-dlq",
+                Attributes={"MessageRetentionPeriod": str(plan.dlq_retention_s)},
+            )["QueueUrl"]
+            dlq_arn = clients.sqs.get_queue_attributes(
+                QueueUrl=dlq_url, AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+            urls[plan.name] = clients.sqs.create_queue(
+                QueueName=physical,
+                Attributes={
+                    "VisibilityTimeout": str(plan.visibility_timeout_s),
+                    "RedrivePolicy": json.dumps(
+                        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": plan.max_receive_count}
+                    ),
+                },
+            )["QueueUrl"]
+            urls[plan.dlq_name] = dlq_url
+        return urls
+
+    def _poll(self, clients: _Clients, url: str, function_name: str, plan: QueuePlan) -> None:
+        arn = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        mapping = EventSourceMapping(
+            function_name=function_name,
+            queue_url=url,
+            queue_arn=arn,
+            batch_size=plan.batch_size,
+            maximum_batching_window_s=float(plan.batching_window_s),
+            report_batch_item_failures=plan.report_batch_item_failures,
+        )
+        poller = SqsPoller(mapping, self._invoke, sqs_client=clients.sqs, region=REGION)
+        poller.start()
+        self.pollers[plan.name] = poller
+        self._stack.append(poller.stop)
+
+    def _create_workflows(self, clients: _Clients, names: Mapping[str, str]) -> dict[str, str]:
+        """The agents' state machines from the same ASL files and variables as the stack."""
+        arns: dict[str, str] = {}
+        function_arns = {key: _function_arn(name) for key, name in names.items()}
+        for plan in workflow_plans(self.specs):
+            arns[plan.agent] = clients.stepfunctions.create_state_machine(
+                name=plan.state_machine_name(self.stage),
+                definition=plan.render(function_arns),
+                type="STANDARD",
+                roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/stratus-local-states",
+            )["stateMachineArn"]
+            self.workflow_definitions[plan.agent] = plan.render(function_arns)
+        return arns
 
     def _create_tables(self, clients: _Clients) -> dict[str, str]:
         names = {}
@@ -414,6 +520,10 @@ class LocalCloud:
         self._stack.append(lambda: path.unlink(missing_ok=True))
 
 
+def _function_arn(name: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+
+
 def _config(plan: FunctionPlan, name: str, env: dict[str, str]) -> FunctionConfig:
     return FunctionConfig(
         name=name,
@@ -440,10 +550,14 @@ class _Clients:
         self.sqs = session.client("sqs", endpoint_url=endpoint, config=config)
         self.secretsmanager = session.client("secretsmanager", endpoint_url=endpoint, config=config)
         self.stepfunctions = session.client("stepfunctions", endpoint_url=endpoint, config=config)
+        self.sns = session.client("sns", endpoint_url=endpoint, config=config)
 
 
 def print_banner(facts: LocalFacts, out: Any = sys.stdout) -> None:
     key = facts.demo_tenant_key
+    producer_sample = json.dumps(
+        {"version": "1", "tenant_id": facts.demo_tenant_id, "agent": "triage", "input": "Hi"}
+    )
     lines = [
         "",
         "Stratus local cloud is running (Ctrl-C stops it).",
@@ -472,6 +586,18 @@ def print_banner(facts: LocalFacts, out: Any = sys.stdout) -> None:
         f"-H 'Authorization: Bearer {key}' \\",
         "       -H 'Content-Type: application/json' -d '{\"input\": \"Where is order A-1001?\"}'",
         f"  aws --endpoint-url {facts.aws_endpoint_url} dynamodb list-tables",
+        "",
+        "Jobs:",
+        f"  curl -s {facts.api_url}/v1/jobs -H 'Authorization: Bearer {key}' \\",
+        "       -H 'Content-Type: application/json' "
+        '-d \'{"agent": "researcher", "input": "Which carrier is fastest?"}\'',
+        f"  curl -s {facts.api_url}/v1/jobs/<job_id> -H 'Authorization: Bearer {key}'",
+        f"  aws --endpoint-url {facts.aws_endpoint_url} sqs send-message "
+        f"--queue-url {facts.queue_urls.get('ingest', '<ingest>')} \\",
+        f"       --message-body '{producer_sample}'",
+        f"  AWS_ENDPOINT_URL={facts.aws_endpoint_url} .venv/bin/stratus dlq list "
+        f"--queue {facts.queue_urls.get('ingest-dlq', '<ingest-dlq>')}",
+        f"  Job events topic: {facts.jobs_topic_arn}",
         "",
     ]
     print("\n".join(lines), file=out, flush=True)

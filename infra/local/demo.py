@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -147,6 +148,104 @@ class Demo:
         assert invalid.status in (400, 422), invalid.body
         return "401 unauthorized, 404 agent_not_found, 422 validation_error"
 
+    # -- asynchronous jobs --------------------------------------------------------------
+
+    def _wait_job(self, job_id: str, until: set[str], timeout: float = 60.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = http("GET", f"{self.facts.api_url}/v1/jobs/{job_id}", None, self._auth)
+            if reply.status == 200 and reply.body["status"] in until:
+                return reply.body
+            assert time.monotonic() < deadline, f"job {job_id} not {until} in {timeout} s"
+            time.sleep(0.25)
+
+    def record_job(self, job: dict[str, Any]) -> None:
+        row = self.spend[f"job:{job['agent']}"]
+        row["calls"] += len(job.get("steps") or []) or 1
+        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens"):
+            row[name] += job["usage"][name]
+        row["cost_usd"] += job["cost_usd"]
+
+    def http_job(self) -> str:
+        reply = http(
+            "POST",
+            f"{self.facts.api_url}/v1/jobs",
+            {"agent": "triage", "input": "Where is my order A-1001?", "route": True},
+            {**self._auth, "Idempotency-Key": f"demo-job-{uuid.uuid4()}"},
+        )
+        assert reply.status == 202, f"HTTP {reply.status}: {reply.body}"
+        job = self._wait_job(reply.body["job_id"], {"succeeded", "failed"})
+        assert job["status"] == "succeeded", job
+        self.record_job(job)
+        routed = job.get("routed_to") or {}
+        child = self._wait_job(routed["job_id"], {"succeeded", "failed"}) if routed else None
+        if child:
+            self.record_job(child)
+        return (
+            f"{job['job_id']} succeeded category={job['result']['category']} "
+            f"cost=${job['cost_usd']:.6f}; routed to {routed.get('agent')}: "
+            f"{child['status'] if child else '-'}"
+        )
+
+    def sqs_job(self) -> str:
+        import boto3
+
+        from stratus.jobs import job_id_for
+
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=self.facts.aws_endpoint_url,
+            region_name=self.facts.region,
+            aws_access_key_id="demo",
+            aws_secret_access_key="demo",  # noqa: S106 - the local endpoint takes any key
+        )
+        key = f"demo-{uuid.uuid4()}"
+        message = {
+            "version": "1",
+            "tenant_id": self.facts.demo_tenant_id,
+            "agent": "returns",
+            "input": {"item": "rain jacket", "order": "A-1002", "days": 12, "unused": True},
+            "idempotency_key": key,
+        }
+        sqs.send_message(QueueUrl=self.facts.queue_urls["ingest"], MessageBody=json.dumps(message))
+        sqs.send_message(QueueUrl=self.facts.queue_urls["ingest"], MessageBody="not json")
+        job_id = job_id_for(self.facts.demo_tenant_id, key)
+        deadline = time.monotonic() + 30
+        while http("GET", f"{self.facts.api_url}/v1/jobs/{job_id}", None, self._auth).status != 200:
+            assert time.monotonic() < deadline, "the producer's message never became a job"
+            time.sleep(0.25)
+        job = self._wait_job(job_id, {"succeeded", "failed"})
+        assert job["status"] == "succeeded", job
+        self.record_job(job)
+        return (
+            f"{job_id} succeeded eligible={job['result']['eligible']} "
+            f"cost=${job['cost_usd']:.6f}; the poison message went to the ingest DLQ"
+        )
+
+    def workflow_job(self) -> str:
+        reply = http(
+            "POST",
+            f"{self.facts.api_url}/v1/jobs",
+            {"agent": "researcher", "input": "Which carrier is fastest?", "require_approval": True},
+            self._auth,
+        )
+        assert reply.status == 202, f"HTTP {reply.status}: {reply.body}"
+        job_id = reply.body["job_id"]
+        waiting = self._wait_job(job_id, {"waiting_approval", "failed"})
+        assert waiting["status"] == "waiting_approval", waiting
+        steps = [s["name"] for s in waiting["steps"]]
+        answer = http(
+            "POST",
+            f"{self.facts.api_url}/v1/jobs/{job_id}/approval",
+            {"approved": True, "comment": "demo"},
+            self._auth,
+        )
+        assert answer.status == 200, answer.body
+        job = self._wait_job(job_id, {"succeeded", "failed"})
+        assert job["status"] == "succeeded", job
+        self.record_job(job)
+        return f"steps {', '.join(steps)}; approved; cost=${job['cost_usd']:.6f}"
+
     def run(self) -> int:
         print(
             f"\nStratus demo against {self.facts.api_url}"
@@ -159,6 +258,11 @@ class Demo:
         self.step("sync: returns reasons over the policy (smart tier)", self.returns)
         self.step("sync: Idempotency-Key replays without paying again", self.idempotent_replay)
         self.step("errors: documented codes", self.errors)
+        self.step("job over HTTP: triage, routed to its specialist", self.http_job)
+        self.step("job from a plain boto3 producer (SQS contract v1)", self.sqs_job)
+        self.step(
+            "workflow: researcher plans, researches, reviews, waits, approved", self.workflow_job
+        )
         self.print_spend()
         if self.failures:
             print(
@@ -170,7 +274,7 @@ class Demo:
 
     def print_spend(self) -> None:
         header = (
-            f"\n{'agent':<14}{'calls':>6}{'input':>9}{'cached':>9}{'output':>9}"
+            f"\n{'agent':<18}{'calls':>6}{'input':>9}{'cached':>9}{'output':>9}"
             f"{'reasoning':>11}{'cost USD':>12}"
         )
         print(header, file=self.out)
@@ -178,12 +282,12 @@ class Demo:
         for agent, row in sorted(self.spend.items()):
             total += row["cost_usd"]
             print(
-                f"{agent:<14}{int(row['calls']):>6}{int(row['input_tokens']):>9}"
+                f"{agent:<18}{int(row['calls']):>6}{int(row['input_tokens']):>9}"
                 f"{int(row['cached_input_tokens']):>9}{int(row['output_tokens']):>9}"
                 f"{int(row['reasoning_tokens']):>11}{row['cost_usd']:>12.6f}",
                 file=self.out,
             )
-        print(f"{'total':<14}{'':>44}{total:>12.6f}", file=self.out)
+        print(f"{'total':<18}{'':>44}{total:>12.6f}", file=self.out)
 
 
 def run_demo(out: TextIO = sys.stdout, quiet_functions: bool = True) -> int:

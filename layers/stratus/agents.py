@@ -40,6 +40,9 @@ class CallScope:
     kind: Literal["request", "session", "job"]
     scope_id: str
     step: str = "main"
+    #: Whether a retry of this unit can happen (job, session turn, Idempotency-Key):
+    #: only then are completions kept in the call ledger for replay.
+    replayable: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,44 @@ class Deployment(BaseModel):
     reserved_concurrency: int | None = Field(default=None, ge=1)
 
 
+class SessionPolicy(BaseModel):
+    """How an agent's multi-turn sessions behave (``AgentSpec.sessions``).
+
+    ``policy`` decides what happens to a message that arrives while a turn is
+    running: ``reject`` answers 409 ``session_busy``; ``enqueue`` waits in line
+    (at most ``enqueue_wait_s``) and turns run in arrival order. Token numbers
+    are estimates (4 characters a token, plus 4 per message).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: Literal["reject", "enqueue"] = "reject"
+    #: Idle time after which a session expires (each turn extends it).
+    ttl_s: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    #: Hard end of a session, counted from its creation; TTL removes every item then.
+    max_age_s: int = Field(default=30 * 86_400, ge=60, le=365 * 86_400)
+    #: Longest accepted message; longer ones get 413 ``message_too_large``.
+    max_message_chars: int = Field(default=8_000, ge=1, le=32_000)
+    #: Prompt budget for the system prompt, summary, recent turns and the new message.
+    context_token_budget: int = Field(default=8_000, ge=256, le=1_000_000)
+    #: Older turns are summarised once the unsummarised part exceeds this.
+    summarize_after_tokens: int = Field(default=4_000, ge=64)
+    #: At most this many unsummarised messages are read per turn (and then summarised).
+    max_recent_messages: int = Field(default=40, ge=2, le=200)
+    #: ``enqueue``: how long a message waits in line before it is withdrawn (409).
+    enqueue_wait_s: float = Field(default=20.0, gt=0, le=900)
+    #: Turn lock lease; by default the function timeout plus 5 s (a dead turn's lock expires).
+    lock_lease_s: int | None = Field(default=None, ge=1, le=960)
+    #: Output limit of the summarisation call (cheap tier).
+    summary_max_tokens: int = Field(default=512, ge=64, le=8_192)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SessionPolicy:
+        if self.summarize_after_tokens > self.context_token_budget:
+            raise ValueError("summarize_after_tokens must not exceed context_token_budget")
+        return self
+
+
 class AgentSpec(BaseModel):
     """Everything that defines one version of an agent."""
 
@@ -100,6 +141,19 @@ class AgentSpec(BaseModel):
     output_schema: type[BaseModel] | None = None
     limits: Limits = Limits()
     deployment: Deployment = Deployment()
+    #: Multi-turn sessions (``/v1/agents/<name>/sessions``); None: the agent has none.
+    sessions: SessionPolicy | None = None
+    #: Past the budget downgrade threshold, may this agent move to a cheaper tier?
+    allow_downgrade: bool = False
+    #: Opt-in exact-match response cache (seconds to keep answers; None: off).
+    #: Only for agents whose answers may be reused: same request, same answer.
+    response_cache_ttl_s: int | None = Field(default=None, ge=60, le=30 * 24 * 3600)
+    #: Jobs of this agent run as this Step Functions workflow (``infra/workflows/<name>.asl.json``)
+    #: instead of one agent run; None runs the agent once per job.
+    workflow: str | None = None
+    #: Job routing: a value of the agent's output field ``category`` -> the agent that takes
+    #: the job over (through that agent's own queue) when the job asks to be routed.
+    routes: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -122,7 +176,18 @@ class AgentSpec(BaseModel):
         names = [tool.name for tool in self.tools]
         if len(names) != len(set(names)):
             raise ValueError("tool names must be unique within an agent")
+        if self.sessions is not None and (
+            self.sessions.max_message_chars > self.limits.max_input_chars
+        ):
+            raise ValueError("sessions.max_message_chars must not exceed limits.max_input_chars")
         return self
+
+    @property
+    def session_lock_lease_s(self) -> int:
+        """How long a turn may hold a session's lock before another may take it."""
+        if self.sessions is not None and self.sessions.lock_lease_s is not None:
+            return self.sessions.lock_lease_s
+        return self.deployment.timeout_s + 5
 
     @property
     def prompt_path(self) -> Path:

@@ -8,6 +8,7 @@ the variable's name instead of surfacing later as an obscure runtime error.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,8 @@ class Settings(BaseSettings):
     tenants_table: str = ""
     idempotency_table: str = ""
     orders_table: str = ""
+    #: Session heads, messages and queued turns (only agents with sessions get it).
+    sessions_table: str = ""
 
     #: Secrets Manager id of the model keys secret (JSON: {"api_keys": [...]}).
     model_secret_name: str = ""
@@ -60,6 +63,55 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, gt=0, le=10 * 1024 * 1024)
     idempotency_ttl_s: int = Field(default=3600, gt=0)
 
+    # -- the model gateway (issue 6): budgets, call ledger, cache, keys, breaker
+    budgets_table: str = ""
+    ledger_table: str = ""
+    usage_table: str = ""
+    limits_table: str = ""
+    #: Fallback chains (comma-separated models) tried after the tier's model.
+    tier_fast_fallbacks: str = "gpt-4.1-mini"
+    tier_smart_fallbacks: str = "gpt-4.1"
+    #: Where a fast-tier agent that allows downgrades goes past the threshold.
+    tier_economy: str = "gpt-5-nano"
+    #: Default budgets in USD (None: no limit); a tenant's own limits (CLI) win.
+    budget_tenant_daily_usd: Decimal | None = Field(default=Decimal("50"), ge=0)
+    budget_tenant_monthly_usd: Decimal | None = Field(default=Decimal("1000"), ge=0)
+    budget_agent_daily_usd: Decimal | None = Field(default=None, ge=0)
+    budget_global_daily_usd: Decimal | None = Field(default=None, ge=0)
+    #: Cap per task: one request, one job, one session turn.
+    budget_task_usd: Decimal | None = Field(default=Decimal("1"), ge=0)
+    #: Percentages of a budget at which one alert per period is sent.
+    budget_alert_thresholds: tuple[int, ...] = (50, 75, 90, 100)
+    #: Past this percentage, agents that allow it move to a cheaper tier.
+    budget_downgrade_at: int = Field(default=90, ge=1, le=100)
+    #: SNS topic (name, in this account and region) for budget alerts; empty: log only.
+    alerts_topic_name: str = ""
+    #: Per-key limits, enforced fleet-wide (token buckets in the limits table).
+    key_rpm: int = Field(default=500, ge=1)
+    key_tpm: int = Field(default=2_000_000, ge=1)
+    #: Circuit breaker per (endpoint, model): opens after this many failures in a row.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_s: float = Field(default=30.0, gt=0)
+    #: How long the call ledger keeps completions (replays of retried steps).
+    ledger_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+
+    # -- asynchronous jobs ------------------------------------------------------------
+    jobs_table: str = ""
+    #: Agent name -> URL of that agent's job queue (JSON).
+    job_queues: dict[str, str] = Field(default_factory=dict)
+    #: Where the ingest function puts messages that break the producer contract.
+    ingest_dlq_url: str = ""
+    #: SNS topic that receives one event per finished job.
+    jobs_topic_arn: str = ""
+    #: Agent name -> ARN of that agent's workflow state machine (JSON).
+    workflows: dict[str, str] = Field(default_factory=dict)
+    #: Secrets Manager id of the HMAC key that signs job callbacks (JSON: {"key": ...}).
+    callback_secret_name: str = ""
+    #: The job queues' maxReceiveCount: the last delivery fails the job instead of retrying.
+    job_max_receive_count: int = Field(default=3, ge=1)
+    job_retention_days: int = Field(default=30, ge=1)
+    approval_timeout_s: int = Field(default=86_400, ge=1)
+
     @field_validator("agent")
     @classmethod
     def _agent_name(cls, value: str) -> str:
@@ -67,6 +119,18 @@ class Settings(BaseSettings):
 
     def model_for(self, tier: ModelTier) -> str:
         return self.tier_fast if tier == "fast" else self.tier_smart
+
+    def model_chain(self, tier: ModelTier) -> tuple[str, ...]:
+        """The tier's model, then its fallbacks, without repeats."""
+        extra = self.tier_fast_fallbacks if tier == "fast" else self.tier_smart_fallbacks
+        chain = [self.model_for(tier), *(m.strip() for m in extra.split(",") if m.strip())]
+        return tuple(dict.fromkeys(chain))
+
+    def downgrade_chain(self, tier: ModelTier) -> tuple[str, ...]:
+        """Where a tier goes past the downgrade threshold: smart -> fast, fast -> economy."""
+        if tier == "smart":
+            return self.model_chain("fast")
+        return tuple(dict.fromkeys([self.tier_economy, *self.model_chain("fast")[1:]]))
 
 
 @lru_cache(maxsize=1)

@@ -53,3 +53,60 @@ class HealthResponse(BaseModel):
     version: str
     agent: str | None
     checks: dict[str, str]
+
+
+# --- sessions -----------------------------------------------------------------------
+
+
+class SessionCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: JsonObject = Field(
+        default_factory=dict, description="Opaque, at most 4 KB of JSON; returned by GET."
+    )
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    expires_at: str = Field(description="ISO 8601 UTC; each turn pushes it out by the idle TTL.")
+
+
+class SessionMessageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(
+        min_length=1, description="The user's message (at most the agent's max_message_chars)."
+    )
+
+
+class SessionTurnResponse(BaseModel):
+    reply: str
+    turn: int
+    usage: Usage = Field(description="Every model call of this turn (incl. any summarisation).")
+    cost_usd: float
+    session_cost_usd: float
+    request_id: str = Field(description="The request that sent the message.")
+
+
+class SessionMessageView(BaseModel):
+    index: int
+    role: str
+    content: str
+    turn: int
+    created_at: str
+    truncated: bool | None = None
+
+
+class SessionView(BaseModel):
+    session_id: str
+    agent: str
+    created_at: str
+    expires_at: str
+    metadata: JsonObject
+    turns: int
+    message_count: int
+    usage: Usage
+    cost_usd: float
+    summarized_through: int = Field(description="Messages up to this index are in the summary.")
+    messages: list[SessionMessageView]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")

@@ -160,3 +160,69 @@ class InputTooLarge(StratusError):
 
     code = "input_too_large"
     status = 413
+
+
+class BudgetExceeded(StratusError):
+    """A budget (tenant, agent, global or per-task) has no room for the call's worst case.
+
+    ``details`` name the scope, its limit and ``resets_at`` (ISO 8601, UTC; None for
+    a per-task cap, which never resets); ``Retry-After`` says when the period resets.
+    """
+
+    code = "budget_exceeded"
+    status = 429
+
+
+# -- asynchronous jobs ----------------------------------------------------------------
+
+
+class JobNotFound(StratusError):
+    """No job with this id exists for the caller's tenant (other tenants' jobs included)."""
+
+    code = "job_not_found"
+    status = 404
+
+
+class JobNotWaitingApproval(StratusError):
+    """An approval was sent for a job that is not waiting for one."""
+
+    code = "job_not_waiting_approval"
+    status = 409
+
+
+class JobAlreadyFinished(StratusError):
+    """The job already succeeded, failed or was cancelled."""
+
+    code = "job_already_finished"
+    status = 409
+
+
+class JobBudgetExceeded(StratusError):
+    """The job has spent its ``max_cost_usd``; no further costly step may start."""
+
+    code = "job_budget_exceeded"
+    status = 402
+
+
+class SessionNotFound(StratusError):
+    """No such session for this tenant and agent, or it was deleted or has expired.
+
+    Another tenant's session gets this too (never 403): its existence is not revealed.
+    """
+
+    code = "session_not_found"
+    status = 404
+
+
+class SessionBusy(StratusError):
+    """The session is running a turn (``reject`` policy), or the wait in line timed out."""
+
+    code = "session_busy"
+    status = 409
+
+
+class MessageTooLarge(StratusError):
+    """A session message is longer than the agent's ``sessions.max_message_chars``."""
+
+    code = "message_too_large"
+    status = 413

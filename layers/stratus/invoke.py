@@ -71,6 +71,9 @@ class InvokeService:
             kind="request",
             # A replay under the same Idempotency-Key is the same billable unit.
             scope_id=scope_id or request_id,
+            # A plain request is never retried (API Gateway does not retry Lambda);
+            # only one under an Idempotency-Key can come again: only it uses the ledger.
+            replayable=scope_id is not None,
         )
         ctx = ToolContext(
             tenant_id=tenant_id,
@@ -91,6 +94,10 @@ class InvokeService:
                 "usage": result.usage.model_dump(),
                 "cost_usd": str(result.cost_usd),
                 "fake_model": result.fake_model,
+                "fallback_from": result.fallback_from,
+                "downgraded": result.downgraded,
+                "ledger_hits": result.ledger_hits,
+                "cache_hits": result.cache_hits,
             },
         )
         metrics.add_metric(name="InputTokens", unit="Count", value=result.usage.input_tokens)

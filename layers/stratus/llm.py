@@ -64,6 +64,12 @@ class ChatResult:
     attempts: int
     latency_ms: float
     fake_model: bool
+    #: Set by the gateway: replayed from the call ledger, or a response-cache hit
+    #: (then ``usage`` is zero: nothing was consumed), and the models it moved from.
+    replayed: bool = False
+    cache_hit: bool = False
+    fallback_from: tuple[str, ...] = ()
+    downgraded: bool = False
 
 
 def retry_after_s(response: Any) -> float | None:
@@ -101,8 +107,20 @@ class ModelClient:
         self._lock = threading.Lock()
         self._warned_fake = False
 
-    def _client(self) -> openai.OpenAI:
-        key = self._keys.keys()[0]
+    @property
+    def keys(self) -> KeyProvider:
+        return self._keys
+
+    @property
+    def endpoint(self) -> str:
+        """The provider endpoint (host), as the circuit breaker names it."""
+        base = self._settings.openai_base_url
+        if base is None:
+            return "api.openai.com"
+        return f"{base.host}:{base.port}" if base.port else str(base.host)
+
+    def _client(self, api_key: str | None = None) -> openai.OpenAI:
+        key = api_key or self._keys.keys()[0]
         with self._lock:
             client = self._clients.get(key)
             if client is None:
@@ -126,8 +144,17 @@ class ModelClient:
         tool_choice: str | None = None,
         response_format: type[BaseModel] | None = None,
         deadline: Deadline | None = None,
+        api_key: str | None = None,
+        max_attempts: int | None = None,
     ) -> ChatResult:
+        """One chat completion, retried up to ``max_attempts`` (default: the setting).
+
+        ``api_key`` picks one of the provider keys (the gateway's least-loaded
+        key); a final retryable error carries ``retry_wait_s``, the wait the
+        provider asked for (or the backoff), for a caller that retries itself.
+        """
         deadline = deadline or NoDeadline()
+        limit = max_attempts or self._settings.model_max_attempts
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": list(messages),
@@ -146,7 +173,7 @@ class ModelClient:
             timeout = self._timeout(deadline)
             started = time.perf_counter()
             try:
-                completion = self._client().chat.completions.parse(**kwargs, timeout=timeout)
+                completion = self._client(api_key).chat.completions.parse(**kwargs, timeout=timeout)
             except openai.LengthFinishReasonError as exc:
                 raise ModelOutputInvalid(
                     "the model ran out of output tokens before finishing its answer"
@@ -158,7 +185,8 @@ class ModelClient:
                 ) from exc
             except openai.APIError as exc:
                 error, wait = self._classify(exc, attempt)
-                if wait is None or attempt >= self._settings.model_max_attempts:
+                error.retry_wait_s = wait  # type: ignore[attr-defined]
+                if wait is None or attempt >= limit:
                     raise error from exc
                 pause = min(wait, MAX_RETRY_AFTER_S)
                 if pause + MIN_CALL_S > deadline.remaining_s() - self._settings.deadline_margin_s:

@@ -18,11 +18,12 @@ import openai
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from stratus.agents import AgentSpec, Tool, ToolContext
-from stratus.config import Settings
+from stratus.agents import AgentSpec, CallScope, Tool, ToolContext
+from stratus.config import ModelTier, Settings
 from stratus.deadline import Deadline
 from stratus.errors import InputTooLarge, MaxIterationsExceeded, ModelOutputInvalid, StratusError
-from stratus.llm import ChatResult
+from stratus.gateway import ModelGateway
+from stratus.llm import ChatResult, ModelClient
 from stratus.observability import logger
 from stratus.prices import PriceTable
 from stratus.usage import Usage
@@ -31,6 +32,8 @@ TOOL_RESULT_MAX_CHARS = 16_000
 
 
 class ChatModel(Protocol):
+    """What the runner calls: ``stratus.gateway.ModelGateway`` (or a test double)."""
+
     def chat(
         self,
         *,
@@ -41,6 +44,12 @@ class ChatModel(Protocol):
         tool_choice: str | None = ...,
         response_format: type[BaseModel] | None = ...,
         deadline: Deadline | None = ...,
+        scope: CallScope | None = ...,
+        step: str = ...,
+        agent: str = ...,
+        tier: ModelTier | None = ...,
+        allow_downgrade: bool = ...,
+        cache_ttl_s: int | None = ...,
     ) -> ChatResult: ...
 
 
@@ -54,14 +63,27 @@ class AgentResult:
     tool_calls: list[str] = field(default_factory=list)
     fake_model: bool = False
     price_table_version: str = ""
+    #: Models that failed before the one that answered (fallbacks), in order.
+    fallback_from: list[str] = field(default_factory=list)
+    downgraded: bool = False
+    #: Model calls replayed from the call ledger / served by the response cache.
+    ledger_hits: int = 0
+    cache_hits: int = 0
 
 
 class AgentRunner:
     def __init__(
-        self, spec: AgentSpec, model: ChatModel, prices: PriceTable, settings: Settings
+        self,
+        spec: AgentSpec,
+        model: ChatModel | ModelClient,
+        prices: PriceTable,
+        settings: Settings,
     ) -> None:
         self.spec = spec
-        self._model = model
+        # Every model call goes through the gateway (budgets, ledger, keys, breaker).
+        self._model: ChatModel = (
+            ModelGateway(model, settings, prices) if isinstance(model, ModelClient) else model
+        )
         self._prices = prices
         self._settings = settings
         self._tools = [
@@ -103,6 +125,7 @@ class AgentRunner:
         self._prices.price_for(model)  # fail before spending anything if it has no price
         result = AgentResult(output="", model=model, price_table_version=self._prices.version)
         iterations = self.spec.limits.max_iterations
+        scope = ctx.scope
         for iteration in range(1, iterations + 1):
             last = iteration == iterations
             reply = self._model.chat(
@@ -114,6 +137,13 @@ class AgentRunner:
                 tool_choice="none" if (self._tools and last) else None,
                 response_format=self.spec.output_schema,
                 deadline=deadline,
+                scope=scope,
+                # Deterministic across retries of the same unit: the ledger key.
+                step=f"{scope.step if scope else 'main'}:{iteration}",
+                agent=self.spec.name,
+                tier=self.spec.tier,
+                allow_downgrade=self.spec.allow_downgrade,
+                cache_ttl_s=self.spec.response_cache_ttl_s,
             )
             self._account(result, reply)
             tool_calls = list(reply.message.tool_calls or [])
@@ -139,6 +169,11 @@ class AgentRunner:
 
     def _account(self, result: AgentResult, reply: ChatResult) -> None:
         result.model_calls += 1
+        result.model = reply.model  # the model that answered (a fallback, a cheaper tier)
+        result.fallback_from.extend(m for m in reply.fallback_from if m not in result.fallback_from)
+        result.downgraded = result.downgraded or reply.downgraded
+        result.ledger_hits += int(reply.replayed)
+        result.cache_hits += int(reply.cache_hit)
         result.usage = result.usage + reply.usage
         result.cost_usd += self._prices.cost(reply.model, reply.usage)
         result.fake_model = result.fake_model or reply.fake_model

@@ -55,7 +55,12 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
         assert needle in report, needle
 
     data = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
-    assert set(data) == {"meta", "cold_start", "invoke", "process"}
+    assert {"meta", "cold_start", "invoke", "process", "sessions"} <= set(data)
+    rows = {row["messages"]: row for row in data["sessions"]["rows"]}
+    assert set(rows) == {10, 1_000, 5_000}
+    # Per-turn reads and prompt size do not grow with the session.
+    assert rows[5_000]["items_read"] <= 2 * data["sessions"]["max_recent_messages"] + 4
+    assert rows[5_000]["prompt_tokens_estimated"] <= data["sessions"]["context_token_budget"]
     modules = {m["label"]: m for m in data["cold_start"]["modules"]}
     assert {"api", "authorizer", "bare_powertools", "naive"} <= set(modules)
     for label in ("api", "authorizer", "bare_powertools", "naive"):

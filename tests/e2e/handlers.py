@@ -39,3 +39,40 @@ def workflow_task(event: dict[str, Any], context: Any) -> dict[str, Any]:
         }
     )
     return {"doubled": event["n"] * 2, "function": context.function_name}
+
+
+#: Jobs whose message is on its first delivery in the current invocation.
+_FIRST_DELIVERY: set[str] = set()
+_patched = False
+
+
+def _crash_after_the_model_ran() -> None:
+    """Kill the worker process between the model call and recording the step."""
+    from stratus.jobs import JobStore
+
+    original = JobStore.record_step
+
+    def record_step(self: JobStore, job_id: str, step: str, **kwargs: Any) -> bool:
+        job = self.get(job_id) or {}
+        if job_id in _FIRST_DELIVERY and "CRASH-ONCE" in str(job.get("input")):
+            os._exit(1)  # no cleanup, no response: the poller sees Runtime.ExitError
+        return original(self, job_id, step, **kwargs)
+
+    JobStore.record_step = record_step  # type: ignore[method-assign]
+
+
+def crash_once_worker(event: dict[str, Any], context: Any) -> Any:
+    """The real job worker, except that a job whose input says CRASH-ONCE dies on delivery 1."""
+    import json
+
+    from functions.handlers.worker import lambda_handler
+
+    global _patched
+    if not _patched:
+        _crash_after_the_model_ran()
+        _patched = True
+    _FIRST_DELIVERY.clear()
+    for record in event.get("Records", []):
+        if record["attributes"].get("ApproximateReceiveCount") == "1":
+            _FIRST_DELIVERY.add(json.loads(record["body"])["job_id"])
+    return lambda_handler(event, context)

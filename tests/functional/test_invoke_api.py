@@ -263,6 +263,7 @@ def test_a_failed_idempotent_call_can_be_retried(
     serve_agent: Any, fake_model: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STRATUS_MODEL_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("STRATUS_TIER_FAST_FALLBACKS", "")  # no fallback model to answer
     serve_agent("triage")
     fake_model.inject(Fault(status=500, times=1))
     body = {"input": "I was billed twice"}
@@ -295,9 +296,11 @@ def test_transient_errors_are_retried(
 @pytest.mark.parametrize(
     ("fault", "status", "code", "calls"),
     [
-        (Fault(status=500, times=-1), 502, "model_provider_error", 3),
-        (Fault(status=429, retry_after=0.05, times=-1), 503, "model_rate_limited", 3),
-        (Fault(status=200, delay_s=0.8, times=-1), 503, "model_unavailable", 3),
+        # Issue 6: after the tier's model (3 attempts) its fallback is tried (3 more);
+        # when the whole chain fails the answer is a 503 with a code.
+        (Fault(status=500, times=-1), 503, "model_unavailable", 6),
+        (Fault(status=429, retry_after=0.05, times=-1), 503, "model_rate_limited", 6),
+        (Fault(status=200, delay_s=0.8, times=-1), 503, "model_unavailable", 6),
         (Fault(status=401, times=-1), 502, "model_auth_failed", 1),
         (Fault(status=400, times=-1), 502, "model_request_rejected", 1),
     ],

@@ -73,6 +73,19 @@ def sample_events() -> list[str]:
 @pytest.mark.parametrize("name", sample_events())
 def test_every_sample_event_parses(name: str) -> None:
     event = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    if name.startswith("producer/"):  # producer contract v1: its schema and sample messages
+        from stratus.jobs import ProducerMessage, producer_contract_schema
+
+        if name.endswith(".schema.json"):
+            assert event == producer_contract_schema()
+        else:
+            ProducerMessage.model_validate(event)
+        return
+    if name.startswith("sqs/"):
+        from aws_lambda_powertools.utilities.parser.models import SqsModel
+
+        parse(event=event, model=SqsModel)
+        return
     model = (
         ApiGatewayAuthorizerRequest if name.startswith("authorizer/") else APIGatewayProxyEventModel
     )

@@ -8,6 +8,7 @@ timeout of every local function against the template's Lambda functions.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -43,7 +44,8 @@ def _table_shape(table: dict[str, Any], ttl: str | None) -> tuple[Any, ...]:
             sorted((a["AttributeName"], a["AttributeType"]) for a in table["AttributeDefinitions"])
         ),
         tuple(indexes),
-        ttl,
+        # ``or ""``: tables with the same keys, with and without TTL, must still sort.
+        ttl or "",
     )
 
 
@@ -71,7 +73,9 @@ def test_local_tables_match_the_template(dev: dict[str, Any], local: LocalCloud)
         ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         shapes.append(_table_shape(table, ttl.get("AttributeName")))
     assert sorted(shapes) == deployed
-    assert len(deployed) == 3
+    from infra.definitions import TABLES
+
+    assert len(deployed) == len(TABLES)
 
 
 def _function_identity(handler: str, env: dict[str, Any]) -> tuple[str, str]:
@@ -109,4 +113,128 @@ def test_local_functions_get_the_stacks_environment(dev: dict[str, Any], local: 
             int(config.timeout_s),
         )
     assert running == deployed
-    assert len(deployed) == 5  # platform, authorizer, three agents
+    from functions.agents import load_all
+
+    assert len(deployed) >= 2 + len(load_all())  # platform, authorizer, one per agent, ...
+
+
+def _client(local: LocalCloud, service: str) -> Any:
+    facts = local.facts
+    assert facts is not None
+    return boto3.client(
+        service,
+        endpoint_url=facts.aws_endpoint_url,
+        region_name=facts.region,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+
+
+def test_local_queues_and_mappings_match_the_template(
+    dev: dict[str, Any], local: LocalCloud
+) -> None:
+    from infra.topology import queue_plans
+
+    resources = dev["Resources"]
+    deployed = sorted(
+        (
+            int(r["Properties"]["VisibilityTimeout"]),
+            int(r["Properties"]["RedrivePolicy"]["maxReceiveCount"]),
+            int(
+                resources[r["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]][
+                    "Properties"
+                ]["MessageRetentionPeriod"]
+            ),
+        )
+        for r in resources.values()
+        if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in r["Properties"]
+    )
+    facts = local.facts
+    assert facts is not None
+    sqs = _client(local, "sqs")
+    running = []
+    for plan in queue_plans(local.stage, local.specs):
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=facts.queue_urls[plan.name], AttributeNames=["All"]
+        )["Attributes"]
+        dlq = sqs.get_queue_attributes(
+            QueueUrl=facts.queue_urls[plan.dlq_name], AttributeNames=["All"]
+        )["Attributes"]
+        redrive = json.loads(attrs["RedrivePolicy"])
+        assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
+        running.append(
+            (
+                int(attrs["VisibilityTimeout"]),
+                int(redrive["maxReceiveCount"]),
+                int(dlq["MessageRetentionPeriod"]),
+            )
+        )
+    assert sorted(running) == deployed
+    assert len(deployed) == len(local.specs) + 1  # the ingest queue and one per agent
+    # Visibility timeout at least 6x the consumer's timeout, in both.
+    functions = {
+        logical: r for logical, r in resources.items() if r["Type"] == "AWS::Lambda::Function"
+    }
+    mappings = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert len(mappings) == len(deployed)
+    deployed_mappings = sorted(
+        (
+            functions[m["Properties"]["FunctionName"]["Ref"]]["Properties"]["Handler"],
+            m["Properties"]["BatchSize"],
+            tuple(m["Properties"].get("FunctionResponseTypes", [])),
+        )
+        for m in mappings
+    )
+    assert local.runtime is not None
+    local_mappings = sorted(
+        (
+            local.runtime.function(poller.mapping.function_name).handler,
+            poller.mapping.batch_size,
+            ("ReportBatchItemFailures",) if poller.mapping.report_batch_item_failures else (),
+        )
+        for poller in local.pollers.values()
+    )
+    assert local_mappings == deployed_mappings
+    for poller in local.pollers.values():
+        timeout = local.runtime.function(poller.mapping.function_name).timeout_s
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=poller.mapping.queue_url, AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]
+        assert int(attrs["VisibilityTimeout"]) >= 6 * timeout
+
+
+def test_local_state_machines_run_the_templates_definition(
+    dev: dict[str, Any], local: LocalCloud
+) -> None:
+    resources = dev["Resources"]
+    machines = {
+        r["Properties"]["StateMachineName"]: r
+        for r in resources.values()
+        if r["Type"] == "AWS::StepFunctions::StateMachine"
+    }
+    assert local.facts is not None and local.runtime is not None
+    assert len(machines) == len(local.facts.state_machine_arns) >= 1
+    sfn = _client(local, "stepfunctions")
+    for agent, arn in local.facts.state_machine_arns.items():
+        described = sfn.describe_state_machine(stateMachineArn=arn)
+        props = machines[described["name"]]["Properties"]
+        assert props["StateMachineType"] == "STANDARD" and described["type"] == "STANDARD"
+        assert props["TracingConfiguration"] == {"Enabled": True}
+        assert props["LoggingConfiguration"]["Level"] == "ALL"
+        template = props["DefinitionString"]
+        for var, value in props["DefinitionSubstitutions"].items():
+            # The template substitutes a function's ARN; locally, the same function's ARN.
+            function = resources[value["Fn::GetAtt"][0]]["Properties"]
+            env = function["Environment"]["Variables"]
+            (local_name,) = [
+                name
+                for name in local.runtime.names
+                if local.runtime.function(name).handler == function["Handler"]
+                and local.runtime.function(name).environment.get("STRATUS_AGENT")
+                == env.get("STRATUS_AGENT")
+            ]
+            template = template.replace(
+                "${" + var + "}", f"arn:aws:lambda:us-east-1:000000000000:function:{local_name}"
+            )
+        assert json.loads(described["definition"]) == json.loads(template)
+        assert local.workflow_definitions[agent] == described["definition"]

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from functions.agents import load_all
 from infra.config import load_stage
 from infra.stack import StratusStack
+from infra.topology import api_routes
 from stratus.agents import AgentSpec, Deployment, Tool, ToolContext
 from tests.infra.conftest import synth_context
 
@@ -56,7 +57,9 @@ def test_new_agent_gets_a_function_and_routes(tmp_path: Path) -> None:
     stack = StratusStack(app, "Stratus-test", stage=load_stage("dev"), agents=agents)
     template = Template.from_stack(stack)
 
-    template.resource_count_is("AWS::Lambda::Function", len(agents) + 2)
+    # platform, authorizer, ingest; an API function and a job worker per agent
+    template.resource_count_is("AWS::Lambda::Function", 2 * len(agents) + 3)
+    template.resource_count_is("AWS::SQS::Queue", 2 * (len(agents) + 1))
     template.has_resource_properties(
         "AWS::Lambda::Function",
         {
@@ -71,7 +74,7 @@ def test_new_agent_gets_a_function_and_routes(tmp_path: Path) -> None:
         },
     )
     template.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "refunds"})
-    template.resource_count_is("AWS::ApiGateway::Method", 2 + 2 * len(agents) + 1)
+    template.resource_count_is("AWS::ApiGateway::Method", len(api_routes(agents)))
     assert "refunds" in stack.functions.agents
     assert ("POST", "/v1/agents/refunds/invoke") in stack.api.methods
     assert ("ANY", "/v1/agents/refunds/{proxy+}") in stack.api.methods

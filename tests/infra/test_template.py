@@ -38,6 +38,19 @@ AGENT_ENV = {
 }
 
 
+#: CloudWatch Logs delivery of a state machine: these actions take no resource ARN.
+STATES_LOG_DELIVERY = {
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
+
+
 def _functions(synthesized: Synthesized, stage: str = "dev") -> dict[str, dict[str, Any]]:
     return synthesized.resources(stage, "AWS::Lambda::Function")
 
@@ -65,7 +78,8 @@ def _ref(value: Any) -> str:
 
 def test_one_function_per_agent_plus_platform_and_authorizer(synthesized: Synthesized) -> None:
     specs = load_all()
-    assert len(_functions(synthesized)) == len(specs) + 2
+    # platform, authorizer, ingest; an API function and a job worker per agent
+    assert len(_functions(synthesized)) == 2 * len(specs) + 3
 
 
 @pytest.mark.parametrize("agent", sorted(load_all()))
@@ -116,7 +130,9 @@ def test_agent_function(synthesized: Synthesized, dev_template: Any, agent: str)
     assert env["POWERTOOLS_SERVICE_NAME"] == "stratus"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Stratus"
     assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
-    (secret_id,) = synthesized.resources("dev", "AWS::SecretsManager::Secret")
+    (secret_id,) = [
+        i for i in synthesized.resources("dev", "AWS::SecretsManager::Secret") if "ModelSecret" in i
+    ]
     assert _ref(env["STRATUS_MODEL_SECRET_NAME"]) == secret_id
 
 
@@ -126,7 +142,16 @@ def test_orders_table_only_where_a_tool_needs_it(synthesized: Synthesized) -> No
         for fn in _functions(synthesized).values()
         if "STRATUS_ORDERS_TABLE" in fn["Properties"]["Environment"]["Variables"]
     }
-    assert having == {"order_status"}
+    assert having == {"order_status", "support"}  # support reuses the lookup_order tool
+
+
+def test_sessions_table_only_for_agents_with_sessions(synthesized: Synthesized) -> None:
+    having = {
+        fn["Properties"]["Environment"]["Variables"].get("STRATUS_AGENT")
+        for fn in _functions(synthesized).values()
+        if "STRATUS_SESSIONS_TABLE" in fn["Properties"]["Environment"]["Variables"]
+    }
+    assert having == {"support"}
 
 
 def test_function_log_groups_have_stage_retention(synthesized: Synthesized) -> None:
@@ -148,7 +173,9 @@ def test_platform_and_authorizer_functions(synthesized: Synthesized) -> None:
         by_handler[(props["Handler"], agent)] = props
 
     platform = by_handler[(API_HANDLER, "")]
-    assert set(platform["Environment"]["Variables"]) == set(platform_plan(stage).env_names)
+    assert set(platform["Environment"]["Variables"]) == set(
+        platform_plan(stage, load_all()).env_names
+    )
     assert {"STRATUS_TENANTS_TABLE", "STRATUS_IDEMPOTENCY_TABLE"} <= set(
         platform["Environment"]["Variables"]
     )
@@ -197,7 +224,9 @@ def test_no_wildcard_permissions_except_xray(synthesized: Synthesized, stage: st
         resources = _as_list(statement["Resource"])
         assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
         if "*" in resources:
-            assert all(a.startswith("xray:") for a in actions), statement
+            assert all(a.startswith("xray:") or a in STATES_LOG_DELIVERY for a in actions), (
+                statement
+            )
 
 
 def test_function_roles_carry_no_managed_policies(synthesized: Synthesized) -> None:
@@ -223,19 +252,32 @@ def _grants(synthesized: Synthesized, agent: str) -> dict[str, set[str]]:
 
 
 def test_agent_grants(synthesized: Synthesized) -> None:
-    tables = {
-        t["Properties"]["KeySchema"][0]["AttributeName"]: logical_id
-        for logical_id, t in synthesized.resources("dev", "AWS::DynamoDB::Table").items()
-    }
-    (secret_id,) = synthesized.resources("dev", "AWS::SecretsManager::Secret")
+    tables = _tables_by_name(synthesized, "dev")
+    (secret_id,) = [
+        i for i in synthesized.resources("dev", "AWS::SecretsManager::Secret") if "ModelSecret" in i
+    ]
     order_status = _grants(synthesized, "order_status")
-    assert "dynamodb:PutItem" in order_status[tables["id"]]  # idempotency: read/write
-    assert "dynamodb:GetItem" in order_status[tables["tenant_id"]]  # orders: read
-    assert not any(a in order_status[tables["tenant_id"]] for a in ("dynamodb:PutItem",))
+    assert "dynamodb:PutItem" in order_status[tables["idempotency"]]  # idempotency: read/write
+    assert "dynamodb:GetItem" in order_status[tables["orders"]]  # orders: read
+    assert not any(a in order_status[tables["orders"]] for a in ("dynamodb:PutItem",))
     assert "secretsmanager:GetSecretValue" in order_status[secret_id]
-    assert tables["pk"] not in order_status  # no access to tenants
+    assert tables["tenants"] not in order_status  # no access to tenants
+    # The model gateway's tables: budgets, call ledger, usage rollups, rate limits/breakers.
+    for name in ("budgets", "ledger", "usage", "limits"):
+        assert "dynamodb:UpdateItem" in order_status[tables[name]]
     triage = _grants(synthesized, "triage")
-    assert tables["tenant_id"] not in triage  # no orders without the tool
+    assert tables["orders"] not in triage  # no orders without the tool
+
+
+def _tables_by_name(synthesized: Synthesized, stage: str) -> dict[str, str]:
+    """Logical table name -> CloudFormation logical id (``Tables<Name>...``)."""
+    found = {}
+    ids = list(synthesized.resources(stage, "AWS::DynamoDB::Table"))
+    for definition in TABLES:
+        prefix = "Tables" + "".join(p.capitalize() for p in definition.name.split("_"))
+        (match,) = [i for i in ids if re.fullmatch(prefix + "[0-9A-F]{8}", i)]
+        found[definition.name] = match
+    return found
 
 
 # --- tables --------------------------------------------------------------------------
@@ -266,14 +308,16 @@ def test_tables_with_template_assertions(dev_template: Any, prod_template: Any) 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_tables_match_definitions(synthesized: Synthesized, stage: str) -> None:
-    tables = list(synthesized.resources(stage, "AWS::DynamoDB::Table").values())
-    assert len(tables) == len(TABLES)
-    by_key = {tuple(k["AttributeName"] for k in t["Properties"]["KeySchema"]): t for t in tables}
+    resources = synthesized.resources(stage, "AWS::DynamoDB::Table")
+    assert len(resources) == len(TABLES)
+    ids = _tables_by_name(synthesized, stage)
     for definition in TABLES:
+        table = resources[ids[definition.name]]
         keys = (definition.partition_key.name,) + (
             (definition.sort_key.name,) if definition.sort_key else ()
         )
-        props = by_key[keys]["Properties"]
+        assert tuple(k["AttributeName"] for k in table["Properties"]["KeySchema"]) == keys
+        props = table["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
         assert props["SSESpecification"] == {"SSEEnabled": True}
@@ -285,7 +329,7 @@ def test_tables_match_definitions(synthesized: Synthesized, stage: str) -> None:
         else:
             assert "TimeToLiveSpecification" not in props
         assert props["DeletionProtectionEnabled"] is (stage == "prod")
-        assert by_key[keys]["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
+        assert table["DeletionPolicy"] == ("Retain" if stage == "prod" else "Delete")
 
 
 def test_prod_stack_is_termination_protected(synthesized: Synthesized) -> None:
@@ -294,7 +338,11 @@ def test_prod_stack_is_termination_protected(synthesized: Synthesized) -> None:
 
 
 def test_secret_is_generated_placeholder(synthesized: Synthesized) -> None:
-    ((_, secret),) = synthesized.resources("dev", "AWS::SecretsManager::Secret").items()
+    ((_, secret),) = [
+        (i, s)
+        for i, s in synthesized.resources("dev", "AWS::SecretsManager::Secret").items()
+        if "ModelSecret" in i
+    ]
     generate = secret["Properties"]["GenerateSecretString"]
     assert json.loads(generate["SecretStringTemplate"]) == {"api_keys": []}
     assert "SecretString" not in secret["Properties"]
@@ -342,6 +390,7 @@ def test_routes_and_authorization(synthesized: Synthesized) -> None:
         env["Variables"].get("STRATUS_AGENT", "authorizer"): logical_id
         for logical_id, fn in _functions(synthesized).items()
         for env in (fn["Properties"]["Environment"],)
+        if fn["Properties"]["Handler"] in (API_HANDLER, AUTHORIZER_HANDLER)
     }
     for route in routes:
         method = methods[(route.method, route.path)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from functions.agents import load_all
@@ -11,6 +13,7 @@ from infra.topology import (
     API_HANDLER,
     AUTHORIZER_HANDLER,
     GATEWAY_ERRORS,
+    JobResources,
     api_routes,
     function_plans,
     gateway_error,
@@ -18,7 +21,9 @@ from infra.topology import (
 
 
 def test_table_definitions() -> None:
-    assert [t.name for t in TABLES] == ["tenants", "idempotency", "orders"]
+    # Other areas add tables after these; each area asserts its own.
+    assert [t.name for t in TABLES][:3] == ["tenants", "idempotency", "orders"]
+    assert len({t.name for t in TABLES}) == len(TABLES)
     assert (TENANTS.partition_key.name, TENANTS.sort_key) == ("pk", None)
     assert (IDEMPOTENCY.partition_key.name, IDEMPOTENCY.ttl_attribute) == ("id", "expiration")
     assert ORDERS.sort_key is not None
@@ -49,11 +54,21 @@ def test_create_table_kwargs_for_boto3() -> None:
 def test_function_plans_and_environment() -> None:
     stage = load_stage("dev")
     plans = {plan.key: plan for plan in function_plans(stage, load_all())}
-    assert set(plans) == {"platform", "authorizer"} | {f"agent:{n}" for n in load_all()}
+    assert set(plans) == {"platform", "authorizer", "ingest"} | {
+        f"{kind}:{n}" for n in load_all() for kind in ("agent", "worker")
+    }
     assert plans["authorizer"].handler == AUTHORIZER_HANDLER
     assert plans["platform"].handler == API_HANDLER
 
-    names = {"tenants": "t", "idempotency": "i", "orders": "o"}
+    names = {
+        "tenants": "t",
+        "idempotency": "i",
+        "orders": "o",
+        "budgets": "b",
+        "ledger": "l",
+        "usage": "u",
+        "limits": "r",
+    }
     env = plans["agent:order_status"].environment(table_names=names, model_secret_id="arn:s")
     assert env["STRATUS_ORDERS_TABLE"] == "o"
     assert env["STRATUS_IDEMPOTENCY_TABLE"] == "i"
@@ -62,14 +77,35 @@ def test_function_plans_and_environment() -> None:
     assert set(env) == set(plans["agent:order_status"].env_names)
     assert "STRATUS_ORDERS_TABLE" not in plans["agent:triage"].env_names
 
-    platform = plans["platform"].environment(table_names=names)
+    jobs = JobResources(
+        queue_urls={f"agent-{n}": f"q-{n}" for n in load_all()} | {"ingest-dlq": "dlq"},
+        topic_arn="arn:topic",
+        workflow_arns={"researcher": "arn:sm"},
+        callback_secret_id="arn:cb",
+    )
+    names["jobs"] = "j"
+    platform = plans["platform"].environment(table_names=names, jobs=jobs)
+    assert json.loads(platform["STRATUS_JOB_QUEUES"])["triage"] == "q-triage"
+    assert json.loads(platform["STRATUS_WORKFLOWS"]) == {"researcher": "arn:sm"}
+    assert platform["STRATUS_JOBS_TABLE"] == "j"
+    worker = plans["worker:triage"].environment(
+        table_names=names, model_secret_id="arn:s", jobs=jobs
+    )
+    assert set(json.loads(worker["STRATUS_JOB_QUEUES"])) == {"order_status", "returns"}
+    assert worker["STRATUS_JOBS_TOPIC_ARN"] == "arn:topic"
+    assert "STRATUS_WORKFLOWS" not in worker
+    assert plans["worker:triage"].timeout_s == stage.job_worker_timeout_s
+    ingest = plans["ingest"].environment(table_names=names, jobs=jobs)
+    assert ingest["STRATUS_INGEST_DLQ_URL"] == "dlq"
+    with pytest.raises(KeyError, match="job resources"):
+        plans["ingest"].environment(table_names=names)
     assert platform["STRATUS_AGENT"] == ""
     assert platform["STRATUS_TENANTS_TABLE"] == "t"
     with pytest.raises(KeyError, match="model secret"):
         plans["agent:triage"].environment(table_names=names)
     with pytest.raises(KeyError, match="orders"):
         plans["agent:order_status"].environment(
-            table_names={"idempotency": "i"}, model_secret_id="s"
+            table_names={k: v for k, v in names.items() if k != "orders"}, model_secret_id="s"
         )
 
 
@@ -78,6 +114,11 @@ def test_routes() -> None:
     assert [(r.method, r.path, r.target, r.authorized) for r in routes] == [
         ("GET", "/v1/health", "platform", False),
         ("GET", "/v1/openapi.json", "platform", False),
+        ("GET", "/v1/usage", "platform", True),
+        ("POST", "/v1/jobs", "platform", True),
+        ("GET", "/v1/jobs/{job_id}", "platform", True),
+        ("POST", "/v1/jobs/{job_id}/cancel", "platform", True),
+        ("POST", "/v1/jobs/{job_id}/approval", "platform", True),
         ("POST", "/v1/agents/triage/invoke", "agent:triage", True),
         ("ANY", "/v1/agents/triage/{proxy+}", "agent:triage", True),
         ("ANY", "/v1/agents/{agent}/{proxy+}", "platform", True),
@@ -104,3 +145,25 @@ def test_gateway_errors_are_plain_data() -> None:
     }
     with pytest.raises(KeyError):
         gateway_error("WAF_FILTERED")
+
+
+def test_sessions_table_is_granted_only_to_agents_with_sessions() -> None:
+    from infra.definitions import SESSIONS
+
+    assert SESSIONS in TABLES
+    assert SESSIONS.sort_key is not None
+    assert (SESSIONS.partition_key.name, SESSIONS.sort_key.name) == ("sid", "sk")
+    assert SESSIONS.ttl_attribute == "expires_at"
+    specs = load_all()
+    plans = {plan.key: plan for plan in function_plans(load_stage("dev"), specs)}
+    with_sessions = {name for name, spec in specs.items() if spec.sessions is not None}
+    assert "support" in with_sessions
+    for name in specs:
+        plan = plans[f"agent:{name}"]
+        if name in with_sessions:
+            assert plan.tables["sessions"] == "read_write"
+            assert "STRATUS_SESSIONS_TABLE" in plan.env_names
+        else:
+            assert "sessions" not in plan.tables
+            assert "STRATUS_SESSIONS_TABLE" not in plan.env_names
+    assert "sessions" not in plans["platform"].tables

@@ -165,7 +165,9 @@ def test_api_keys_are_random_and_hashed() -> None:
 
 
 def test_registry_finds_the_example_agents() -> None:
-    assert agent_names() == ("order_status", "returns", "triage")
+    # Other areas add example agents too; these are the customer-support ones.
+    assert {"order_status", "returns", "support", "triage"} <= set(agent_names())
+    assert list(agent_names()) == sorted(agent_names())
     specs = load_all()
     assert specs["triage"].tier == "fast" and specs["returns"].tier == "smart"
     assert specs["order_status"].resources == frozenset({"orders_table"})

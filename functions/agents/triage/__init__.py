@@ -28,4 +28,6 @@ SPEC = AgentSpec(
     output_schema=TriageDecision,
     limits=Limits(max_output_tokens=512, max_iterations=1, max_input_chars=8_000),
     deployment=Deployment(memory_mb=512, timeout_s=20),
+    # A job submitted with "route": true is handed to the specialist for its category.
+    routes={"order_status": "order_status", "return_request": "returns"},
 )
