@@ -342,6 +342,8 @@ class LocalCloud:
                 # No X-Ray daemon here; the SDK would log an error per segment.
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "AWS_XRAY_SDK_ENABLED": "false",
+                # Callbacks go to receivers on this machine (deployed: public URLs only).
+                "STRATUS_CALLBACK_ALLOW_PRIVATE": "true",
             }
         )
         return env

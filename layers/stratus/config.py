@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     workflows: dict[str, str] = Field(default_factory=dict)
     #: Secrets Manager id of the HMAC key that signs job callbacks (JSON: {"key": ...}).
     callback_secret_name: str = ""
+    #: Allow job callbacks to loopback/private addresses (the local cloud only).
+    callback_allow_private: bool = False
     #: The job queues' maxReceiveCount: the last delivery fails the job instead of retrying.
     job_max_receive_count: int = Field(default=3, ge=1)
     job_retention_days: int = Field(default=30, ge=1)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +34,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -93,6 +96,34 @@ class _JobFields(BaseModel):
         if value is not None and not re.match(r"^https?://[^\s/?#]+", value):
             raise ValueError("callback_url must be an http:// or https:// URL")
         return value
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect could lead a checked public URL to an internal address."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
+def public_destination(url: str) -> bool:
+    """True if every address ``url``'s host resolves to is a public (global) one.
+
+    Loopback, private, link-local (instance metadata), shared and reserved ranges
+    are refused. The check runs right before sending; redirects are not followed.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
+    return bool(addresses) and all(address.is_global for address in addresses)
 
 
 class JobRequest(_JobFields):
@@ -737,6 +768,13 @@ class Notifier:
     def _callback(self, url: str, job: Mapping[str, Any], body: bytes) -> None:
         if not url.startswith(("http://", "https://")):
             return
+        if not self.settings.callback_allow_private and not public_destination(url):
+            # A tenant must not make our functions call internal addresses (SSRF).
+            logger.warning(
+                "callback refused: the URL resolves to a non-public address",
+                extra={"job_id": job["job_id"]},
+            )
+            return
         try:
             key = self._key
         except Exception:
@@ -753,7 +791,7 @@ class Notifier:
         for attempt in (1, 2):
             request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked
             try:
-                with urllib.request.urlopen(request, timeout=CALLBACK_TIMEOUT_S) as response:  # noqa: S310
+                with _NO_REDIRECTS.open(request, timeout=CALLBACK_TIMEOUT_S) as response:
                     response.read()
                 logger.info("callback delivered", extra={"job_id": job["job_id"]})
                 return

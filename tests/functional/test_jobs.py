@@ -260,3 +260,21 @@ def test_a_live_lease_defers_a_duplicate_and_a_cancelled_job_never_runs(
         "batchItemFailures": []
     }
     assert len(fake_model.requests) == calls
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("http://127.0.0.1:9/hook", False),
+        ("http://localhost/hook", False),
+        ("http://169.254.169.254/latest/meta-data/", False),
+        ("http://10.1.2.3/x", False),
+        ("http://[::1]/x", False),
+        ("https://8.8.8.8/x", True),
+        ("http://no-such-host.invalid/x", False),
+    ],
+)
+def test_callbacks_only_reach_public_addresses(url: str, public: bool) -> None:
+    from stratus.jobs import public_destination
+
+    assert public_destination(url) is public
