@@ -62,7 +62,7 @@ def function_name(identifier: str) -> str:
     return value.split(":", 1)[0]
 
 
-class AwsFront:
+class AwsFront(LoopbackServer):
     """An HTTP server on loopback: the AWS endpoint URL of the local cloud."""
 
     def __init__(
@@ -77,22 +77,7 @@ class AwsFront:
         self._moto_port = moto_port
         self._invoke = invoke
         self._known = known
-        self._http = LoopbackServer("aws-front", self._handle, host=host, port=port, log=log)
-
-    @property
-    def port(self) -> int:
-        return self._http.port
-
-    @property
-    def url(self) -> str:
-        return self._http.url
-
-    def start(self) -> AwsFront:
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.stop()
+        super().__init__("aws-front", self._handle, host=host, port=port, log=log)
 
     # -- request handling ---------------------------------------------------------------
 

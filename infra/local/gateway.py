@@ -92,7 +92,7 @@ def gateway_error(status: int, code: str, message: str, request_id: str) -> tupl
     return status, json.dumps(body).encode()
 
 
-class LocalApiGateway:
+class LocalApiGateway(LoopbackServer):
     """A REST API stage on loopback, backed by the local Lambda runtime."""
 
     def __init__(
@@ -113,22 +113,7 @@ class LocalApiGateway:
         self._stage = stage
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._cache_lock = threading.Lock()
-        self._http = LoopbackServer("api-gateway", self._handle, host=host, port=port, log=log)
-
-    @property
-    def port(self) -> int:
-        return self._http.port
-
-    @property
-    def url(self) -> str:
-        return self._http.url
-
-    def start(self) -> LocalApiGateway:
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.stop()
+        super().__init__("api-gateway", self._handle, host=host, port=port, log=log)
 
     # -- one request --------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 RequestHandler = Callable[[BaseHTTPRequestHandler], None]
 
@@ -59,11 +59,12 @@ class LoopbackServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self) -> Self:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=self.name, daemon=True
         )
         self._thread.start()
+        return self
 
     def stop(self) -> None:
         """Stop serving and close the listening socket; safe to call twice."""

@@ -51,11 +51,13 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
         "Peak RSS",
         "moto latency is not",
         "### Import + first invoke",
+        "not measurements from DynamoDB",
+        "### Gateway latency over a raw `openai` call",
     ):
         assert needle in report, needle
 
     data = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
-    assert {"meta", "cold_start", "invoke", "process", "sessions"} <= set(data)
+    assert {"meta", "cold_start", "invoke", "process", "sessions", "aws_calls"} <= set(data)
     rows = {row["messages"]: row for row in data["sessions"]["rows"]}
     assert set(rows) == {10, 1_000, 5_000}
     # Per-turn reads and prompt size do not grow with the session.
@@ -83,3 +85,39 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert invoke["per_call"]["api_idempotent"]["aws_api_calls"]  # the idempotency record
     assert set(invoke["overhead_ms"]) == {"api", "api_idempotent"}
     assert data["process"]["peak_rss_mb"] > 0
+
+    aws = data["aws_calls"]
+    scenarios = aws["scenarios"]
+    assert {
+        "invoke",
+        "invoke_idempotent",
+        "invoke_idempotent_retry",
+        "session_turn",
+        "gateway_call",
+        "gateway_replay",
+    } <= set(scenarios)
+    for name in ("invoke", "invoke_idempotent", "session_turn", "gateway_call"):
+        s = scenarios[name]
+        assert s["dynamodb_calls"] > 0, name
+        assert s["rcu"] > 0 and s["wcu"] > 0, name
+        assert s["model_http_calls"] >= 1, name
+        assert sum(s["by_operation"].values()) == s["aws_calls"], name
+        assert sum(row["count"] for row in s["by_caller"]) == s["aws_calls"], name
+        assert all(row["caller"] and row["caller"] != "?" for row in s["by_caller"]), name
+    # The Idempotency-Key adds the Powertools record on top of the plain invoke.
+    assert scenarios["invoke_idempotent"]["dynamodb_calls"] > scenarios["invoke"]["dynamodb_calls"]
+    assert "dynamodb:PutItem" in scenarios["invoke_idempotent"]["by_operation"]
+    # A retry of the same key and a ledger replay call no model.
+    assert scenarios["invoke_idempotent_retry"]["model_http_calls"] == 0
+    assert scenarios["gateway_replay"]["model_http_calls"] == 0
+    latency = aws["latency"]
+    assert set(latency["cases"]) == {
+        "raw",
+        "client",
+        "gateway_no_tables",
+        "gateway",
+        "gateway_replay",
+    }
+    for case in latency["cases"].values():
+        assert case["n"] == 5
+    assert set(latency["added_over_raw_ms"]) == set(latency["cases"]) - {"raw"}

@@ -10,7 +10,6 @@ moto's server. moto's DynamoDB is made as atomic per request as DynamoDB
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from stratus.gateway import ModelGateway
 from stratus.llm import ModelClient
 from stratus.prices import load_price_table
 from stratus.tokens import estimate_prompt_tokens
+from tests.e2e.helpers import offline_environ
 
 pytestmark = pytest.mark.xdist_group("local-cloud")
 
@@ -38,7 +38,7 @@ TEXT = "I was charged twice for order A-1001"
 
 @pytest.fixture(scope="module")
 def local() -> Iterator[LocalCloud]:
-    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    environ = offline_environ()
     with LocalCloud(
         api_port=0, aws_port=0, state_file=None, log_sink=lambda line: None, environ=environ
     ) as cloud:

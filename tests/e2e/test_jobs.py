@@ -20,7 +20,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from infra.config import load_stage
@@ -28,22 +27,12 @@ from infra.local.cloud import Extras, LocalCloud
 from infra.local.demo import http
 from stratus.jobs import SIGNATURE_HEADER, job_id_for, verify
 from stratus.tenants import TenantStore
+from tests.e2e.helpers import offline_environ, wait_for
 
 pytestmark = pytest.mark.xdist_group("local-cloud")
 ROOT = Path(__file__).resolve().parents[2]
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(every)
 
 
 class Callbacks:
@@ -75,7 +64,7 @@ class Callbacks:
 def cloud() -> Iterator[LocalCloud]:
     stage = load_stage("dev").model_copy(update={"job_worker_timeout_s": 6})
     extras = Extras(handler_overrides={"worker:triage": "tests.e2e.handlers.crash_once_worker"})
-    environ = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    environ = offline_environ()
     with LocalCloud(
         stage=stage,
         api_port=0,
@@ -86,16 +75,6 @@ def cloud() -> Iterator[LocalCloud]:
         environ=environ,
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def aws(cloud: LocalCloud) -> Callable[[str], Any]:
-    facts = cloud.facts
-    assert facts is not None
-    session = boto3.session.Session(
-        aws_access_key_id="x", aws_secret_access_key="x", region_name=facts.region
-    )
-    return lambda service: session.client(service, endpoint_url=facts.aws_endpoint_url)
 
 
 @pytest.fixture(scope="module")

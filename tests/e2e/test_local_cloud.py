@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,20 +17,10 @@ import pytest
 from infra.local.cloud import Extras, LocalCloud, QueueSpec, StateMachineSpec
 from infra.local.demo import http
 from infra.local.lambda_runtime import FunctionConfig
+from tests.e2e.helpers import offline_environ, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("local-cloud")  # one moto server per process at a time
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(every)
 
 
 WORKFLOW = json.dumps(
@@ -80,7 +68,7 @@ def cloud() -> Iterator[LocalCloud]:
         ],
         state_machines=[StateMachineSpec(name="e2e-double", definition=WORKFLOW)],
     )
-    environ = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY",)}
+    environ = offline_environ()
     with LocalCloud(
         api_port=0,
         aws_port=0,
@@ -90,16 +78,6 @@ def cloud() -> Iterator[LocalCloud]:
         environ=environ,
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def aws(cloud: LocalCloud) -> Callable[[str], Any]:
-    facts = cloud.facts
-    assert facts is not None
-    session = boto3.session.Session(
-        aws_access_key_id="x", aws_secret_access_key="x", region_name=facts.region
-    )
-    return lambda service: session.client(service, endpoint_url=facts.aws_endpoint_url)
 
 
 def test_triage_answers_over_http_with_the_demo_key(cloud: LocalCloud) -> None:
@@ -204,7 +182,7 @@ def port_open(url: str) -> bool:
 
 def test_stratus_dev_runs_until_ctrl_c_and_cleans_up(tmp_path: Path) -> None:
     state = tmp_path / "local.json"
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env = offline_environ()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -263,7 +241,7 @@ def test_stratus_dev_runs_until_ctrl_c_and_cleans_up(tmp_path: Path) -> None:
 
 
 def test_make_demo_passes() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env = offline_environ()
     done = subprocess.run(
         [sys.executable, "-m", "infra.cli", "demo"],
         cwd=ROOT,
