@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.aws_calls import HEADING as AWS_CALLS_HEADING
+from bench.aws_calls import render as render_aws_calls
 from bench.sessions import HEADING as SESSIONS_HEADING
 from bench.sessions import render as render_sessions
 
@@ -14,6 +16,7 @@ SECTIONS = (
     "## 2. Per-invoke overhead over a raw openai call",
     "## 3. Benchmark process",
     SESSIONS_HEADING,
+    AWS_CALLS_HEADING,
 )
 
 HOW_TO_READ = """\
@@ -61,6 +64,8 @@ def render(data: dict[str, Any]) -> str:
     lines += _invoke(data["invoke"])
     if "sessions" in data:
         lines += render_sessions(data["sessions"])
+    if "aws_calls" in data:
+        lines += render_aws_calls(data["aws_calls"])
     process = data["process"]
     lines += [
         SECTIONS[4],
@@ -102,9 +107,30 @@ def _summary(data: dict[str, Any]) -> list[str]:
         f"- Per-invoke overhead over a raw `openai` call (medians): runtime "
         f"{_ms(inv['overhead_ms']['api'])} ms; runtime + idempotency under moto "
         f"{_ms(inv['overhead_ms']['api_idempotent'])} ms.",
-        "",
     ]
+    if "aws_calls" in data:
+        lines.append(_aws_summary(data["aws_calls"]))
+    lines.append("")
     return lines
+
+
+def _aws_summary(aws: dict[str, Any]) -> str:
+    sc = aws["scenarios"]
+    added = aws["latency"]["added_over_raw_ms"]
+
+    def calls(name: str) -> str:
+        s = sc[name]
+        return f"{s['aws_calls']} AWS calls, {s['rcu']:g} RCU + {s['wcu']:g} WCU (computed)"
+
+    return (
+        f"- Per synchronous invoke: {calls('invoke')}; with an Idempotency-Key "
+        f"{calls('invoke_idempotent')}; per session turn ({sc['session_turn']['model_http_calls']}"
+        f" model calls) {calls('session_turn')}. Gateway added latency over raw `openai` "
+        f"(median of paired differences): {added['gateway_no_tables']['median']:,.1f} ms "
+        f"without tables, {added['gateway']['median']:,.1f} ms with its "
+        f"{sc['gateway_call']['aws_calls']} DynamoDB calls on moto, "
+        f"{added['gateway_replay']['median']:,.1f} ms for a ledger replay."
+    )
 
 
 def _cold_start(cold: dict[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, invoke, sessions
+from bench import aws_calls, coldstart, invoke, sessions
 from bench.report import render
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "report.md"
@@ -97,11 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     inv = invoke.measure(invokes, warmup, log=log)
     log("sessions: per-turn reads, prompt and time at 10, 1,000 and 5,000 messages")
     sess = sessions.measure(turns=2 if args.quick else 5, log=log)
+    log(f"aws calls: calls and capacity per request; gateway latency ({invokes} per case)")
+    calls = aws_calls.measure(invokes, warmup, log=log)
     data: dict[str, Any] = {
         "meta": meta,
         "cold_start": cold,
         "invoke": inv,
         "sessions": sess,
+        "aws_calls": calls,
         "process": {
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "elapsed_s": round(time.perf_counter() - started, 1),
