@@ -125,6 +125,25 @@ def test_gateway_errors_have_the_documented_shape(cloud: LocalCloud) -> None:
     assert health.status == 200 and health.body["status"] == "ok", health.body
 
 
+def test_sessions_work_unchanged_through_the_local_cloud(cloud: LocalCloud) -> None:
+    facts = cloud.facts
+    assert facts is not None
+    auth = {"Authorization": f"Bearer {facts.demo_tenant_key}"}
+    base = f"{facts.api_url}/v1/agents/support/sessions"
+    created = http("POST", base, {"metadata": {"channel": "chat"}}, auth)
+    assert created.status == 201, created.body
+    session = f"{base}/{created.body['session_id']}"
+    for turn, text in enumerate(["Hi, where is my order A-1001?", "And when will it arrive?"], 1):
+        reply = http("POST", f"{session}/messages", {"message": text}, auth)
+        assert reply.status == 200, reply.body
+        assert reply.body["turn"] == turn
+    history = http("GET", session, None, auth)
+    assert history.status == 200, history.body
+    assert [m["role"] for m in history.body["messages"]] == ["user", "assistant"] * 2
+    assert http("DELETE", session, None, auth).status == 204
+    assert http("GET", session, None, auth).status == 404
+
+
 def test_sqs_messages_reach_the_mapped_function_and_failures_redrive(
     cloud: LocalCloud, aws: Callable[[str], Any]
 ) -> None:
