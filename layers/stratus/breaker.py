@@ -61,7 +61,10 @@ class CircuitBreaker:
                 return dict(self._local.get(pk, {}))
         return ddb.item(
             ddb.client()
-            .get_item(TableName=self._table, Key=ddb.key(pk=pk), ConsistentRead=True)
+            # Eventually consistent (half the read cost, on every call): an instance
+            # may see a just-opened breaker up to a second late, which only lets
+            # one more request reach a failing model.
+            .get_item(TableName=self._table, Key=ddb.key(pk=pk), ConsistentRead=False)
             .get("Item")
         )
 
