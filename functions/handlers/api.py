@@ -41,7 +41,7 @@ from stratus.errors import (
     StratusError,
     ValidationFailed,
 )
-from stratus.observability import logger, metrics, tracer
+from stratus.observability import logger, metrics, set_agent_dimension, tracer
 
 if TYPE_CHECKING:
     from stratus.invoke import InvokeService
@@ -216,9 +216,7 @@ def _guard(event: dict[str, Any]) -> StratusError | None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    agent = get_settings().agent or "platform"
-    if metrics.default_dimensions.get("agent") != agent:
-        metrics.set_default_dimensions(agent=agent)
+    set_agent_dimension(get_settings().agent or "platform")
     problem = _guard(event)
     if problem is not None:
         rid = str((event.get("requestContext") or {}).get("requestId") or "")

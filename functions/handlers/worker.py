@@ -51,7 +51,7 @@ from stratus.jobs import (
     check_budget,
     job_input,
 )
-from stratus.observability import logger, metrics, tracer
+from stratus.observability import logger, metrics, set_agent_dimension, tracer
 
 #: Failures worth another delivery: the provider or the clock, not the request.
 RETRYABLE: tuple[type[StratusError], ...] = (
@@ -267,7 +267,7 @@ def _metadata(job: dict[str, Any]) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.set_default_dimensions(agent=settings().agent or "unknown")
+    set_agent_dimension(settings().agent or "unknown")
     if "Records" in event:
         return dict(
             process_partial_response(

@@ -15,3 +15,16 @@ NAMESPACE = "Stratus"
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+def set_agent_dimension(agent: str) -> None:
+    """Make ``agent`` a default dimension of every metric this function emits.
+
+    Set once per process: Powertools re-adds default dimensions after each
+    flush, so setting it again on every invocation only triggers its warning.
+    """
+    if metrics.default_dimensions.get("agent") == agent:
+        return
+    metrics.default_dimensions.pop("agent", None)
+    metrics.dimension_set.pop("agent", None)
+    metrics.set_default_dimensions(agent=agent)
