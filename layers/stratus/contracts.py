@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratus.usage import Usage
 
 JsonObject = dict[str, Any]
+#: Longest accepted ``Idempotency-Key`` header.
+MAX_IDEMPOTENCY_KEY_LEN = 256
 
 
 class InvokeRequest(BaseModel):

@@ -11,35 +11,17 @@ responses even if they pick the same key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
 
 from stratus.agents import AgentSpec, CallScope, ToolContext
 from stratus.config import Settings
 from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse
 from stratus.deadline import Deadline
-from stratus.errors import (
-    ConfigurationError,
-    IdempotencyInProgress,
-    IdempotencyKeyReused,
-    ValidationFailed,
-)
+from stratus.idempotency import IdempotentOperation
 from stratus.llm import ModelClient
 from stratus.observability import logger, metrics
 from stratus.prices import load_price_table
 from stratus.runner import AgentRunner
-
-MAX_IDEMPOTENCY_KEY_LEN = 256
 
 
 class InvokeService:
@@ -53,8 +35,12 @@ class InvokeService:
         self._runner = AgentRunner(
             spec, model or ModelClient(settings), load_price_table(settings.price_table), settings
         )
-        self._idempotent: Callable[..., dict[str, Any]] | None = None
-        self._idempotency_config: IdempotencyConfig | None = None
+        self._idempotent = IdempotentOperation(
+            f"invoke.{spec.name}",
+            settings,
+            self._replayable_invoke,
+            scope_fields=("tenant", "agent"),
+        )
 
     def invoke(
         self,
@@ -123,57 +109,20 @@ class InvokeService:
         lambda_context: Any = None,
         deadline: Deadline | None = None,
     ) -> dict[str, Any]:
-        if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY_LEN:
-            raise ValidationFailed(
-                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters",
-                details={"field": "Idempotency-Key"},
-            )
-        run, config = self._idempotent_runner()
-        if lambda_context is not None:
-            # Without this a call that times out blocks retries for the whole expiry.
-            config.register_lambda_context(lambda_context)
-        data = {
-            "tenant": tenant_id,
-            "agent": self.spec.name,
-            "key": key,
-            "body": request.model_dump(mode="json"),
-            # Not part of the idempotency key (see event_key_jmespath): only carried through.
-            "request_id": request_id,
-        }
-        try:
-            return run(data=data, deadline=deadline)
-        except IdempotencyValidationError as exc:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was already used with a different request body"
-            ) from exc
-        except IdempotencyAlreadyInProgressError as exc:
-            raise IdempotencyInProgress(
-                "a request with this Idempotency-Key is still running; retry shortly"
-            ) from exc
+        return self._idempotent(
+            key=key,
+            scope={"tenant": tenant_id, "agent": self.spec.name},
+            body=request.model_dump(mode="json"),
+            request_id=request_id,
+            lambda_context=lambda_context,
+            deadline=deadline,
+        )
 
-    def _idempotent_runner(self) -> tuple[Callable[..., dict[str, Any]], IdempotencyConfig]:
-        if self._idempotent is None or self._idempotency_config is None:
-            if not self._settings.idempotency_table:
-                raise ConfigurationError("STRATUS_IDEMPOTENCY_TABLE is not set")
-            config = IdempotencyConfig(
-                event_key_jmespath="[tenant, agent, key]",
-                payload_validation_jmespath="body",
-                raise_on_no_idempotency_key=True,
-                expires_after_seconds=self._settings.idempotency_ttl_s,
-            )
-            store = DynamoDBPersistenceLayer(table_name=self._settings.idempotency_table)
-
-            def run(data: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:
-                return self.invoke(
-                    InvokeRequest.model_validate(data["body"]),
-                    tenant_id=data["tenant"],
-                    request_id=data["request_id"],
-                    scope_id=f"idempotency:{data['key']}",
-                    deadline=deadline,
-                )
-
-            self._idempotent = idempotent_function(
-                data_keyword_argument="data", persistence_store=store, config=config
-            )(run)
-            self._idempotency_config = config
-        return self._idempotent, self._idempotency_config
+    def _replayable_invoke(self, data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
+        return self.invoke(
+            InvokeRequest.model_validate(data["body"]),
+            tenant_id=data["tenant"],
+            request_id=data["request_id"],
+            scope_id=f"idempotency:{data['key']}",
+            deadline=deadline,
+        )

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from stratus import aws
 from stratus.agents import CallScope
 from stratus.config import Settings
+from stratus.contracts import MAX_IDEMPOTENCY_KEY_LEN
 from stratus.errors import (
     ConfigurationError,
     IdempotencyKeyReused,
@@ -57,7 +58,6 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE: frozenset[str] = frozenset({"queued", "running", "waiting_approval"})
 JOB_SK = "JOB"
 STEP_PREFIX = "STEP#"
-MAX_IDEMPOTENCY_KEY_LEN = 256
 AGENT_NAME = r"^[a-z][a-z0-9_]{1,39}$"
 #: The producer contract versions this deployment accepts.
 PRODUCER_VERSIONS = ("1",)

@@ -1355,7 +1355,7 @@ def build_service(spec: AgentSpec, settings: Settings, model: Any = None) -> Ses
 
 
 class IdempotentMessages:
-    """``post_message`` under Powertools idempotency, keyed by (tenant, agent, session, key).
+    """``post_message`` under an ``Idempotency-Key``, scoped by (tenant, agent, session).
 
     A repeat with the same key returns the stored reply without a new turn; the same
     key with another message is ``idempotency_key_reused``; a failed turn (or a 409)
@@ -1363,10 +1363,15 @@ class IdempotentMessages:
     """
 
     def __init__(self, service: SessionService, settings: Settings) -> None:
+        from stratus.idempotency import IdempotentOperation
+
         self._service = service
-        self._settings = settings
-        self._run: Callable[..., dict[str, Any]] | None = None
-        self._config: Any = None
+        self._operation = IdempotentOperation(
+            f"session_message.{service.spec.name}",
+            settings,
+            self._post,
+            scope_fields=("tenant", "agent", "session"),
+        )
 
     def post(
         self,
@@ -1379,76 +1384,23 @@ class IdempotentMessages:
         lambda_context: Any = None,
         deadline: Deadline | None = None,
     ) -> dict[str, Any]:
-        from aws_lambda_powertools.utilities.idempotency.exceptions import (
-            IdempotencyAlreadyInProgressError,
-            IdempotencyValidationError,
-        )
-
-        from stratus.errors import IdempotencyInProgress, IdempotencyKeyReused, ValidationFailed
-        from stratus.invoke import MAX_IDEMPOTENCY_KEY_LEN
-
-        if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY_LEN:
-            raise ValidationFailed(
-                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters",
-                details={"field": "Idempotency-Key"},
-            )
         # Size and existence first: a 413/404 must not depend on the key's history.
         if len(message) > self._service.policy.max_message_chars:
             self._service.post_message(tenant_id, session_id, message, request_id=request_id)
-        run, config = self._runner()
-        if lambda_context is not None:
-            config.register_lambda_context(lambda_context)
-        data = {
-            "tenant": tenant_id,
-            "agent": self._service.spec.name,
-            "session": session_id,
-            "key": key,
-            "body": {"message": message},
-            "request_id": request_id,  # carried through, not part of the key
-        }
-        try:
-            return run(data=data, deadline=deadline)
-        except IdempotencyValidationError as exc:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was already used with a different message"
-            ) from exc
-        except IdempotencyAlreadyInProgressError as exc:
-            raise IdempotencyInProgress(
-                "a message with this Idempotency-Key is still running; retry shortly"
-            ) from exc
+        return self._operation(
+            key=key,
+            scope={"tenant": tenant_id, "agent": self._service.spec.name, "session": session_id},
+            body={"message": message},
+            request_id=request_id,
+            lambda_context=lambda_context,
+            deadline=deadline,
+        )
 
-    def _runner(self) -> tuple[Callable[..., dict[str, Any]], Any]:
-        if self._run is None:
-            from aws_lambda_powertools.utilities.idempotency import (
-                DynamoDBPersistenceLayer,
-                IdempotencyConfig,
-                idempotent_function,
-            )
-
-            if not self._settings.idempotency_table:
-                raise ConfigurationError("STRATUS_IDEMPOTENCY_TABLE is not set")
-            config = IdempotencyConfig(
-                event_key_jmespath="[tenant, agent, session, key]",
-                payload_validation_jmespath="body",
-                raise_on_no_idempotency_key=True,
-                expires_after_seconds=self._settings.idempotency_ttl_s,
-            )
-            store = DynamoDBPersistenceLayer(table_name=self._settings.idempotency_table)
-            service = self._service
-
-            def post_session_message(
-                data: dict[str, Any], deadline: Deadline | None = None
-            ) -> dict[str, Any]:
-                return service.post_message(
-                    data["tenant"],
-                    data["session"],
-                    data["body"]["message"],
-                    request_id=data["request_id"],
-                    deadline=deadline,
-                )
-
-            self._run = idempotent_function(
-                data_keyword_argument="data", persistence_store=store, config=config
-            )(post_session_message)
-            self._config = config
-        return self._run, self._config
+    def _post(self, data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
+        return self._service.post_message(
+            data["tenant"],
+            data["session"],
+            data["body"]["message"],
+            request_id=data["request_id"],
+            deadline=deadline,
+        )
