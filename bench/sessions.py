@@ -101,30 +101,21 @@ def _environment(server: FakeModelServer) -> Iterator[dict[str, str]]:
 def _seed(table_name: str, pk: str, count: int, summary_upto: int) -> None:
     import boto3
 
-    from stratus.sessions import HEAD_SK, SUMMARY_SK, estimate_tokens, msg_sk
+    from stratus.sessions import HEAD_SK, SUMMARY_SK, Role, StoredMessage, estimate_tokens
 
     now = int(time.time())
     table = boto3.resource("dynamodb").Table(table_name)
     pending = 0
     with table.batch_writer() as batch:
         for index in range(1, count + 1):
-            role = "user" if index % 2 else "assistant"
+            role: Role = "user" if index % 2 else "assistant"
             content = f"{role} message {index}: " + "where is my parcel, it was due " * 3
             if index > summary_upto:
                 pending += estimate_tokens(content)
-            batch.put_item(
-                Item={
-                    "sid": pk,
-                    "sk": msg_sk(index),
-                    "index": index,
-                    "role": role,
-                    "content": content,
-                    "turn": (index + 1) // 2,
-                    "created_ms": now * 1000,
-                    "tokens": estimate_tokens(content),
-                    "expires_at": now + 86_400,
-                }
+            message = StoredMessage(
+                index, role, content, (index + 1) // 2, now * 1000, estimate_tokens(content)
             )
+            batch.put_item(Item=message.item(pk, now + 86_400))
         if summary_upto:
             batch.put_item(
                 Item={

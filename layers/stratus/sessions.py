@@ -158,6 +158,23 @@ class StoredMessage:
     tokens: int
     truncated: bool = False
 
+    def item(self, sid: str, expires_at: int) -> dict[str, Any]:
+        """The DynamoDB item of this message in session partition ``sid``."""
+        item = {
+            "sid": sid,
+            "sk": msg_sk(self.index),
+            "index": self.index,
+            "role": self.role,
+            "content": self.content,
+            "turn": self.turn,
+            "created_ms": self.created_ms,
+            "tokens": self.tokens,
+            "expires_at": expires_at,
+        }
+        if self.truncated:
+            item["truncated"] = True
+        return item
+
 
 @dataclass(frozen=True)
 class QueueEntry:
@@ -660,18 +677,7 @@ class DynamoSessionStore:
             }
         ]
         for message in commit.messages:
-            item = {
-                "sid": head.key.pk,
-                "sk": msg_sk(message.index),
-                "index": message.index,
-                "role": message.role,
-                "content": message.content,
-                "turn": message.turn,
-                "created_ms": message.created_ms,
-                "tokens": message.tokens,
-                "truncated": True if message.truncated else None,
-                "expires_at": head.ends_at,
-            }
+            item = message.item(head.key.pk, head.ends_at)
             items.append(
                 {
                     "Put": {
@@ -918,6 +924,23 @@ class SessionService:
         self._system_tokens = estimate_tokens(spec.system_prompt)
 
     # -- create / read / delete
+
+    def _context(self, key: SessionKey, request_id: str, step: str) -> ToolContext:
+        """A turn's model calls are billed, budgeted and replayed as (session, step)."""
+        scope = CallScope(
+            tenant_id=key.tenant_id,
+            agent=self.spec.name,
+            kind="session",
+            scope_id=key.session_id,
+            step=step,
+        )
+        return ToolContext(
+            tenant_id=key.tenant_id,
+            agent=self.spec.name,
+            request_id=request_id,
+            settings=self._settings,
+            scope=scope,
+        )
 
     def key(self, tenant_id: str, session_id: str) -> SessionKey:
         return SessionKey(tenant_id, self.spec.name, session_id)
@@ -1194,19 +1217,7 @@ class SessionService:
             budget_tokens=self.policy.context_token_budget,
             fixed_tokens=fixed,
         )
-        ctx = ToolContext(
-            tenant_id=key.tenant_id,
-            agent=self.spec.name,
-            request_id=request_id,
-            settings=self._settings,
-            scope=CallScope(
-                tenant_id=key.tenant_id,
-                agent=self.spec.name,
-                kind="session",
-                scope_id=key.session_id,
-                step=f"turn-{turn}",
-            ),
-        )
+        ctx = self._context(key, request_id, f"turn-{turn}")
         result = self._runner.run(message, ctx=ctx, deadline=deadline, history=history)
         reply = result.output if isinstance(result.output, str) else json.dumps(result.output)
         usage, cost = usage + result.usage, cost + result.cost_usd
@@ -1303,19 +1314,7 @@ class SessionService:
         for m in fold:
             lines.append(f"{m.role}: {m.content[:SUMMARY_INPUT_MESSAGE_CHARS]}")
         key = head.key
-        ctx = ToolContext(
-            tenant_id=key.tenant_id,
-            agent=self.spec.name,
-            request_id=request_id,
-            settings=self._settings,
-            scope=CallScope(
-                tenant_id=key.tenant_id,
-                agent=self.spec.name,
-                kind="session",
-                scope_id=key.session_id,
-                step=f"turn-{turn}-summary",
-            ),
-        )
+        ctx = self._context(key, request_id, f"turn-{turn}-summary")
         result = self._summarizer.run("\n".join(lines), ctx=ctx, deadline=deadline)
         text = result.output if isinstance(result.output, str) else json.dumps(result.output)
         upto = fold[-1].index

@@ -32,9 +32,9 @@ from stratus.sessions import (
     COUNTER_SK,
     HEAD_SK,
     SessionService,
+    StoredMessage,
     build_service,
     estimate_tokens,
-    msg_sk,
     queue_sk,
 )
 from tests.support import api_event, call, load_event
@@ -563,19 +563,10 @@ def seed(cloud: dict[str, Any], sid: str, count: int, *, summary_upto: int) -> N
         for index in range(1, count + 1):
             role = "user" if index % 2 else "assistant"
             content = f"{role} message {index} " + "lorem ipsum " * 8
-            batch.put_item(
-                Item={
-                    "sid": pk(sid),
-                    "sk": msg_sk(index),
-                    "index": index,
-                    "role": role,
-                    "content": content,
-                    "turn": (index + 1) // 2,
-                    "created_ms": now * 1000,
-                    "tokens": estimate_tokens(content),
-                    "expires_at": now + 86_400,
-                }
+            message = StoredMessage(
+                index, role, content, (index + 1) // 2, now * 1000, estimate_tokens(content)
             )
+            batch.put_item(Item=message.item(pk(sid), now + 86_400))
         if summary_upto:
             batch.put_item(
                 Item={
