@@ -1,6 +1,7 @@
 # Stratus: every target installs what it needs first, so each works on a fresh clone.
 #   make dev     the whole app on the embedded local cloud (Ctrl-C stops it)
 #   make demo    start the local cloud, walk through every execution model, stop
+#                (ARGS=--verbose also streams the function logs)
 #   make test    the whole suite (lint, types, unit, functional, infra, e2e, benchmark smoke)
 #   make synth   synthesize the CDK app (no AWS credentials, no Docker)
 #   make deploy  deploy a stage to AWS: make deploy STAGE=prod
@@ -41,7 +42,7 @@ dev: env
 	$(PY) -m infra.cli dev
 
 demo: env
-	$(PY) -m infra.cli demo
+	@$(PY) -m infra.cli demo $(ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check .

@@ -18,7 +18,7 @@ from stratus.agents import AgentSpec
 
 
 def add_nag_checks(app: App) -> None:
-    """Both packs, verbose (findings carry their explanation); suppressions: ``infra.nag``."""
+    """Both packs, verbose (findings carry their explanation); each construct suppresses its own."""
     Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     Aspects.of(app).add(ServerlessChecks(verbose=True))
 

@@ -21,10 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stratus import aws
+from stratus.aws import AwsClients
 from stratus.tenants import TenantStore
 
 TENANTS_OUTPUT = "TenantsTableName"
+#: The command's AWS clients, new for every ``main()`` (``AWS_ENDPOINT_URL`` reaches a local cloud).
+_CLIENTS = AwsClients()
 BUDGETS_OUTPUT = "BudgetsTableName"
 
 
@@ -32,7 +34,7 @@ def _tenants_table(args: argparse.Namespace) -> str:
     if args.table:
         return str(args.table)
     if args.stack:
-        stacks = aws.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+        stacks = _CLIENTS.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
         for output in stacks[0].get("Outputs", []):
             if output["OutputKey"] == TENANTS_OUTPUT:
                 return str(output["OutputValue"])
@@ -47,7 +49,7 @@ def _tenant_create(args: argparse.Namespace) -> int:
     name = args.name.strip()
     if not name or len(name) > 100:
         raise SystemExit("--name must be 1-100 characters")
-    tenant, key = TenantStore(_tenants_table(args)).create(name)
+    tenant, key = TenantStore(_tenants_table(args), _CLIENTS.client("dynamodb")).create(name)
     if args.json:
         print(json.dumps({"tenant_id": tenant.tenant_id, "name": tenant.name, "api_key": key}))
     else:
@@ -69,7 +71,7 @@ def _budgets_table(args: argparse.Namespace) -> str:
     if args.table:
         return str(args.table)
     if args.stack:
-        stacks = aws.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+        stacks = _CLIENTS.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
         for output in stacks[0].get("Outputs", []):
             if output["OutputKey"] == BUDGETS_OUTPUT:
                 return str(output["OutputValue"])
@@ -83,7 +85,7 @@ def _budgets_table(args: argparse.Namespace) -> str:
 def _budget_set(args: argparse.Namespace) -> int:
     from decimal import Decimal, InvalidOperation
 
-    from stratus.budgets import BudgetLedger
+    from stratus.composition import Runtime
     from stratus.config import Settings
 
     def usd(value: str | None, flag: str) -> Decimal | None:
@@ -101,7 +103,7 @@ def _budget_set(args: argparse.Namespace) -> int:
     monthly = usd(args.monthly_usd, "--monthly-usd")
     if daily is None and monthly is None:
         raise SystemExit("give --daily-usd and/or --monthly-usd")
-    ledger = BudgetLedger(Settings(budgets_table=_budgets_table(args)))
+    ledger = Runtime(Settings(budgets_table=_budgets_table(args)), clients=_CLIENTS).budgets
     ledger.set_tenant_limits(args.tenant, daily_usd=daily, monthly_usd=monthly)
     limits = ledger.tenant_limits(args.tenant)
     print(
@@ -141,8 +143,9 @@ def _dev(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from infra.local.demo import run_demo
 
-    _quiet_moto()
-    return run_demo(quiet_functions=not args.verbose)
+    if args.verbose:
+        _quiet_moto()
+    return run_demo(verbose=args.verbose)
 
 
 def _queue_url(sqs: Any, queue: str) -> str:
@@ -177,7 +180,7 @@ def _peek(sqs: Any, url: str, limit: int) -> list[dict[str, Any]]:
 
 
 def _dlq_list(args: argparse.Namespace) -> int:
-    sqs = aws.client("sqs")
+    sqs = _CLIENTS.client("sqs")
     url = _queue_url(sqs, args.queue)
     messages = _peek(sqs, url, args.max)
     rows = []
@@ -214,7 +217,7 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     it, so the move is receive -> send -> delete, one message at a time: a crash
     in between duplicates a message (harmless: jobs are idempotent), never loses one.
     """
-    sqs = aws.client("sqs")
+    sqs = _CLIENTS.client("sqs")
     url = _queue_url(sqs, args.queue)
     target = args.to
     if not target:
@@ -314,13 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_dev)
 
     demo = commands.add_parser("demo", help="start the local cloud, walk through it, stop")
-    demo.add_argument("--verbose", action="store_true", help="stream function logs too")
+    demo.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream function, gateway and moto logs to the console (default: .stratus/demo.log)",
+    )
     demo.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _CLIENTS
     args = build_parser().parse_args(argv)
+    _CLIENTS = AwsClients()  # this run's environment, whatever an earlier run in-process saw
     return int(args.func(args))
 
 

@@ -24,7 +24,6 @@ from infra.constructs.runtime_layer import RuntimeLayer
 from infra.constructs.secrets import STORE_KEYS_HOWTO, ModelSecret
 from infra.constructs.tables import StratusTables
 from infra.definitions import BUDGETS, IDEMPOTENCY, JOBS, ORDERS, TENANTS, USAGE
-from infra.nag import apply_suppressions
 from infra.topology import api_routes
 from stratus.agents import AgentSpec
 
@@ -138,4 +137,3 @@ class StratusStack(Stack):
 
         Tags.of(self).add("project", "stratus")
         Tags.of(self).add("stratus:stage", stage.name)
-        apply_suppressions(self)

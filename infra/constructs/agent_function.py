@@ -18,10 +18,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
+from cdk_nag import NagPackSuppression
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.logs import stage_log_group
+from infra.constructs.nag_rules import default_policy, suppress
 from infra.constructs.runtime_layer import ARCHITECTURE, RUNTIME
 from infra.constructs.tables import StratusTables
 from infra.topology import (
@@ -34,6 +36,50 @@ from infra.topology import (
     worker_plan,
 )
 from stratus.agents import AgentSpec
+
+XRAY_WILDCARD = NagPackSuppression(
+    id="AwsSolutions-IAM5",
+    reason=(
+        "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level "
+        "permissions; '*' is the only valid resource (added by tracing=ACTIVE)."
+    ),
+    applies_to=["Resource::*"],
+)
+SYNC_NO_DLQ = NagPackSuppression(
+    id="Serverless-LambdaDLQ",
+    reason=(
+        "Invoked synchronously by API Gateway only: the error goes back to the caller, "
+        "Lambda never retries, so a dead-letter queue would never receive anything."
+    ),
+)
+ALERTS_KEY_WILDCARD = NagPackSuppression(
+    id="AwsSolutions-IAM5",
+    reason=(
+        "Publishing to the KMS-encrypted budget alerts topic needs kms:GenerateDataKey* "
+        "(GenerateDataKey and its WithoutPlaintext variant, as CDK's grantPublish grants "
+        "them), on that one key only."
+    ),
+    applies_to=["Action::kms:GenerateDataKey*"],
+)
+QUEUE_CONSUMER_NO_DLQ = NagPackSuppression(
+    id="Serverless-LambdaDLQ",
+    reason=(
+        "Invoked synchronously only (SQS event source mapping, Step Functions Task): a "
+        "function DLQ only serves asynchronous invokes. Failed messages go to the source "
+        "queue's own DLQ through its redrive policy; failed tasks to the workflow's Catch."
+    ),
+)
+JOBS_KEY_WILDCARD = NagPackSuppression(
+    id="AwsSolutions-IAM5",
+    reason=(
+        "Publishing to the KMS-encrypted job events topic needs kms:GenerateDataKey* "
+        "(GenerateDataKey and its WithoutPlaintext variant, as CDK's grantPublish grants "
+        "them), on that one key only."
+    ),
+    applies_to=["Action::kms:GenerateDataKey*"],
+)
+#: Plan kinds that only API Gateway invokes (synchronously).
+SYNC_API_KINDS = ("agent", "platform", "authorizer")
 
 
 @dataclass(frozen=True)
@@ -102,6 +148,19 @@ class StratusFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
         )
         self._grant(deps)
+        self._suppress()
+
+    def _suppress(self) -> None:
+        """The function's own cdk-nag suppressions (its role policy and the function)."""
+        # Grants land in the role's default policy, and with them the X-Ray statement.
+        policy = default_policy(self.role)
+        suppress(policy, XRAY_WILDCARD)
+        if self.plan.budget_alerts:
+            suppress(policy, ALERTS_KEY_WILDCARD)
+        if self.plan.publish_jobs_topic and not self.plan.budget_alerts:
+            suppress(policy, JOBS_KEY_WILDCARD)
+        sync_api = self.plan.kind in SYNC_API_KINDS
+        suppress(self.function, SYNC_NO_DLQ if sync_api else QUEUE_CONSUMER_NO_DLQ)
 
     def _grant(self, deps: FunctionDeps) -> None:
         for name, access in self.plan.tables.items():

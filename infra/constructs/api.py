@@ -17,11 +17,13 @@ from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigateway
+from cdk_nag import NagPackSuppression
 from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.agent_function import StratusFunction, StratusFunctions
 from infra.constructs.logs import stage_log_group
+from infra.constructs.nag_rules import suppress
 from infra.topology import GATEWAY_ERRORS, GatewayError, Route
 from stratus.contracts import InvokeRequest
 
@@ -202,6 +204,7 @@ class StratusApi(Construct):
             key = (route.method, route.path)
             self.routes[key] = route
             self.methods[key] = self._method(route, targets[route.target])
+        self._suppress()
 
     @property
     def url(self) -> str:
@@ -215,6 +218,66 @@ class StratusApi(Construct):
     @property
     def authorized_methods(self) -> list[apigateway.Method]:
         return [self.methods[key] for key, route in self.routes.items() if route.authorized]
+
+    def _suppress(self) -> None:
+        """The API's own cdk-nag suppressions: logging role, stage and methods."""
+        cloudwatch_role = self.api.node.try_find_child("CloudWatchRole")
+        if cloudwatch_role is not None:  # only when the stage creates the account-level role
+            suppress(
+                cloudwatch_role,
+                NagPackSuppression(
+                    id="AwsSolutions-IAM4",
+                    reason=(
+                        "API Gateway's account-level logging role must carry the AWS-managed "
+                        "AmazonAPIGatewayPushToCloudWatchLogs policy, the documented setup; "
+                        "it is assumed by apigateway.amazonaws.com only."
+                    ),
+                    applies_to=[
+                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                        "AmazonAPIGatewayPushToCloudWatchLogs"
+                    ],
+                ),
+            )
+        suppress(
+            self.api.deployment_stage,
+            NagPackSuppression(
+                id="AwsSolutions-APIG3",
+                reason=(
+                    "AWS WAF is optional and priced per web ACL; every route except health "
+                    "and OpenAPI requires an API key and the stage is throttled. Associate "
+                    "a web ACL with the stage where the threat model needs one."
+                ),
+            ),
+        )
+        for method in self.authorized_methods:
+            suppress(
+                method,
+                NagPackSuppression(
+                    id="AwsSolutions-COG4",
+                    reason=(
+                        "Authorized by the Lambda REQUEST authorizer (tenant API keys from the "
+                        "tenants table); callers are other systems, not Cognito users."
+                    ),
+                ),
+            )
+        for method in self.public_methods:
+            suppress(
+                method,
+                NagPackSuppression(
+                    id="AwsSolutions-APIG4",
+                    reason=(
+                        "Intentionally public: health check and OpenAPI document for load "
+                        "balancers, uptime probes and client generators; no tenant data."
+                    ),
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-COG4",
+                    reason=(
+                        "Intentionally public (health check, OpenAPI document): no "
+                        "authorizer of any kind, so no Cognito user pool either."
+                    ),
+                ),
+            )
 
     def _resource(self, path: str) -> apigateway.IResource:
         resource: apigateway.IResource = self.api.root

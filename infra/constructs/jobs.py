@@ -33,13 +33,48 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
+from cdk_nag import NagPackSuppression
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs.agent_function import StratusFunctions
+from infra.constructs.agent_function import StratusFunction, StratusFunctions
 from infra.constructs.logs import RETENTION
+from infra.constructs.nag_rules import default_policy, suppress
 from infra.topology import JobResources, QueuePlan, WorkflowPlan, queue_plans, workflow_plans
 from stratus.agents import AgentSpec
+
+DLQ_NO_REDRIVE = NagPackSuppression(
+    id="Serverless-SQSRedrivePolicy",
+    reason=(
+        "This queue is itself a dead-letter queue (14 days' retention, alarmed "
+        "on its first message); a DLQ of a DLQ would only hide failures."
+    ),
+)
+SQS_MAPPING_NO_DESTINATION = NagPackSuppression(
+    id="Serverless-LambdaEventSourceMappingDestination",
+    reason=(
+        "On-failure destinations exist for stream and Kafka sources only; "
+        "for SQS, failed records return to the queue and its redrive policy "
+        "moves them to the queue's DLQ after maxReceiveCount."
+    ),
+)
+CALLBACK_KEY_NO_ROTATION = NagPackSuppression(
+    id="AwsSolutions-SMG4",
+    reason=(
+        "An HMAC key shared with every callback receiver: automatic rotation would "
+        "break their signature checks without notice. Rotate by agreement with the "
+        "receivers (put-secret-value; receivers accept old and new during rollover)."
+    ),
+)
+STATE_MACHINE_WILDCARD = NagPackSuppression(
+    id="AwsSolutions-IAM5",
+    reason=(
+        "X-Ray tracing and CloudWatch Logs delivery of the state machine "
+        "(xray:Put*, logs:*LogDelivery*, ...) support no resource-level "
+        "permissions; '*' is their only valid resource."
+    ),
+    applies_to=["Resource::*"],
+)
 
 
 class StratusJobs(Construct):
@@ -93,6 +128,7 @@ class StratusJobs(Construct):
             ),
             removal_policy=removal,
         )
+        suppress(self.callback_secret, CALLBACK_KEY_NO_ROTATION)
         stack = Stack.of(self)
         self.workflow_arns = {
             plan.agent: stack.format_arn(
@@ -125,6 +161,7 @@ class StratusJobs(Construct):
             enforce_ssl=True,
             removal_policy=removal,
         )
+        suppress(dlq, DLQ_NO_REDRIVE)
         queue = sqs.Queue(
             self,
             f"{plan.construct_id}Queue",
@@ -167,6 +204,7 @@ class StratusJobs(Construct):
         by_key = functions.by_key
         for plan in self.queue_plans:
             consumer = by_key[plan.consumer].function
+            before = {child.node.id for child in consumer.node.children}
             consumer.add_event_source(
                 event_sources.SqsEventSource(
                     self.queues[plan.name],
@@ -177,6 +215,9 @@ class StratusJobs(Construct):
                     report_batch_item_failures=plan.report_batch_item_failures,
                 )
             )
+            for mapping in consumer.node.children:
+                if mapping.node.id not in before:
+                    suppress(mapping, SQS_MAPPING_NO_DESTINATION)
         for workflow in self.workflow_plans:
             self._workflow(workflow, functions)
         for fn in by_key.values():
@@ -204,6 +245,30 @@ class StratusJobs(Construct):
                 fn.function.add_to_role_policy(
                     iam.PolicyStatement(actions=actions, resources=resources)
                 )
+            self._suppress_execution_wildcard(fn)
+
+    def _suppress_execution_wildcard(self, fn: StratusFunction) -> None:
+        """Stopping and describing executions needs a wildcard over one machine's executions."""
+        responds = [agent for agent, access in fn.plan.workflows.items() if access == "respond"]
+        if not responds:
+            return
+        names = {plan.agent: plan.state_machine_name(self.stage) for plan in self.workflow_plans}
+        suppress(
+            default_policy(fn.role),
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason=(
+                    "StopExecution/DescribeExecution act on executions, named after job ids "
+                    "only known at run time; the wildcard covers the executions of the one "
+                    "state machine, nothing else."
+                ),
+                applies_to=[
+                    "Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:"
+                    f"execution:{names[agent]}:*"
+                    for agent in responds
+                ],
+            ),
+        )
 
     def _workflow(self, plan: WorkflowPlan, functions: StratusFunctions) -> None:
         by_key = functions.by_key
@@ -229,7 +294,24 @@ class StratusJobs(Construct):
             ),
             tracing_enabled=True,
         )
-        for key in sorted(set(plan.functions.values())):
-            by_key[key].function.grant_invoke(machine)
+        invoked = [by_key[key].function for key in sorted(set(plan.functions.values()))]
+        for function in invoked:
+            function.grant_invoke(machine)
+        stack = Stack.of(self)
+        suppress(
+            default_policy(machine.role),
+            STATE_MACHINE_WILDCARD,
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason=(
+                    "Invoking the agent's job worker, including its versions and aliases "
+                    "(<arn>:*), as CDK's grantInvoke grants; no other function."
+                ),
+                applies_to=[
+                    f"Resource::<{stack.get_logical_id(function.node.default_child)}.Arn>:*"  # type: ignore[arg-type]
+                    for function in invoked
+                ],
+            ),
+        )
         self.workflows[plan.agent] = machine
         self.workflow_logs[plan.agent] = log_group

@@ -18,9 +18,11 @@ import json
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_secretsmanager as secretsmanager
+from cdk_nag import NagPackSuppression
 from constructs import Construct
 
 from infra.config import StageConfig
+from infra.constructs.nag_rules import suppress
 
 STORE_KEYS_HOWTO = (
     "After deploying, store the OpenAI key(s): aws secretsmanager put-secret-value "
@@ -44,4 +46,15 @@ class ModelSecret(Construct):
                 password_length=32,
             ),
             removal_policy=RemovalPolicy.RETAIN if stage.retain else RemovalPolicy.DESTROY,
+        )
+        suppress(
+            self.secret,
+            NagPackSuppression(
+                id="AwsSolutions-SMG4",
+                reason=(
+                    "Holds third-party (OpenAI) API keys that only the provider can issue; "
+                    "there is no rotation Lambda to write. Keys rotate by adding the new key "
+                    "to api_keys with put-secret-value, then removing the old one."
+                ),
+            ),
         )

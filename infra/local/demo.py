@@ -1,25 +1,39 @@
 """``stratus demo``: the local cloud, driven as a client would, step by step.
 
 It starts the local cloud on free ports, calls every execution model that
-exists through its public interface (HTTP today), prints each result and a
-table of tokens and cost per agent, stops everything, and returns non-zero if
-any step did not behave as documented.
+exists through its public interface (HTTP, and SQS for producers), walks a
+session, prints each result and a table of tokens and cost per agent, stops
+everything, and returns non-zero if any step did not behave as documented.
+
+Its output is the walk-through only. The logs of the local cloud (the Lambda
+runtime's per-invocation lines, moto's, the gateway's) go to a log file whose
+path it prints at the start and the end; ``verbose=True`` streams them to the
+console instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import logging
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from infra.local.cloud import LocalCloud, LocalFacts
+from infra.paths import REPO_ROOT
+
+#: Where the local cloud's logs go while the demo runs (unless verbose).
+DEFAULT_LOG_FILE = REPO_ROOT / ".stratus" / "demo.log"
 
 
 @dataclass
@@ -148,6 +162,41 @@ class Demo:
         assert invalid.status in (400, 422), invalid.body
         return "401 unauthorized, 404 agent_not_found, 422 validation_error"
 
+    # -- sessions ---------------------------------------------------------------------
+
+    def record_turn(self, agent: str, turn: dict[str, Any]) -> None:
+        row = self.spend[f"session:{agent}"]
+        row["calls"] += 1
+        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens"):
+            row[name] += turn["usage"][name]
+        row["cost_usd"] += turn["cost_usd"]
+
+    def session(self) -> str:
+        base = f"{self.facts.api_url}/v1/agents/support/sessions"
+        created = http("POST", base, {"metadata": {"channel": "demo"}}, self._auth)
+        assert created.status == 201, f"HTTP {created.status}: {created.body}"
+        session_id = created.body["session_id"]
+        url = f"{base}/{session_id}"
+        messages = ("Hi, where is my order A-1001?", "And which carrier has it?")
+        for turn, text in enumerate(messages, 1):
+            reply = http("POST", f"{url}/messages", {"message": text}, self._auth)
+            assert reply.status == 200, f"turn {turn}: HTTP {reply.status}: {reply.body}"
+            assert reply.body["turn"] == turn, reply.body
+            self.record_turn("support", reply.body)
+        history = http("GET", url, None, self._auth)
+        assert history.status == 200, f"HTTP {history.status}: {history.body}"
+        roles = [m["role"] for m in history.body["messages"]]
+        assert roles == ["user", "assistant"] * 2, roles
+        cost = history.body["cost_usd"]
+        deleted = http("DELETE", url, None, self._auth)
+        assert deleted.status == 204, f"HTTP {deleted.status}: {deleted.body}"
+        gone = http("GET", url, None, self._auth)
+        assert gone.status == 404, f"HTTP {gone.status} after delete: {gone.body}"
+        return (
+            f"{session_id}: 2 turns, history {len(roles)} messages, "
+            f"cost=${cost:.6f}; deleted (then 404)"
+        )
+
     # -- asynchronous jobs --------------------------------------------------------------
 
     def _wait_job(self, job_id: str, until: set[str], timeout: float = 60.0) -> Any:
@@ -258,6 +307,7 @@ class Demo:
         self.step("sync: returns reasons over the policy (smart tier)", self.returns)
         self.step("sync: Idempotency-Key replays without paying again", self.idempotent_replay)
         self.step("errors: documented codes", self.errors)
+        self.step("session: support remembers two turns, read back, deleted", self.session)
         self.step("job over HTTP: triage, routed to its specialist", self.http_job)
         self.step("job from a plain boto3 producer (SQS contract v1)", self.sqs_job)
         self.step(
@@ -290,8 +340,83 @@ class Demo:
         print(f"{'total':<18}{'':>44}{total:>12.6f}", file=self.out)
 
 
-def run_demo(out: TextIO = sys.stdout, quiet_functions: bool = True) -> int:
-    sink = (lambda line: None) if quiet_functions else None
-    with LocalCloud(api_port=0, aws_port=0, state_file=None, log_sink=sink) as cloud:
-        assert cloud.facts is not None
-        return Demo(cloud.facts, out).run()
+class _LogFile:
+    """A log file shared by the runtime's log sink and the ``logging`` handlers."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle = path.open("w", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write_line(self, line: str) -> None:
+        with self._lock:
+            self._handle.write(line + "\n")
+            self._handle.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._handle.close()
+
+
+class _LineHandler(logging.Handler):
+    def __init__(self, log_file: _LogFile) -> None:
+        super().__init__(logging.INFO)
+        self.log_file = log_file
+        self.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.log_file.write_line(self.format(record))
+        except Exception:  # a log line must never break the demo
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logs_to(log_file: _LogFile) -> Iterator[None]:
+    """Send every ``logging`` record of this process to ``log_file`` only, then restore."""
+    # Powertools gives the "stratus" logger its own console handler (and no
+    # propagation) once stratus.observability is imported: configure it first,
+    # then route it to the file like everything else.
+    importlib.import_module("stratus.observability")
+    root, stratus = logging.getLogger(), logging.getLogger("stratus")
+    saved = (root.level, list(root.handlers), list(stratus.handlers), stratus.propagate)
+    root.handlers = [_LineHandler(log_file)]
+    root.setLevel(logging.INFO)
+    stratus.handlers = []
+    stratus.propagate = True
+    try:
+        yield
+    finally:
+        root.setLevel(saved[0])
+        root.handlers = saved[1]
+        stratus.handlers = saved[2]
+        stratus.propagate = saved[3]
+
+
+def run_demo(
+    out: TextIO = sys.stdout, *, verbose: bool = False, log_file: Path = DEFAULT_LOG_FILE
+) -> int:
+    """Run the walk-through; the local cloud's logs go to ``log_file`` unless ``verbose``.
+
+    Returns 0 if every step behaved as documented, 1 otherwise.
+    """
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", stream=sys.stderr)
+        with LocalCloud(api_port=0, aws_port=0, state_file=None) as cloud:
+            assert cloud.facts is not None
+            return Demo(cloud.facts, out).run()
+
+    logs = _LogFile(log_file)
+    print(f"Function, gateway and moto logs: {logs.path} (--verbose shows them here)", file=out)
+    try:
+        with (
+            _logs_to(logs),
+            LocalCloud(api_port=0, aws_port=0, state_file=None, log_sink=logs.write_line) as cloud,
+        ):
+            assert cloud.facts is not None
+            code = Demo(cloud.facts, out).run()
+    finally:
+        logs.close()
+    print(f"Logs of this run: {logs.path}", file=out, flush=True)
+    return code

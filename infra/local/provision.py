@@ -1,0 +1,185 @@
+"""The local cloud's AWS resources, created in moto from the stack's own plans.
+
+Tables from ``infra.definitions``, queues and workflows from ``infra.topology``
+(the same ASL files and variables as the CDK stack), plus the extra queues and
+state machines tests ask for, and the demo tenant's orders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from infra.config import StageConfig
+from infra.definitions import TABLES, create_table_kwargs, ttl_kwargs
+from infra.local.facts import ACCOUNT_ID, LOCAL_CREDENTIALS, REGION, QueueSpec, StateMachineSpec
+from infra.local.lambda_types import FunctionConfig
+from infra.topology import FunctionPlan, QueuePlan, WorkflowPlan
+from stratus.ddb import Table
+
+STATES_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/stratus-local-states"
+
+
+class LocalClients:
+    """boto3 clients of this process pointed at the local AWS endpoint."""
+
+    def __init__(self, endpoint: str) -> None:
+        session = boto3.session.Session(
+            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=LOCAL_CREDENTIALS["AWS_SESSION_TOKEN"],
+            region_name=REGION,
+        )
+        config = Config(retries={"mode": "standard", "max_attempts": 3})
+        self.dynamodb = session.client("dynamodb", endpoint_url=endpoint, config=config)
+        self.sqs = session.client("sqs", endpoint_url=endpoint, config=config)
+        self.secretsmanager = session.client("secretsmanager", endpoint_url=endpoint, config=config)
+        self.stepfunctions = session.client("stepfunctions", endpoint_url=endpoint, config=config)
+        self.sns = session.client("sns", endpoint_url=endpoint, config=config)
+
+    def queue_arn(self, url: str) -> str:
+        """The ARN of the queue at ``url``."""
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        return str(attributes["Attributes"]["QueueArn"])
+
+
+def function_arn(name: str) -> str:
+    """The local ARN of a function, as the AWS front and moto's interpreter know it."""
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+
+
+def function_config(plan: FunctionPlan, name: str, env: dict[str, str]) -> FunctionConfig:
+    """The local runtime's view of a function plan (reserved concurrency caps workers)."""
+    return FunctionConfig(
+        name=name,
+        handler=plan.handler,
+        environment=env,
+        timeout_s=float(plan.timeout_s),
+        memory_mb=plan.memory_mb,
+        max_concurrency=plan.reserved_concurrency or 4,
+    )
+
+
+def create_tables(clients: LocalClients, stage: StageConfig) -> dict[str, str]:
+    """Every table of ``infra.definitions``; logical name -> physical name."""
+    names = {}
+    for table in TABLES:
+        name = f"stratus-{stage.name}-{table.name}"
+        clients.dynamodb.create_table(**create_table_kwargs(table, name))
+        ttl = ttl_kwargs(table, name)
+        if ttl:
+            clients.dynamodb.update_time_to_live(**ttl)
+        names[table.name] = name
+    return names
+
+
+def create_app_queues(
+    clients: LocalClients, stage: StageConfig, plans: Iterable[QueuePlan]
+) -> dict[str, str]:
+    """The stack's queues and DLQs (``infra.topology.queue_plans``), by logical name."""
+    urls: dict[str, str] = {}
+    for plan in plans:
+        physical = f"stratus-{stage.name}-{plan.name}"
+        dlq_url = clients.sqs.create_queue(
+            QueueName=f"{physical}-dlq",
+            Attributes={"MessageRetentionPeriod": str(plan.dlq_retention_s)},
+        )["QueueUrl"]
+        urls[plan.name] = clients.sqs.create_queue(
+            QueueName=physical,
+            Attributes={
+                "VisibilityTimeout": str(plan.visibility_timeout_s),
+                "RedrivePolicy": json.dumps(
+                    {
+                        "deadLetterTargetArn": clients.queue_arn(dlq_url),
+                        "maxReceiveCount": plan.max_receive_count,
+                    }
+                ),
+            },
+        )["QueueUrl"]
+        urls[plan.dlq_name] = dlq_url
+    return urls
+
+
+def create_extra_queues(clients: LocalClients, queues: Iterable[QueueSpec]) -> dict[str, str]:
+    """Queues beyond the app's own, each with its DLQ; name (and ``<name>-dlq``) -> URL."""
+    urls: dict[str, str] = {}
+    for queue in queues:
+        dlq_url = clients.sqs.create_queue(QueueName=f"{queue.name}-dlq")["QueueUrl"]
+        urls[queue.name] = clients.sqs.create_queue(
+            QueueName=queue.name,
+            Attributes={
+                "VisibilityTimeout": str(queue.visibility_timeout_s),
+                "RedrivePolicy": json.dumps(
+                    {
+                        "deadLetterTargetArn": clients.queue_arn(dlq_url),
+                        "maxReceiveCount": str(queue.max_receive_count),
+                    }
+                ),
+            },
+        )["QueueUrl"]
+        urls[f"{queue.name}-dlq"] = dlq_url
+    return urls
+
+
+def create_workflows(
+    clients: LocalClients,
+    stage: StageConfig,
+    plans: Iterable[WorkflowPlan],
+    names: Mapping[str, str],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The agents' state machines from the stack's ASL files: (ARNs, rendered definitions)."""
+    arns: dict[str, str] = {}
+    definitions: dict[str, str] = {}
+    function_arns = {key: function_arn(name) for key, name in names.items()}
+    for plan in plans:
+        definition = plan.render(function_arns)
+        arns[plan.agent] = clients.stepfunctions.create_state_machine(
+            name=plan.state_machine_name(stage),
+            definition=definition,
+            type="STANDARD",
+            roleArn=STATES_ROLE_ARN,
+        )["stateMachineArn"]
+        definitions[plan.agent] = definition
+    return arns, definitions
+
+
+def create_state_machines(
+    clients: LocalClients, machines: Iterable[StateMachineSpec], names: Mapping[str, str]
+) -> dict[str, str]:
+    """Extra state machines; ``${Function:<key>}`` in a definition becomes that ARN."""
+    arns = {}
+    for machine in machines:
+        definition = machine.definition
+        for key, name in names.items():
+            definition = definition.replace("${Function:" + key + "}", function_arn(name))
+        arns[machine.name] = clients.stepfunctions.create_state_machine(
+            name=machine.name,
+            definition=definition,
+            type=machine.type,
+            roleArn=STATES_ROLE_ARN,
+        )["stateMachineArn"]
+    return arns
+
+
+def seed_orders(clients: LocalClients, tables: Mapping[str, str], tenant_id: str) -> None:
+    """Two orders of the demo tenant, for the ``order_status`` agent's tool."""
+    orders: list[tuple[str, str, str, str, list[Any]]] = [
+        ("A-1001", "in_transit", "DHL", "2026-11-24", ["running shoes"]),
+        ("A-1002", "delivered", "UPS", "2026-11-18", ["rain jacket", "socks"]),
+    ]
+    table = Table(tables["orders"], clients.dynamodb)
+    for order_id, status, carrier, eta, items in orders:
+        table.put(
+            {
+                "tenant_id": tenant_id,
+                "order_id": order_id,
+                "status": status,
+                "carrier": carrier,
+                "eta": eta,
+                "items": items,
+            }
+        )

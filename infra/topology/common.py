@@ -1,0 +1,91 @@
+"""Names and values every plan shares: handlers, variables, tables, queue names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from infra.config import StageConfig
+from infra.definitions import (
+    BUDGETS,
+    IDEMPOTENCY,
+    JOBS,
+    LEDGER,
+    LIMITS,
+    ORDERS,
+    SESSIONS,
+    TENANTS,
+    USAGE,
+)
+from infra.paths import REPO_ROOT
+from stratus.agents import Resource
+
+API_HANDLER = "functions.handlers.api.lambda_handler"
+AUTHORIZER_HANDLER = "functions.handlers.authorizer.lambda_handler"
+WORKER_HANDLER = "functions.handlers.worker.lambda_handler"
+INGEST_HANDLER = "functions.handlers.ingest.lambda_handler"
+MODEL_SECRET_ENV = "STRATUS_MODEL_SECRET_NAME"  # noqa: S105 - a variable name
+JOB_QUEUES_ENV = "STRATUS_JOB_QUEUES"
+JOBS_TOPIC_ENV = "STRATUS_JOBS_TOPIC_ARN"
+WORKFLOWS_ENV = "STRATUS_WORKFLOWS"
+CALLBACK_SECRET_ENV = "STRATUS_CALLBACK_SECRET_NAME"  # noqa: S105 - a variable name
+INGEST_QUEUE = "ingest"
+WORKFLOWS_DIR = REPO_ROOT / "infra" / "workflows"
+
+FunctionKind = Literal["agent", "platform", "authorizer", "worker", "ingest"]
+#: ``start`` starts executions; ``respond`` answers task tokens and stops executions.
+WorkflowAccess = Literal["start", "respond"]
+#: ``describe`` is DescribeTable only: what a health check needs, nothing more.
+TableAccess = Literal["read", "read_write", "describe"]
+
+#: Every function logs, traces and emits metrics under one service name.
+POWERTOOLS_ENV: Mapping[str, str] = {
+    "POWERTOOLS_SERVICE_NAME": "stratus",
+    "POWERTOOLS_METRICS_NAMESPACE": "Stratus",
+    "POWERTOOLS_LOG_LEVEL": "INFO",
+    # Model outputs may hold customer data and exceed X-Ray's 64 KB segment limit.
+    "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+}
+
+#: What each agent resource (``AgentSpec.resources``) means for the stack: the
+#: table it is, and the access its tools need. A new resource kind fails loudly.
+AGENT_RESOURCES: Mapping[Resource, tuple[str, TableAccess]] = {
+    "orders_table": (ORDERS.name, "read"),
+}
+
+#: Table logical name -> the variable that carries its physical name.
+TABLE_ENV: Mapping[str, str] = {
+    t.name: t.env_var
+    for t in (TENANTS, IDEMPOTENCY, ORDERS, JOBS, SESSIONS, BUDGETS, LEDGER, USAGE, LIMITS)
+}
+
+#: What every function that calls a model needs: the model gateway's tables.
+GATEWAY_TABLES: Mapping[str, TableAccess] = {
+    BUDGETS.name: "read_write",
+    LEDGER.name: "read_write",
+    USAGE.name: "read_write",
+    LIMITS.name: "read_write",
+}
+
+
+#: The ingest function's timeout; its queue's visibility timeout is 6x this.
+INGEST_TIMEOUT_S = 30
+
+
+def pascal(name: str) -> str:
+    """``snake_case`` -> ``PascalCase``, for construct ids."""
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def alerts_topic_name(stage: StageConfig) -> str:
+    """The budget alerts topic: named, so functions know it before deployment."""
+    return f"stratus-{stage.name}-budget-alerts"
+
+
+def agent_queue(agent: str) -> str:
+    """The logical name of an agent's job queue (its DLQ is ``<name>-dlq``)."""
+    return f"agent-{agent}"
+
+
+def dlq(queue: str) -> str:
+    return f"{queue}-dlq"

@@ -1,0 +1,340 @@
+"""Function plans: handler, sizing, environment and grants of every Lambda function."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.config import StageConfig
+from infra.definitions import IDEMPOTENCY, JOBS, SESSIONS, TENANTS, USAGE
+from infra.topology.common import (
+    AGENT_RESOURCES,
+    API_HANDLER,
+    AUTHORIZER_HANDLER,
+    CALLBACK_SECRET_ENV,
+    GATEWAY_TABLES,
+    INGEST_HANDLER,
+    INGEST_QUEUE,
+    INGEST_TIMEOUT_S,
+    JOB_QUEUES_ENV,
+    JOBS_TOPIC_ENV,
+    MODEL_SECRET_ENV,
+    POWERTOOLS_ENV,
+    TABLE_ENV,
+    WORKER_HANDLER,
+    WORKFLOWS_ENV,
+    FunctionKind,
+    TableAccess,
+    WorkflowAccess,
+    agent_queue,
+    alerts_topic_name,
+    dlq,
+    pascal,
+)
+from stratus.agents import AgentSpec
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """Physical names of the job resources, given to :meth:`FunctionPlan.environment`.
+
+    CDK passes tokens and its own JSON encoder (``Stack.to_json_string``); the
+    local cloud passes the URLs and ARNs it created and ``json.dumps``.
+    """
+
+    queue_urls: Mapping[str, str]
+    topic_arn: str
+    workflow_arns: Mapping[str, str]
+    callback_secret_id: str
+    to_json: Callable[[Any], str] = json.dumps
+
+
+@dataclass(frozen=True, eq=False)
+class FunctionPlan:
+    """One Lambda function: handler, sizing, environment and the access it is granted."""
+
+    key: str
+    kind: FunctionKind
+    construct_id: str
+    handler: str
+    description: str
+    memory_mb: int
+    timeout_s: int
+    reserved_concurrency: int | None
+    #: Variables whose values are known before deployment.
+    static_env: Mapping[str, str]
+    #: Table logical name -> access; each also sets that table's ``STRATUS_*_TABLE``.
+    tables: Mapping[str, TableAccess] = field(default_factory=dict)
+    #: Read access to the model secret, passed as ``STRATUS_MODEL_SECRET_NAME``.
+    model_secret: bool = False
+    #: The agent this function serves; None for the platform and the authorizer.
+    agent: str | None = None
+    #: Queues (logical names) this function may send messages to.
+    send_queues: tuple[str, ...] = ()
+    #: Variable -> queue logical name whose URL it carries.
+    queue_url_env: Mapping[str, str] = field(default_factory=dict)
+    #: Agents whose job queue URLs it gets as JSON in ``STRATUS_JOB_QUEUES``.
+    job_queue_agents: tuple[str, ...] = ()
+    #: The queue it consumes through an event source mapping, if any.
+    consumes: str | None = None
+    #: Publishes job completion events (``STRATUS_JOBS_TOPIC_ARN``).
+    publish_jobs_topic: bool = False
+    #: Agent -> access to that agent's workflow (ARNs as JSON in ``STRATUS_WORKFLOWS``).
+    workflows: Mapping[str, WorkflowAccess] = field(default_factory=dict)
+    #: Reads the callback signing key (``STRATUS_CALLBACK_SECRET_NAME``).
+    callback_secret: bool = False
+    #: Publishes budget threshold alerts (topic named in ``STRATUS_ALERTS_TOPIC_NAME``).
+    budget_alerts: bool = False
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """Every environment variable this function gets, sorted."""
+        names = set(self.static_env)
+        names.update(TABLE_ENV[table] for table in self.tables)
+        if self.model_secret:
+            names.add(MODEL_SECRET_ENV)
+        names.update(self.queue_url_env)
+        if self.job_queue_agents:
+            names.add(JOB_QUEUES_ENV)
+        if self.publish_jobs_topic:
+            names.add(JOBS_TOPIC_ENV)
+        if self.workflows:
+            names.add(WORKFLOWS_ENV)
+        if self.callback_secret:
+            names.add(CALLBACK_SECRET_ENV)
+        return tuple(sorted(names))
+
+    @property
+    def stratus_env_names(self) -> tuple[str, ...]:
+        """The ``STRATUS_*`` variables (what ``stratus.config.Settings`` reads)."""
+        return tuple(name for name in self.env_names if name.startswith("STRATUS_"))
+
+    def environment(
+        self,
+        *,
+        table_names: Mapping[str, str],
+        model_secret_id: str | None = None,
+        jobs: JobResources | None = None,
+    ) -> dict[str, str]:
+        """The full environment, given physical table names and the secret id.
+
+        CDK passes tokens (``table.table_name``, ``secret.secret_arn``); the local
+        cloud passes the names it created. A missing value is an error, not a blank.
+        """
+        env = dict(self.static_env)
+        for table in self.tables:
+            if table not in table_names:
+                raise KeyError(f"{self.key}: no physical name given for table {table!r}")
+            env[TABLE_ENV[table]] = table_names[table]
+        if self.model_secret:
+            if not model_secret_id:
+                raise KeyError(f"{self.key}: no model secret id given")
+            env[MODEL_SECRET_ENV] = model_secret_id
+        needs_jobs = (
+            self.queue_url_env
+            or self.job_queue_agents
+            or self.publish_jobs_topic
+            or self.workflows
+            or self.callback_secret
+        )
+        if needs_jobs:
+            if jobs is None:
+                raise KeyError(f"{self.key}: no job resources given")
+            for name, queue in self.queue_url_env.items():
+                env[name] = jobs.queue_urls[queue]
+            if self.job_queue_agents:
+                env[JOB_QUEUES_ENV] = jobs.to_json(
+                    {a: jobs.queue_urls[agent_queue(a)] for a in self.job_queue_agents}
+                )
+            if self.publish_jobs_topic:
+                env[JOBS_TOPIC_ENV] = jobs.topic_arn
+            if self.workflows:
+                env[WORKFLOWS_ENV] = jobs.to_json(
+                    {a: jobs.workflow_arns[a] for a in self.workflows}
+                )
+            if self.callback_secret:
+                env[CALLBACK_SECRET_ENV] = jobs.callback_secret_id
+        return env
+
+
+def _base_env(stage: StageConfig, agent: str) -> dict[str, str]:
+    return {"STRATUS_STAGE": stage.name, "STRATUS_AGENT": agent, **POWERTOOLS_ENV}
+
+
+def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
+    """The function of one agent: sized by its spec, granted what its tools need."""
+    tables: dict[str, TableAccess] = {IDEMPOTENCY.name: "read_write", **GATEWAY_TABLES}
+    for resource in sorted(spec.resources):
+        if resource not in AGENT_RESOURCES:
+            raise ValueError(f"agent {spec.name!r} needs {resource!r}, which the stack lacks")
+        table, access = AGENT_RESOURCES[resource]
+        tables[table] = access
+    if spec.sessions is not None:
+        # Only agents with sessions read and write the sessions table.
+        tables[SESSIONS.name] = "read_write"
+    env = _base_env(stage, spec.name)
+    env.update(
+        {
+            "STRATUS_TIER_FAST": stage.tier_fast,
+            "STRATUS_TIER_SMART": stage.tier_smart,
+            "STRATUS_MAX_BODY_BYTES": str(stage.max_body_bytes),
+            "STRATUS_IDEMPOTENCY_TTL_S": str(stage.idempotency_ttl_s),
+            "STRATUS_ALERTS_TOPIC_NAME": alerts_topic_name(stage),
+        }
+    )
+    return FunctionPlan(
+        key=f"agent:{spec.name}",
+        kind="agent",
+        construct_id=f"Agent{pascal(spec.name)}",
+        handler=API_HANDLER,
+        description=f"Stratus agent {spec.name} {spec.version} ({spec.tier} tier)",
+        memory_mb=spec.deployment.memory_mb,
+        timeout_s=spec.deployment.timeout_s,
+        reserved_concurrency=spec.deployment.reserved_concurrency,
+        static_env=env,
+        tables=tables,
+        model_secret=True,
+        agent=spec.name,
+        budget_alerts=True,
+    )
+
+
+def _platform_tables(jobs: bool) -> dict[str, TableAccess]:
+    # The health check reads the tenants table and describes the idempotency one.
+    # ... and serves GET /v1/usage from the usage rollups.
+    tables: dict[str, TableAccess] = {
+        TENANTS.name: "read",
+        IDEMPOTENCY.name: "describe",
+        USAGE.name: "read",
+    }
+    if jobs:
+        tables[JOBS.name] = "read_write"
+    return tables
+
+
+def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = None) -> FunctionPlan:
+    """Health, OpenAPI, the 404 for unknown agents and the jobs API; never calls a model.
+
+    With ``specs`` it also serves ``/v1/jobs``: it writes job records, sends each
+    job to its agent's queue, answers approvals and stops cancelled workflows.
+    """
+    env = _base_env(stage, "")
+    env["STRATUS_MAX_BODY_BYTES"] = str(stage.max_body_bytes)
+    jobs: dict[str, Any] = {}
+    if specs:
+        names = tuple(sorted(specs))
+        env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
+        jobs = {
+            "send_queues": tuple(agent_queue(a) for a in names),
+            "job_queue_agents": names,
+            "workflows": {a: "respond" for a in names if specs[a].workflow},
+            # Cancelling announces the job like any other completion.
+            "publish_jobs_topic": True,
+            "callback_secret": True,
+        }
+    return FunctionPlan(
+        key="platform",
+        kind="platform",
+        construct_id="Platform",
+        handler=API_HANDLER,
+        description="Stratus platform routes: health, OpenAPI, unknown agents",
+        memory_mb=512,
+        timeout_s=10,
+        reserved_concurrency=None,
+        static_env=env,
+        tables=_platform_tables(bool(specs)),
+        **jobs,
+    )
+
+
+def authorizer_plan(stage: StageConfig) -> FunctionPlan:
+    """The REQUEST authorizer: API key -> tenant, from the tenants table."""
+    env = {"STRATUS_STAGE": stage.name, **POWERTOOLS_ENV}
+    return FunctionPlan(
+        key="authorizer",
+        kind="authorizer",
+        construct_id="Authorizer",
+        handler=AUTHORIZER_HANDLER,
+        description="Stratus API authorizer: API key to tenant",
+        # Runs before every uncached request: enough memory for a fast cold start.
+        memory_mb=512,
+        timeout_s=10,
+        reserved_concurrency=None,
+        static_env=env,
+        tables={TENANTS.name: "read"},
+    )
+
+
+def worker_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
+    """The job worker of one agent: consumes the agent's queue, runs its workflow steps.
+
+    A separate function from the agent's synchronous one: it may run up to 15
+    minutes (the API's stays under API Gateway's 29 s), a burst of jobs cannot
+    use up the concurrency the synchronous API needs, and only it holds the
+    grants async work needs (jobs table, topic, callback key, workflow).
+    """
+    sync = agent_plan(spec, stage)
+    tables = {k: v for k, v in sync.tables.items() if k != IDEMPOTENCY.name}
+    tables[JOBS.name] = "read_write"
+    env = dict(sync.static_env)
+    env.pop("STRATUS_MAX_BODY_BYTES", None)
+    env.pop("STRATUS_IDEMPOTENCY_TTL_S", None)
+    env["STRATUS_JOB_MAX_RECEIVE_COUNT"] = str(stage.job_max_receive_count)
+    env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
+    if spec.workflow:
+        env["STRATUS_APPROVAL_TIMEOUT_S"] = str(stage.approval_timeout_s)
+    targets = tuple(sorted(set(spec.routes.values())))
+    return FunctionPlan(
+        key=f"worker:{spec.name}",
+        kind="worker",
+        construct_id=f"Worker{pascal(spec.name)}",
+        handler=WORKER_HANDLER,
+        description=f"Stratus job worker of agent {spec.name} {spec.version}",
+        memory_mb=spec.deployment.memory_mb,
+        timeout_s=stage.job_worker_timeout_s,
+        reserved_concurrency=None,
+        static_env=env,
+        tables=tables,
+        model_secret=True,
+        agent=spec.name,
+        send_queues=tuple(agent_queue(a) for a in targets),
+        job_queue_agents=targets,
+        consumes=agent_queue(spec.name),
+        publish_jobs_topic=True,
+        workflows={spec.name: "start"} if spec.workflow else {},
+        callback_secret=True,
+        budget_alerts=sync.budget_alerts,
+    )
+
+
+def ingest_plan(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> FunctionPlan:
+    """Consumes the producer contract queue: validates, creates jobs, routes to agent queues."""
+    names = tuple(sorted(specs))
+    env = _base_env(stage, "")
+    env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
+    return FunctionPlan(
+        key="ingest",
+        kind="ingest",
+        construct_id="Ingest",
+        handler=INGEST_HANDLER,
+        description="Stratus ingest: producer contract v1 messages to jobs",
+        memory_mb=512,
+        timeout_s=INGEST_TIMEOUT_S,
+        reserved_concurrency=None,
+        static_env=env,
+        tables={TENANTS.name: "read", JOBS.name: "read_write"},
+        send_queues=(*(agent_queue(a) for a in names), dlq(INGEST_QUEUE)),
+        queue_url_env={"STRATUS_INGEST_DLQ_URL": dlq(INGEST_QUEUE)},
+        job_queue_agents=names,
+        consumes=INGEST_QUEUE,
+    )
+
+
+def function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[FunctionPlan]:
+    """Every function: platform, authorizer, ingest, and an API and a worker function per agent."""
+    plans = [platform_plan(stage, specs), authorizer_plan(stage), ingest_plan(stage, specs)]
+    plans.extend(agent_plan(specs[name], stage) for name in sorted(specs))
+    plans.extend(worker_plan(specs[name], stage) for name in sorted(specs))
+    return plans

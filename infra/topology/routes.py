@@ -1,0 +1,44 @@
+"""The REST API's routes: path, method, target function, auth and validation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API Gateway method: path, verb, target function, auth and validation."""
+
+    method: str
+    path: str
+    target: str
+    authorized: bool
+    #: Validate the JSON body against ``stratus.contracts.InvokeRequest``.
+    validate_invoke_body: bool = False
+
+
+def api_routes(agent_names: Iterable[str]) -> list[Route]:
+    """The REST API: public platform routes, per-agent routes, the unknown-agent fallback.
+
+    API Gateway prefers literal path segments over ``{agent}``, so a known agent
+    reaches its own function and any other name reaches the platform's 404.
+    """
+    routes = [
+        Route("GET", "/v1/health", "platform", authorized=False),
+        Route("GET", "/v1/openapi.json", "platform", authorized=False),
+        Route("GET", "/v1/usage", "platform", authorized=True),
+        # Jobs are not agent-scoped: the platform function records and enqueues them.
+        Route("POST", "/v1/jobs", "platform", authorized=True),
+        Route("GET", "/v1/jobs/{job_id}", "platform", authorized=True),
+        Route("POST", "/v1/jobs/{job_id}/cancel", "platform", authorized=True),
+        Route("POST", "/v1/jobs/{job_id}/approval", "platform", authorized=True),
+    ]
+    for name in sorted(agent_names):
+        target = f"agent:{name}"
+        routes.append(
+            Route("POST", f"/v1/agents/{name}/invoke", target, True, validate_invoke_body=True)
+        )
+        routes.append(Route("ANY", f"/v1/agents/{name}/{{proxy+}}", target, authorized=True))
+    routes.append(Route("ANY", "/v1/agents/{agent}/{proxy+}", "platform", authorized=True))
+    return routes
