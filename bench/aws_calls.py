@@ -22,7 +22,7 @@ Two parts, both in this process, against moto (in-process, with
    DynamoDB's documented formula approximately (:func:`item_size`).
 
 2. **Gateway latency.** Interleaved samples of (a) a raw ``openai``
-   ``chat.completions.parse``, (b) ``stratus.llm.ModelClient.chat`` (the
+   ``chat.completions.parse``, (b) ``stratus.llm.ModelClient.complete`` (the
    wrapper without the gateway), (c) ``ModelGateway.chat`` for the same request
    with a request scope (ledger, budgets, key buckets, breaker, rollups on moto)
    and (d) ``ModelGateway.chat`` answered from the call ledger (the same
@@ -74,7 +74,7 @@ RULES = (
 )
 
 _WIRE_TYPES = frozenset({"S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"})
-_SKIP_MODULES = ("botocore.", "boto3.", "unittest.mock")
+_SKIP_MODULES = ("botocore.", "boto3.", "unittest.mock", "stratus.ddb")
 
 
 # -- item sizes and capacity units
@@ -406,13 +406,10 @@ def _invoke_cloud(server: FakeModelServer) -> Iterator[dict[str, str]]:
 
 
 def _reset_runtime() -> None:
-    from functions.handlers import api
-    from stratus import aws
-    from stratus.config import get_settings
+    """Forget the process's runtime: the next invocation builds it from the environment."""
+    from stratus import composition
 
-    get_settings.cache_clear()
-    aws.reset()
-    api._service.cache_clear()
+    composition.reset()
 
 
 def measure(invokes: int, warmup: int, *, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -510,12 +507,10 @@ def _gateway_cases(server: FakeModelServer) -> _Gateway:
 
     from functions.agents import load_agent
     from stratus.agents import CallScope
-    from stratus.config import get_settings
-    from stratus.gateway import ModelGateway
-    from stratus.llm import ModelClient
-    from stratus.prices import load_price_table
+    from stratus.composition import Runtime
 
-    settings = get_settings()
+    runtime = Runtime.from_env()
+    settings = runtime.settings
     spec = load_agent("triage")
     user_input = json.loads(base_event()["body"])["input"]
     text = user_input if isinstance(user_input, str) else json.dumps(user_input, sort_keys=True)
@@ -525,14 +520,13 @@ def _gateway_cases(server: FakeModelServer) -> _Gateway:
     ]
     model = settings.model_for(spec.tier)
     raw_client = openai.OpenAI(api_key="sk-bench", base_url=server.url, max_retries=0)
-    model_client = ModelClient(settings)
-    prices = load_price_table(settings.price_table)
-    gw = ModelGateway(model_client, settings, prices)
+    model_client = runtime.model_client
+    gw = runtime.gateway
     # The gateway's own work (hashing, schema, metrics, logs) without any table.
     bare = settings.model_copy(
         update={"ledger_table": "", "budgets_table": "", "usage_table": "", "limits_table": ""}
     )
-    gw_bare = ModelGateway(model_client, bare, prices)
+    gw_bare = Runtime(bare, clients=runtime.clients).gateway
     request: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -551,7 +545,7 @@ def _gateway_cases(server: FakeModelServer) -> _Gateway:
             raise RuntimeError("the raw call returned no parsed output")
 
     def client() -> None:
-        model_client.chat(**request, max_attempts=1)
+        model_client.complete(**request)
 
     def scope(scope_id: str, replayable: bool) -> CallScope:
         return CallScope(
@@ -647,12 +641,11 @@ def _latency(
 def _session_scenario(server: FakeModelServer, *, log: Callable[[str], None]) -> dict[str, Any]:
     from bench import sessions
     from functions.agents import load_agent
-    from stratus.config import get_settings
-    from stratus.sessions import build_service
+    from stratus.composition import Runtime
 
     with sessions._environment(server) as names:
         recorder = Recorder(_logical_name("bench-"))
-        service = build_service(load_agent("support"), get_settings())
+        service = Runtime.from_env().session_service(load_agent("support"))
         session_id = service.create("tenant-bench", {})["session_id"]
         pk = f"tenant-bench#support#{session_id}"
         sessions._seed(names["sessions"], pk, SESSION_MESSAGES, summary_upto=0)
@@ -691,7 +684,7 @@ SCENARIO_ORDER = (
 )
 LATENCY_TITLES = {
     "raw": "(a) raw `openai` `chat.completions.parse`",
-    "client": "(b) `ModelClient.chat` (no gateway)",
+    "client": "(b) `ModelClient.complete` (no gateway)",
     "gateway_no_tables": "(c) `ModelGateway.chat`, no tables (the gateway's own work)",
     "gateway": "(d) `ModelGateway.chat`, new request scope, tables on moto",
     "gateway_replay": "(e) `ModelGateway.chat`, call-ledger replay, tables on moto",

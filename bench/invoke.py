@@ -159,16 +159,13 @@ def _run_cases(
 ) -> dict[str, Any]:
     from functions.agents import load_agent
     from functions.handlers import api
-    from stratus import aws
-    from stratus.config import get_settings
+    from stratus import composition
     from tests.support import FakeLambdaContext
 
-    # A clean "warm Lambda" state built from this environment.
-    get_settings.cache_clear()
-    aws.reset()
-    api._service.cache_clear()
-
-    settings = get_settings()
+    # A clean "warm Lambda" state: this process's runtime, built from this environment.
+    runtime = composition.Runtime.from_env()
+    composition.install(runtime)
+    settings = runtime.settings
     spec = load_agent(AGENT)
     event = base_event()
     user_input = json.loads(event["body"])["input"]
@@ -230,6 +227,7 @@ def _run_cases(
         if (index + 1) % 100 == 0:
             server.reset()  # keep the recorded-request list short
     server.reset()
+    composition.reset()
 
     summaries = {case: summarize(samples[case]) for case in CASES}
     raw_median = summaries["raw"]["median"]

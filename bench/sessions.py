@@ -71,8 +71,7 @@ def _environment(server: FakeModelServer) -> Iterator[dict[str, str]]:
 
     from infra.definitions import TABLES, create_table_kwargs
     from infra.local import moto_atomic
-    from stratus import aws
-    from stratus.config import get_settings
+    from stratus import composition
 
     drop = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "OPENAI_BASE_URL")
     saved = {name: os.environ.pop(name) for name in drop if name in os.environ}
@@ -86,14 +85,12 @@ def _environment(server: FakeModelServer) -> Iterator[dict[str, str]]:
                 client.create_table(**create_table_kwargs(table, name))
                 names[table.name] = name
                 os.environ[table.env_var] = name
-            get_settings.cache_clear()
-            aws.reset()
+            composition.reset()
             try:
                 yield names
             finally:
                 moto_atomic.uninstall()
-                get_settings.cache_clear()
-                aws.reset()
+                composition.reset()
     finally:
         os.environ.update(saved)
 
@@ -101,7 +98,7 @@ def _environment(server: FakeModelServer) -> Iterator[dict[str, str]]:
 def _seed(table_name: str, pk: str, count: int, summary_upto: int) -> None:
     import boto3
 
-    from stratus.sessions import HEAD_SK, SUMMARY_SK, Role, StoredMessage, estimate_tokens
+    from stratus.sessions import HEAD_SK, SUMMARY_SK, Role, StoredMessage
 
     now = int(time.time())
     table = boto3.resource("dynamodb").Table(table_name)
@@ -110,11 +107,9 @@ def _seed(table_name: str, pk: str, count: int, summary_upto: int) -> None:
         for index in range(1, count + 1):
             role: Role = "user" if index % 2 else "assistant"
             content = f"{role} message {index}: " + "where is my parcel, it was due " * 3
+            message = StoredMessage.new(index, role, content, (index + 1) // 2, now * 1000)
             if index > summary_upto:
-                pending += estimate_tokens(content)
-            message = StoredMessage(
-                index, role, content, (index + 1) // 2, now * 1000, estimate_tokens(content)
-            )
+                pending += message.tokens
             batch.put_item(Item=message.item(pk, now + 86_400))
         if summary_upto:
             batch.put_item(
@@ -143,17 +138,18 @@ def measure(
 ) -> dict[str, Any]:
     """Per-turn numbers for each session length (``turns`` turns each)."""
     from functions.agents import load_agent
-    from stratus import aws
-    from stratus.config import get_settings
-    from stratus.sessions import build_service, estimate_tokens
+    from stratus.composition import Runtime
+    from stratus.config import Settings
+    from stratus.tokens import message_tokens
 
     spec = load_agent("support")
     policy = spec.sessions
     assert policy is not None
     rows = []
     with FakeModelServer(quiet=True) as server, _environment(server) as names:
-        service = build_service(spec, get_settings())
-        client = aws.client("dynamodb")
+        runtime = Runtime(Settings())
+        service = runtime.session_service(spec)
+        client = runtime.clients.client("dynamodb")
         for size in sizes:
             log(f"sessions: {size} messages, {turns} turns")
             session_id = service.create("tenant-bench", {})["session_id"]
@@ -185,7 +181,10 @@ def measure(
                 first = next(r for r in server.requests if r.body.get("tools"))
                 messages = first.body["messages"]
                 prompt_est.append(
-                    sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
+                    sum(
+                        message_tokens({"role": m["role"], "content": m.get("content") or ""})
+                        for m in messages
+                    )
                 )
                 reads.append(counter.calls)
                 items.append(counter.items)

@@ -53,15 +53,10 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def reset_process_state() -> None:
-    """Forget everything a warm Lambda process caches between invocations."""
-    from functions.handlers import api, authorizer
-    from stratus import aws
-    from stratus.config import get_settings
+    """Forget the process's composition root: the next invocation builds it from the env."""
+    from stratus import composition
 
-    get_settings.cache_clear()
-    aws.reset()
-    api._service.cache_clear()
-    authorizer._store.cache_clear()
+    composition.reset()
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import base64
 import importlib
 import json
 import re
-from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -30,8 +29,7 @@ from functions.handlers.common import (
     served_agent,
     tenant_id,
 )
-from stratus import aws
-from stratus.config import get_settings
+from stratus import composition
 from stratus.contracts import HealthResponse, InvokeRequest, InvokeResponse
 from stratus.errors import (
     AgentNotFound,
@@ -41,10 +39,8 @@ from stratus.errors import (
     StratusError,
     ValidationFailed,
 )
+from stratus.health import run_checks
 from stratus.observability import logger, metrics, set_agent_dimension, tracer
-
-if TYPE_CHECKING:
-    from stratus.invoke import InvokeService
 
 #: Route modules included below (each exposes ``router``, a Powertools ``Router``).
 ROUTER_MODULES: tuple[str, ...] = (
@@ -107,26 +103,13 @@ def _not_found(_: Exception) -> Response[str]:
 
 @app.get("/v1/health", summary="Health of this function's dependencies")
 def health() -> Response[str]:
-    settings = get_settings()
-    checks: dict[str, str] = {}
-    for label, table in (
-        ("tenants_table", settings.tenants_table),
-        ("idempotency_table", settings.idempotency_table),
-        ("orders_table", settings.orders_table),
-    ):
-        if table:
-            checks[label] = _check(
-                lambda t=table: aws.client("dynamodb").describe_table(TableName=t)
-            )
-    if settings.agent:
-        from stratus.keys import KeyProvider
-
-        checks["model_keys"] = _check(lambda: KeyProvider(settings).keys())
+    runtime = composition.current()
+    checks = run_checks(runtime.health_probes())
     healthy = all(value == "ok" for value in checks.values())
     body = HealthResponse(
         status="ok" if healthy else "degraded",
         version=stratus.__version__,
-        agent=settings.agent or None,
+        agent=runtime.settings.agent or None,
         checks=checks,
     )
     return Response(
@@ -134,15 +117,6 @@ def health() -> Response[str]:
         content_type=content_types.APPLICATION_JSON,
         body=body.model_dump_json(),
     )
-
-
-def _check(probe: Any) -> str:
-    try:
-        probe()
-    except Exception as exc:  # a health check reports failures, it does not raise them
-        logger.warning("health check failed", extra={"error": type(exc).__name__})
-        return "error"
-    return "ok"
 
 
 @app.get("/v1/openapi.json", include_in_schema=False)
@@ -167,7 +141,7 @@ def invoke(
     body: Annotated[InvokeRequest, Body()],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
-    service = _service(agent)
+    service = composition.current().invoke_service(served_agent(agent))
     event = app.current_event
     tenant, rid = tenant_id(event), request_id(event)
     limit = deadline(app.lambda_context)
@@ -183,18 +157,9 @@ def invoke(
     return service.invoke(body, tenant_id=tenant, request_id=rid, deadline=limit)
 
 
-@cache
-def _service(agent: str) -> InvokeService:
-    """The invoke service of the agent this function serves, built on first use."""
-    spec = served_agent(agent)
-    from stratus.invoke import InvokeService
-
-    return InvokeService(spec, get_settings())
-
-
 def _guard(event: dict[str, Any]) -> StratusError | None:
     """Checks that must run before body validation: size, then the agent."""
-    settings = get_settings()
+    settings = composition.current().settings
     body = event.get("body") or ""
     size = len(base64.b64decode(body)) if event.get("isBase64Encoded") else len(body.encode())
     if size > settings.max_body_bytes:
@@ -216,7 +181,7 @@ def _guard(event: dict[str, Any]) -> StratusError | None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    set_agent_dimension(get_settings().agent or "platform")
+    set_agent_dimension(composition.current().settings.agent or "platform")
     problem = _guard(event)
     if problem is not None:
         rid = str((event.get("requestContext") or {}).get("requestId") or "")

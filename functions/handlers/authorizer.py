@@ -8,7 +8,6 @@ turns into a 401; the key itself is never logged.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
@@ -17,10 +16,9 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratus.config import get_settings
-from stratus.errors import ConfigurationError
+from stratus import composition
 from stratus.observability import logger
-from stratus.tenants import TenantStore, bearer_token
+from stratus.tenants import bearer_token
 
 
 class UnauthorizedError(Exception):
@@ -30,19 +28,11 @@ class UnauthorizedError(Exception):
         super().__init__("Unauthorized")
 
 
-@cache
-def _store() -> TenantStore:
-    settings = get_settings()
-    if not settings.tenants_table:
-        raise ConfigurationError("STRATUS_TENANTS_TABLE is not set")
-    return TenantStore(settings.tenants_table)
-
-
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = APIGatewayAuthorizerRequestEvent(event)
     key = bearer_token(request.headers.get("Authorization"))
-    tenant = _store().authenticate(key) if key else None
+    tenant = composition.current().tenants.authenticate(key) if key else None
     if tenant is None:
         logger.info("request denied", extra={"reason": "missing key" if key is None else "bad key"})
         raise UnauthorizedError()

@@ -11,8 +11,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
+from stratus import composition
 from stratus.agents import AgentSpec
-from stratus.config import get_settings
 from stratus.deadline import Deadline, LambdaDeadline
 from stratus.errors import AgentNotFound, Unauthorized
 
@@ -45,7 +45,7 @@ def deadline(context: Any) -> Deadline | None:
 
 def served_agent(agent: str) -> AgentSpec:
     """The spec of ``agent`` if this function serves it; otherwise ``agent_not_found``."""
-    if agent != get_settings().agent:
+    if agent != composition.current().settings.agent:
         raise AgentNotFound(f"no agent named {agent!r}", details={"agent": agent})
     from functions.agents import load_agent
 

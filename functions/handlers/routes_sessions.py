@@ -1,8 +1,9 @@
 """Session routes: ``/v1/agents/<agent>/sessions[/<session_id>[/messages]]``.
 
-Thin: tenant, request id and deadline from the event, everything else in
-``stratus.sessions``. Model code is imported only when a session service is
-first built, so health checks and cold starts stay light.
+Thin: tenant, request id and deadline from the event, the session service of
+the served agent from the process's runtime (:mod:`stratus.composition`), the
+result mapped to the response. Model code is imported only when a session
+service is first built, so health checks and cold starts stay light.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from functions.handlers.common import (
     served_agent,
     tenant_id,
 )
-from stratus.config import Settings, get_settings
+from stratus import composition
 from stratus.contracts import (
     SessionCreated,
     SessionCreateRequest,
@@ -32,12 +33,12 @@ from stratus.contracts import (
 from stratus.errors import RouteNotFound, SessionNotFound, ValidationFailed
 
 if TYPE_CHECKING:
-    from stratus.sessions import IdempotentMessages, SessionService
+    from stratus.agents import AgentSpec
+    from stratus.sessions import SessionService
 
 router = APIGatewayRouter()
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_services: dict[str, tuple[Settings, SessionService, IdempotentMessages]] = {}
 
 
 def _ok(model: type, status: int = 200) -> dict[int, Any]:
@@ -47,20 +48,16 @@ def _ok(model: type, status: int = 200) -> dict[int, Any]:
     }
 
 
-def _service(agent: str) -> tuple[SessionService, IdempotentMessages]:
-    """The session service of the agent this function serves (rebuilt if settings change)."""
+def _spec(agent: str) -> AgentSpec:
+    """The spec of the agent this function serves, if it has sessions."""
     spec = served_agent(agent)
     if spec.sessions is None:
         raise RouteNotFound(f"agent {agent!r} has no sessions", details={"agent": agent})
-    settings = get_settings()
-    cached = _services.get(agent)
-    if cached is None or cached[0] is not settings:
-        from stratus.sessions import IdempotentMessages, build_service
+    return spec
 
-        service = build_service(spec, settings)
-        cached = (settings, service, IdempotentMessages(service, settings))
-        _services[agent] = cached
-    return cached[1], cached[2]
+
+def _service(agent: str) -> SessionService:
+    return composition.current().session_service(_spec(agent))
 
 
 def _session_id(value: str) -> str:
@@ -76,8 +73,7 @@ def _session_id(value: str) -> str:
     responses=_ok(SessionCreated, 201),
 )
 def create_session(agent: str, body: Annotated[SessionCreateRequest, Body()]) -> Response[str]:
-    service, _ = _service(agent)
-    created = service.create(tenant_id(router.current_event), body.metadata)
+    created = _service(agent).create(tenant_id(router.current_event), body.metadata)
     return Response(
         status_code=201,
         content_type=content_types.APPLICATION_JSON,
@@ -96,13 +92,14 @@ def post_message(
     body: Annotated[SessionMessageRequest, Body()],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
-    service, idempotent = _service(agent)
+    spec = _spec(agent)
     event = router.current_event
     tenant, rid = tenant_id(event), request_id(event)
     sid = _session_id(session_id)
     limit = deadline(router.lambda_context)
+    runtime = composition.current()
     if idempotency_key is not None:
-        return idempotent.post(
+        return runtime.session_messages(spec).post(
             tenant,
             sid,
             body.message,
@@ -111,7 +108,9 @@ def post_message(
             lambda_context=router.lambda_context,
             deadline=limit,
         )
-    return service.post_message(tenant, sid, body.message, request_id=rid, deadline=limit)
+    return runtime.session_service(spec).post_message(
+        tenant, sid, body.message, request_id=rid, deadline=limit
+    )
 
 
 @router.get(
@@ -125,14 +124,13 @@ def get_session(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=12)] = None,
 ) -> dict[str, Any]:
-    service, _ = _service(agent)
     after = 0
     if cursor is not None:
         if not cursor.isdigit():
             raise ValidationFailed("cursor must be a value returned as next_cursor")
         after = int(cursor)
     tenant = tenant_id(router.current_event)
-    return service.get(tenant, _session_id(session_id), limit=limit, after=after)
+    return _service(agent).get(tenant, _session_id(session_id), limit=limit, after=after)
 
 
 @router.delete(
@@ -141,6 +139,5 @@ def get_session(
     responses={204: {"description": "Deleted"}, **ERROR_RESPONSES},
 )
 def delete_session(agent: str, session_id: str) -> Response[str]:
-    service, _ = _service(agent)
-    service.delete(tenant_id(router.current_event), _session_id(session_id))
+    _service(agent).delete(tenant_id(router.current_event), _session_id(session_id))
     return Response(status_code=204, content_type=content_types.APPLICATION_JSON, body="")

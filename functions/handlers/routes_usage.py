@@ -8,7 +8,6 @@ ever sees its own spend.
 from __future__ import annotations
 
 import json
-from functools import cache
 from typing import Annotated, Any, Literal, cast
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -18,8 +17,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import BaseModel
 
 from functions.handlers.common import ERROR_RESPONSES, tenant_id
-from stratus.config import get_settings
-from stratus.rollups import UsageRollups
+from stratus import composition
 
 router = Router()
 
@@ -45,11 +43,6 @@ class UsageResponse(BaseModel):
     agents: dict[str, AgentUsage]
 
 
-@cache
-def _rollups() -> UsageRollups:
-    return UsageRollups(get_settings())
-
-
 @router.get(
     "/v1/usage",
     summary="The caller tenant's spend in the current day or month, by agent",
@@ -63,7 +56,7 @@ def _rollups() -> UsageRollups:
 )
 def usage(period: Annotated[Literal["day", "month"], Query()] = "day") -> Response[str]:
     tenant = tenant_id(cast(APIGatewayProxyEvent, router.current_event))
-    body: dict[str, Any] = _rollups().tenant_usage(tenant, period)
+    body: dict[str, Any] = composition.current().rollups.tenant_usage(tenant, period)
     return Response(
         status_code=200,
         content_type=content_types.APPLICATION_JSON,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stratus.aws import AwsClients
 from stratus.config import ModelTier, Settings
 
 #: AWS resources an agent's tools may use; the stack grants exactly these.
@@ -54,6 +55,8 @@ class ToolContext:
     request_id: str
     settings: Settings
     scope: CallScope | None = None
+    #: The process's AWS clients (from the composition root), for tools that use AWS.
+    clients: AwsClients | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class SessionPolicy(BaseModel):
     ``policy`` decides what happens to a message that arrives while a turn is
     running: ``reject`` answers 409 ``session_busy``; ``enqueue`` waits in line
     (at most ``enqueue_wait_s``) and turns run in arrival order. Token numbers
-    are estimates (4 characters a token, plus 4 per message).
+    are the runtime's one estimate, an upper bound (:mod:`stratus.tokens`).
     """
 
     model_config = ConfigDict(frozen=True)

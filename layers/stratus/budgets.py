@@ -43,11 +43,14 @@ total, so exactly one call sees each threshold crossed (``before < t <= after``)
 and sends its one alert per threshold per period, with no marker item. The 100%
 alert comes either from spend reaching the limit or from the first refusal at
 it, so it takes a conditional marker on the item to be sent once.
+
+The items live behind :class:`stratus.gateway_stores.ports.BudgetStore` and the
+alerts go out through an :class:`~stratus.gateway_stores.ports.AlertPublisher`
+(SNS in the stack); without a store (no budgets table) budgets are off.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -56,12 +59,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from stratus import aws, ddb
 from stratus.agents import CallScope
 from stratus.config import Settings
 from stratus.errors import BudgetExceeded
+from stratus.gateway_stores.ports import AlertPublisher, BudgetStore
 from stratus.observability import NAMESPACE, SERVICE, logger
 
 LIMITS_CACHE_S = 60.0
@@ -127,26 +128,32 @@ def task_key(scope: CallScope) -> str:
 
 
 class BudgetLedger:
-    """Reservations and settlements on the budgets table; a no-op without one."""
+    """Reservations and settlements on the budget store; a no-op without one."""
 
     def __init__(
         self,
         settings: Settings,
+        store: BudgetStore | None,
         *,
+        alerts: AlertPublisher,
         clock: Callable[[], float] = time.time,
-        publish: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self._settings = settings
-        self._table = settings.budgets_table
+        self._store = store
+        self._alerts = alerts
         self._clock = clock
-        self._publish = publish or self._sns_publish
         self._limits: dict[str, tuple[float, TenantLimits]] = {}
         self._lock = threading.Lock()
-        self._topic_arn: str | None = None
 
     @property
     def enabled(self) -> bool:
-        return bool(self._table)
+        return self._store is not None
+
+    @property
+    def _items(self) -> BudgetStore:
+        if self._store is None:
+            raise RuntimeError("budgets are off: no budget store")
+        return self._store
 
     # -- limits
 
@@ -157,11 +164,7 @@ class BudgetLedger:
             cached = self._limits.get(tenant_id)
         if cached and now - cached[0] < LIMITS_CACHE_S:
             return cached[1]
-        raw = ddb.item(
-            ddb.client()
-            .get_item(TableName=self._table, Key=ddb.key(pk=f"LIMITS#{tenant_id}"))
-            .get("Item")
-        )
+        raw = self._items.tenant_limits(tenant_id)
         limits = TenantLimits(
             daily_usd=_decimal(raw.get("daily_usd"), self._settings.budget_tenant_daily_usd),
             monthly_usd=_decimal(raw.get("monthly_usd"), self._settings.budget_tenant_monthly_usd),
@@ -174,19 +177,8 @@ class BudgetLedger:
         self, tenant_id: str, *, daily_usd: Decimal | None, monthly_usd: Decimal | None
     ) -> None:
         """Set the given limits (a None leaves that limit as it was)."""
-        sets = ["tenant_id = :t"]
-        names: dict[str, Any] = {"t": tenant_id}
-        if daily_usd is not None:
-            sets.append("daily_usd = :d")
-            names["d"] = daily_usd
-        if monthly_usd is not None:
-            sets.append("monthly_usd = :m")
-            names["m"] = monthly_usd
-        ddb.client().update_item(
-            TableName=self._table,
-            Key=ddb.key(pk=f"LIMITS#{tenant_id}"),
-            UpdateExpression="SET " + ", ".join(sets),
-            ExpressionAttributeValues=ddb.values(**names),
+        self._items.set_tenant_limits(
+            tenant_id, {"daily_usd": daily_usd, "monthly_usd": monthly_usd}
         )
         with self._lock:
             self._limits.pop(tenant_id, None)
@@ -255,38 +247,31 @@ class BudgetLedger:
     def reserve(self, scope: CallScope | None, agent: str, amount: Decimal) -> Reservation:
         """Reserve ``amount`` on every scope, or raise ``BudgetExceeded`` holding nothing."""
         reservation = Reservation(amount=amount)
-        if not self.enabled:
+        if self._store is None:
             return reservation
         for budget in self.scopes(scope, agent):
             room = to_nano(budget.limit) - to_nano(amount)
             try:
-                if room < 0:
-                    raise _Refused
-                result = ddb.client().update_item(
-                    TableName=self._table,
-                    Key=ddb.key(pk=budget.key),
-                    UpdateExpression=(
-                        "ADD committed :r SET limit_nusd = :limit, "
-                        "expires_at = if_not_exists(expires_at, :exp)"
-                    ),
-                    ConditionExpression="attribute_not_exists(committed) OR committed <= :room",
-                    ExpressionAttributeValues=ddb.values(
-                        r=to_nano(amount),
+                after = (
+                    self._store.reserve(
+                        budget.key,
+                        to_nano(amount),
                         room=room,
                         limit=to_nano(budget.limit),
-                        exp=budget.expires_at,
-                    ),
-                    ReturnValues="UPDATED_NEW",
+                        expires_at=budget.expires_at,
+                    )
+                    if room >= 0
+                    else None
                 )
-            except (_Refused, ClientError) as exc:
-                if isinstance(exc, ClientError) and not ddb.conditional_failed(exc):
-                    self.release(reservation)
-                    raise
+            except BaseException:
+                self.release(reservation)
+                raise
+            if after is None:
                 self.release(reservation)
                 self._exhausted(budget, scope, agent)
-                raise _exceeded(budget, self._clock()) from None
+                raise _exceeded(budget, self._clock())
             reservation.scopes.append(budget)
-            committed = from_nano(ddb.item(result["Attributes"]).get("committed"))
+            committed = from_nano(after)
             if budget.limit > 0:
                 reservation.utilisation = max(
                     reservation.utilisation, float(committed / budget.limit * 100)
@@ -315,30 +300,19 @@ class BudgetLedger:
     def _adjust(
         self, reservation: Reservation, actual: Decimal
     ) -> list[tuple[BudgetScope, Decimal]]:
-        if reservation.settled:
+        if reservation.settled or self._store is None:
             return []
         reservation.settled = True
         delta = to_nano(actual) - to_nano(reservation.amount)
+        spent_add, calls = (to_nano(actual), 1) if actual > 0 else (0, 0)
         done: list[tuple[BudgetScope, Decimal]] = []
         for budget in reservation.scopes:
-            expression = "ADD committed :d"
-            names: dict[str, Any] = {"d": delta}
-            if actual > 0:
-                expression += ", spent :a, calls :one"
-                names.update(a=to_nano(actual), one=1)
             try:
-                result = ddb.client().update_item(
-                    TableName=self._table,
-                    Key=ddb.key(pk=budget.key),
-                    UpdateExpression=expression,
-                    ExpressionAttributeValues=ddb.values(**names),
-                    ReturnValues="UPDATED_NEW",
-                )
-            except ClientError:
+                spent = from_nano(self._store.adjust(budget.key, delta, spent_add, calls))
+            except Exception:
                 # The reservation stays held until the period ends: over-, never under-counted.
                 logger.exception("budget settlement failed", extra={"budget": budget.key})
                 continue
-            spent = from_nano(ddb.item(result.get("Attributes")).get("spent"))
             done.append((budget, spent))
         return done
 
@@ -349,20 +323,12 @@ class BudgetLedger:
         if 100 not in self._settings.budget_alert_thresholds:
             return
         try:
-            result = ddb.client().update_item(
-                TableName=self._table,
-                Key=ddb.key(pk=budget.key),
-                UpdateExpression="SET exhausted_alerted = :t",
-                ConditionExpression="attribute_not_exists(exhausted_alerted)",
-                ExpressionAttributeValues=ddb.values(t=True),
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if not ddb.conditional_failed(exc):
-                logger.exception("budget alert marker failed", extra={"budget": budget.key})
+            spent = self._items.mark_exhausted(budget.key)
+        except Exception:
+            logger.exception("budget alert marker failed", extra={"budget": budget.key})
             return
-        spent = from_nano(ddb.item(result.get("Attributes")).get("spent"))
-        self._alert(budget, 100, spent, scope, agent)
+        if spent is not None:  # None: another call already sent this alert
+            self._alert(budget, 100, from_nano(spent), scope, agent)
 
     def _alert(
         self,
@@ -392,26 +358,9 @@ class BudgetLedger:
         metrics.add_metric(name="BudgetAlerts", unit=MetricUnit.Count, value=1)
         metrics.flush_metrics()
         try:
-            self._publish(f"Stratus budget {budget.name} at {threshold}%", message)
+            self._alerts.publish(f"Stratus budget {budget.name} at {threshold}%", message)
         except Exception:  # an alert must never fail the call that triggered it
             logger.exception("budget alert could not be published")
-
-    def _sns_publish(self, subject: str, message: dict[str, Any]) -> None:
-        name = self._settings.alerts_topic_name
-        if not name:
-            return
-        if self._topic_arn is None:
-            identity = aws.client("sts").get_caller_identity()
-            region = aws.session().region_name or "us-east-1"
-            partition = identity["Arn"].split(":")[1]
-            self._topic_arn = f"arn:{partition}:sns:{region}:{identity['Account']}:{name}"
-        aws.client("sns").publish(
-            TopicArn=self._topic_arn, Subject=subject[:100], Message=json.dumps(message)
-        )
-
-
-class _Refused(Exception):
-    pass
 
 
 def _decimal(value: Any, default: Decimal | None) -> Decimal | None:

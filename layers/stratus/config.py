@@ -9,7 +9,6 @@ the variable's name instead of surfacing later as an obscure runtime error.
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -133,9 +132,3 @@ class Settings(BaseSettings):
         if tier == "smart":
             return self.model_chain("fast")
         return tuple(dict.fromkeys([self.tier_economy, *self.model_chain("fast")[1:]]))
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings; tests call ``get_settings.cache_clear()``."""
-    return Settings()

@@ -12,15 +12,19 @@ Per call, in order:
    refused with ``429 budget_exceeded`` and the reset time.
 5. **Key choice**: the least-loaded key under fleet-wide RPM/TPM buckets.
 6. **Circuit breaker** per (endpoint, model), shared by the fleet.
-7. **The call** (``ModelClient``, one attempt at a time: the gateway retries
-   with full-jitter backoff or ``Retry-After``, moves to another key on a 429,
-   to the next model when one keeps failing, always within the deadline).
+7. **The call** (``ModelClient``, one attempt at a time). This is the runtime's
+   one retry loop: exponential backoff with full jitter, or the provider's
+   ``Retry-After``; another key on a key's 429; the next model when one keeps
+   failing; never past the deadline.
 8. **Settlement** of the budget to the real cost, the ledger entry, usage
    rollups, metrics (dimensions agent and model) and one log line per call.
+
+The stores are passed in, built by :mod:`stratus.composition`.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -45,7 +49,7 @@ from stratus.errors import (
     StratusError,
 )
 from stratus.ledger import CompletionStore, cache_key, call_key, request_hash
-from stratus.llm import MAX_RETRY_AFTER_S, MIN_CALL_S, ChatResult, ModelClient
+from stratus.llm import MAX_RETRY_AFTER_S, MIN_CALL_S, ChatResult, ModelClient, retry_hint
 from stratus.observability import NAMESPACE, SERVICE, logger
 from stratus.prices import PriceTable
 from stratus.ratelimit import KeyBuckets, KeyLease
@@ -70,24 +74,24 @@ class ModelGateway:
         settings: Settings,
         prices: PriceTable,
         *,
-        clock: Callable[[], float] = time.time,
+        budgets: BudgetLedger,
+        ledger: CompletionStore,
+        buckets: KeyBuckets,
+        breaker: CircuitBreaker,
+        rollups: UsageRollups,
         sleep: Callable[[float], None] = time.sleep,
-        budgets: BudgetLedger | None = None,
-        ledger: CompletionStore | None = None,
-        buckets: KeyBuckets | None = None,
-        breaker: CircuitBreaker | None = None,
-        rollups: UsageRollups | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
         self._settings = settings
         self._prices = prices
-        self._clock = clock
         self._sleep = sleep
-        self.budgets = budgets or BudgetLedger(settings, clock=clock)
-        self.ledger = ledger or CompletionStore(settings, clock=clock)
-        self.buckets = buckets or KeyBuckets(settings, clock=clock)
-        self.breaker = breaker or CircuitBreaker(settings, clock=clock)
-        self.rollups = rollups or UsageRollups(settings, clock=clock)
+        self._jitter = jitter
+        self.budgets = budgets
+        self.ledger = ledger
+        self.buckets = buckets
+        self.breaker = breaker
+        self.rollups = rollups
 
     def chat(
         self,
@@ -134,14 +138,7 @@ class ModelGateway:
                 result, cost = stored
                 result = replace(result, replayed=True)
                 self._observe(result, cost, log, started, ledger_hit=True)
-                self.rollups.record(
-                    scope=scope,
-                    agent=agent,
-                    model=result.model,
-                    usage=Usage(),
-                    cost=Decimal(0),
-                    ledger_hit=True,
-                )
+                self._record_unpaid(scope, agent, result.model, ledger_hit=True)
                 return result
 
         # 2. The opt-in response cache.
@@ -152,15 +149,7 @@ class ModelGateway:
                 cached, saved = stored
                 result = replace(cached, usage=Usage(), cache_hit=True, attempts=0)
                 self._observe(result, Decimal(0), log, started, cache_hit=True, saved=saved)
-                self.rollups.record(
-                    scope=scope,
-                    agent=agent,
-                    model=result.model,
-                    usage=Usage(),
-                    cost=Decimal(0),
-                    cache_hit=True,
-                    saved=saved,
-                )
+                self._record_unpaid(scope, agent, result.model, cache_hit=True, saved=saved)
                 return result
 
         # 3. The models: the tier's chain (the downgrade chain is decided after reserving).
@@ -307,14 +296,14 @@ class ModelGateway:
         for attempt in range(1, attempts + 1):
             lease: KeyLease = self.buckets.acquire(keys, tokens)
             try:
-                result = self.client.chat(
-                    model=model, api_key=lease.api_key, max_attempts=1, deadline=deadline, **request
+                result = self.client.complete(
+                    model=model, api_key=lease.api_key, deadline=deadline, **request
                 )
             except (ModelRateLimited, ModelAuthFailed) as exc:
-                wait = getattr(exc, "retry_wait_s", None)
+                wait = self._wait(exc, attempt)
                 if len(keys) > 1:
                     # A key-level problem: cool this key down fleet-wide, use another at once.
-                    cool = wait or DEFAULT_KEY_COOLDOWN_S
+                    cool = retry_hint(exc).after_s or DEFAULT_KEY_COOLDOWN_S
                     if isinstance(exc, ModelAuthFailed):
                         cool = 300.0
                     self.buckets.cool_down(lease, cool)
@@ -322,8 +311,10 @@ class ModelGateway:
                         "model key refused, moving to another key",
                         extra={**log, "model": model, "error": exc.code, "key": lease.key_id},
                     )
-                    if isinstance(exc, ModelAuthFailed) and attempt == attempts:
-                        raise
+                    if attempt == attempts:
+                        if isinstance(exc, ModelAuthFailed):
+                            raise
+                        raise _NextModel() from exc  # this model's attempts are used up
                     continue
                 if isinstance(exc, ModelAuthFailed):
                     raise
@@ -333,14 +324,25 @@ class ModelGateway:
                 opened = self.breaker.failure(endpoint, model, admission)
                 if opened or admission.probe:
                     raise _NextModel() from exc
-                self._pause(
-                    exc, getattr(exc, "retry_wait_s", None), attempt, attempts, deadline, model, log
-                )
+                self._pause(exc, self._wait(exc, attempt), attempt, attempts, deadline, model, log)
                 continue
             self.breaker.success(endpoint, model, admission)
             self.buckets.settle(lease, result.usage.input_tokens + result.usage.output_tokens)
             return replace(result, attempts=attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, exc: StratusError, attempt: int) -> float | None:
+        """Before retrying after ``attempt``: the provider's ``Retry-After``, else full
+        jitter, uniform in [0, min(cap, base * 2**(attempt - 1))]; None: do not retry."""
+        hint = retry_hint(exc)
+        if not hint.retryable:
+            return None
+        if hint.after_s is not None:
+            return hint.after_s
+        s = self._settings
+        return self._jitter() * min(
+            s.model_backoff_cap_s, s.model_backoff_base_s * 2 ** (attempt - 1)
+        )
 
     def _pause(
         self,
@@ -373,6 +375,12 @@ class ModelGateway:
         self._sleep(pause)
 
     # -- settlement and observability
+
+    def _record_unpaid(self, scope: CallScope | None, agent: str, model: str, **hit: Any) -> None:
+        """Roll up an answer the provider did not serve (a replay or a cache hit)."""
+        self.rollups.record(
+            scope=scope, agent=agent, model=model, usage=Usage(), cost=Decimal(0), **hit
+        )
 
     def _settle(
         self, reservation: Reservation, cost: Decimal, scope: CallScope | None, agent: str

@@ -14,13 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from stratus.agents import AgentSpec, CallScope, ToolContext
+from stratus.aws import AwsClients
 from stratus.config import Settings
 from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse
 from stratus.deadline import Deadline
 from stratus.idempotency import IdempotentOperation
-from stratus.llm import ModelClient
 from stratus.observability import logger, metrics
-from stratus.prices import load_price_table
 from stratus.runner import AgentRunner
 
 
@@ -28,13 +27,17 @@ class InvokeService:
     """Runs one agent for one tenant; created once per warm function."""
 
     def __init__(
-        self, spec: AgentSpec, settings: Settings, model: ModelClient | None = None
+        self,
+        spec: AgentSpec,
+        settings: Settings,
+        *,
+        runner: AgentRunner,
+        clients: AwsClients | None = None,
     ) -> None:
         self.spec = spec
         self._settings = settings
-        self._runner = AgentRunner(
-            spec, model or ModelClient(settings), load_price_table(settings.price_table), settings
-        )
+        self._runner = runner
+        self._clients = clients
         self._idempotent = IdempotentOperation(
             f"invoke.{spec.name}",
             settings,
@@ -67,6 +70,7 @@ class InvokeService:
             request_id=request_id,
             scope=scope,
             settings=self._settings,
+            clients=self._clients,
         )
         result = self._runner.run(request.input, ctx=ctx, deadline=deadline)
         logger.info(

@@ -8,23 +8,22 @@ from __future__ import annotations
 
 import json
 
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
 from stratus.config import Settings
 from stratus.errors import ConfigurationError
+from stratus.gateway_stores.ports import SecretSource
 
 
 class KeyProvider:
     """API keys for the provider: a local override, or the Secrets Manager secret.
 
     The secret holds ``{"api_keys": ["sk-...", ...]}`` (a bare key string is
-    accepted too). Powertools caches it for ``secret_cache_s`` seconds, so a
+    accepted too). The source caches it for ``secret_cache_s`` seconds, so a
     rotated key is picked up without a redeploy.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, source: SecretSource) -> None:
         self._settings = settings
-        self._provider: SecretsProvider | None = None
+        self._source = source
 
     def keys(self) -> list[str]:
         if self._settings.openai_api_key:
@@ -32,10 +31,7 @@ class KeyProvider:
         name = self._settings.model_secret_name
         if not name:
             raise ConfigurationError("no model API key: set STRATUS_MODEL_SECRET_NAME")
-        if self._provider is None:
-            self._provider = SecretsProvider()
-        raw = self._provider.get(name, max_age=self._settings.secret_cache_s)
-        keys = _parse_secret(raw if isinstance(raw, str) else str(raw))
+        keys = _parse_secret(self._source.get(name, max_age_s=self._settings.secret_cache_s))
         if not keys:
             raise ConfigurationError("the model keys secret holds no API key")
         return keys

@@ -25,11 +25,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from stratus import ddb
 from stratus.agents import CallScope
 from stratus.config import Settings
+from stratus.gateway_stores.ports import CompletionRecords
 from stratus.llm import ChatResult
 from stratus.observability import logger
 from stratus.usage import Usage
@@ -101,44 +99,40 @@ def decode(text: str) -> tuple[ChatResult, Decimal]:
 
 
 class CompletionStore:
-    """Get and put completions in the ledger table; a no-op without one."""
+    """Get and put completions in the ledger's records; off (a no-op) without records."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
-        self._table = settings.ledger_table
+    def __init__(
+        self,
+        settings: Settings,
+        records: CompletionRecords | None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._records = records
         self._ttl_s = settings.ledger_ttl_s
         self._clock = clock
 
     @property
     def enabled(self) -> bool:
-        return bool(self._table)
+        return self._records is not None
 
     def get(self, pk: str) -> tuple[ChatResult, Decimal] | None:
-        if not self.enabled:
+        if self._records is None:
             return None
-        raw = ddb.item(
-            ddb.client()
-            .get_item(TableName=self._table, Key=ddb.key(pk=pk), ConsistentRead=True)
-            .get("Item")
-        )
-        if not raw or int(raw.get("expires_at", 0)) < self._clock():
+        stored = self._records.get(pk)
+        if stored is None or stored.expires_at < self._clock():
             return None  # TTL deletion lags; an expired entry is gone for us
-        return decode(str(raw["completion"]))
+        return decode(stored.completion)
 
     def put(self, pk: str, result: ChatResult, cost: Decimal, *, ttl_s: int | None = None) -> None:
-        if not self.enabled:
+        if self._records is None:
             return
-        expires = int(self._clock()) + (ttl_s or self._ttl_s)
+        now = int(self._clock())
         try:
-            ddb.client().put_item(
-                TableName=self._table,
-                Item=ddb.serialize(
-                    {"pk": pk, "completion": encode(result, cost), "expires_at": expires}
-                ),
-                # First writer wins; an expired entry TTL has not removed yet is replaced.
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-                ExpressionAttributeValues=ddb.values(now=int(self._clock())),
+            # First writer wins; a False here means another writer stored the same step.
+            self._records.put_if_absent(
+                pk, encode(result, cost), expires_at=now + (ttl_s or self._ttl_s), now=now
             )
-        except ClientError as exc:
-            if not ddb.conditional_failed(exc):
-                # The answer is still good; only a later retry would pay again.
-                logger.exception("call ledger write failed", extra={"key": pk[:80]})
+        except Exception:
+            # The answer is still good; only a later retry would pay again.
+            logger.exception("call ledger write failed", extra={"key": pk[:80]})

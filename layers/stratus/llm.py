@@ -1,12 +1,12 @@
-"""The model client: the ``openai`` SDK, with keys, deadlines and retries done right.
+"""The model client: one ``openai`` chat completion per call, with deadlines done right.
 
-* Keys come from Secrets Manager through Powertools parameters (cached), or
-  from ``OPENAI_API_KEY`` when running locally.
+* Keys come from :class:`stratus.keys.KeyProvider` (the gateway picks one).
 * Every request's timeout is cut to the time the Lambda has left, minus a
   margin to answer, so a slow provider can never make the function time out.
-* Transient failures (connection errors, timeouts, 408/409/429/5xx) are
-  retried with exponential backoff and full jitter, honouring ``Retry-After``;
-  the SDK's own retries are off so that this loop alone owns the time budget.
+* It makes exactly one attempt: the SDK's own retries are off, and retrying is
+  the gateway's (:mod:`stratus.gateway`), the one loop that owns the time budget.
+  A failure says whether it may be retried and what ``Retry-After`` the provider
+  asked for (:func:`retry_hint`).
 * Usage is read from every response, and provider failures become stable
   Stratus errors (502/503/504 with a code), never a bare 500.
 
@@ -17,10 +17,9 @@ that call a model, which keeps cold starts of the other handlers small.
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +49,23 @@ MIN_CALL_S = 1.0
 #: Never wait longer than this on a provider's Retry-After.
 MAX_RETRY_AFTER_S = 30.0
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryHint:
+    """Whether a failed attempt may be retried, and the wait the provider asked for."""
+
+    retryable: bool
+    after_s: float | None = None
+
+
+NO_RETRY = RetryHint(retryable=False)
+
+
+def retry_hint(error: BaseException) -> RetryHint:
+    """The hint :class:`ModelClient` attached to ``error`` (none: not retryable)."""
+    hint = getattr(error, "retry_hint", None)
+    return hint if isinstance(hint, RetryHint) else NO_RETRY
 
 
 @dataclass(frozen=True)
@@ -89,20 +105,11 @@ def retry_after_s(response: Any) -> float | None:
 
 
 class ModelClient:
-    """Chat completions with deadline-aware retries; one instance per process."""
+    """One chat completion per call, cut to the deadline; one instance per process."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        keys: KeyProvider | None = None,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        jitter: Callable[[], float] = random.random,
-    ) -> None:
+    def __init__(self, settings: Settings, keys: KeyProvider) -> None:
         self._settings = settings
-        self._keys = keys or KeyProvider(settings)
-        self._sleep = sleep
-        self._jitter = jitter
+        self._keys = keys
         self._clients: dict[str, openai.OpenAI] = {}
         self._lock = threading.Lock()
         self._warned_fake = False
@@ -134,7 +141,7 @@ class ModelClient:
                 self._clients[key] = client
             return client
 
-    def chat(
+    def complete(
         self,
         *,
         model: str,
@@ -145,16 +152,12 @@ class ModelClient:
         response_format: type[BaseModel] | None = None,
         deadline: Deadline | None = None,
         api_key: str | None = None,
-        max_attempts: int | None = None,
     ) -> ChatResult:
-        """One chat completion, retried up to ``max_attempts`` (default: the setting).
+        """One attempt at a chat completion with ``api_key`` (default: the first key).
 
-        ``api_key`` picks one of the provider keys (the gateway's least-loaded
-        key); a final retryable error carries ``retry_wait_s``, the wait the
-        provider asked for (or the backoff), for a caller that retries itself.
+        A provider failure is raised as a Stratus error carrying a :class:`RetryHint`;
+        too little time left raises ``DeadlineExceeded`` without a request.
         """
-        deadline = deadline or NoDeadline()
-        limit = max_attempts or self._settings.model_max_attempts
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": list(messages),
@@ -166,44 +169,25 @@ class ModelClient:
                 kwargs["tool_choice"] = tool_choice
         if response_format is not None:
             kwargs["response_format"] = response_format
-
-        attempt = 0
-        while True:
-            attempt += 1
-            timeout = self._timeout(deadline)
-            started = time.perf_counter()
-            try:
-                completion = self._client(api_key).chat.completions.parse(**kwargs, timeout=timeout)
-            except openai.LengthFinishReasonError as exc:
-                raise ModelOutputInvalid(
-                    "the model ran out of output tokens before finishing its answer"
-                ) from exc
-            except PydanticValidationError as exc:
-                raise ModelOutputInvalid(
-                    "the model's answer does not match the agent's output schema",
-                    details={"errors": exc.errors(include_url=False, include_input=False)},
-                ) from exc
-            except openai.APIError as exc:
-                error, wait = self._classify(exc, attempt)
-                error.retry_wait_s = wait  # type: ignore[attr-defined]
-                if wait is None or attempt >= limit:
-                    raise error from exc
-                pause = min(wait, MAX_RETRY_AFTER_S)
-                if pause + MIN_CALL_S > deadline.remaining_s() - self._settings.deadline_margin_s:
-                    raise error from exc
-                logger.warning(
-                    "model call failed, retrying",
-                    extra={
-                        "model": model,
-                        "attempt": attempt,
-                        "error": error.code,
-                        "retry_in_s": round(pause, 3),
-                    },
-                )
-                self._sleep(pause)
-                continue
-            latency_ms = (time.perf_counter() - started) * 1000.0
-            return self._result(model, completion, attempt, latency_ms)
+        timeout = self._timeout(deadline or NoDeadline())
+        started = time.perf_counter()
+        try:
+            completion = self._client(api_key).chat.completions.parse(**kwargs, timeout=timeout)
+        except openai.LengthFinishReasonError as exc:
+            raise ModelOutputInvalid(
+                "the model ran out of output tokens before finishing its answer"
+            ) from exc
+        except PydanticValidationError as exc:
+            raise ModelOutputInvalid(
+                "the model's answer does not match the agent's output schema",
+                details={"errors": exc.errors(include_url=False, include_input=False)},
+            ) from exc
+        except openai.APIError as exc:
+            error, hint = classify(exc)
+            error.retry_hint = hint  # type: ignore[attr-defined]
+            raise error from exc
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return self._result(model, completion, latency_ms)
 
     def _timeout(self, deadline: Deadline) -> float:
         budget = deadline.remaining_s() - self._settings.deadline_margin_s
@@ -211,39 +195,7 @@ class ModelClient:
             raise DeadlineExceeded("not enough time left to call the model")
         return min(self._settings.model_timeout_s, budget)
 
-    def _backoff(self, index: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2**index)]."""
-        cap = self._settings.model_backoff_cap_s
-        return self._jitter() * min(cap, self._settings.model_backoff_base_s * 2**index)
-
-    def _classify(self, exc: openai.APIError, attempt: int) -> tuple[StratusError, float | None]:
-        """Map an SDK error to our error and, if retryable, the time to wait."""
-        index = attempt - 1
-        if isinstance(exc, openai.APITimeoutError):
-            return ModelUnavailable("the model provider timed out"), self._backoff(index)
-        if isinstance(exc, openai.APIConnectionError):
-            return ModelUnavailable("the model provider cannot be reached"), self._backoff(index)
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            requested = retry_after_s(exc.response)
-            if status == 429:
-                headers = {"Retry-After": str(math.ceil(requested))} if requested else {}
-                error: StratusError = ModelRateLimited(
-                    "the model provider is rate limiting requests", headers=headers
-                )
-            elif status in (401, 403):
-                return ModelAuthFailed("the model provider refused the API key"), None
-            elif status >= 500 or status in RETRYABLE_STATUS:
-                error = ModelProviderError(f"the model provider failed with HTTP {status}")
-            else:
-                return ModelRequestRejected(
-                    f"the model provider rejected the request (HTTP {status})"
-                ), None
-            wait = requested if requested is not None else self._backoff(index)
-            return error, wait
-        return ModelProviderError("the model provider returned an unusable response"), None
-
-    def _result(self, model: str, completion: Any, attempts: int, latency_ms: float) -> ChatResult:
+    def _result(self, model: str, completion: Any, latency_ms: float) -> ChatResult:
         choice = completion.choices[0]
         fake = completion.system_fingerprint == FAKE_MODEL_FINGERPRINT
         if fake and not self._warned_fake:
@@ -257,7 +209,33 @@ class ModelClient:
             response_model=completion.model or model,
             usage=Usage.from_openai(completion.usage),
             finish_reason=choice.finish_reason or "",
-            attempts=attempts,
+            attempts=1,
             latency_ms=latency_ms,
             fake_model=fake,
         )
+
+
+def classify(exc: openai.APIError) -> tuple[StratusError, RetryHint]:
+    """Map an SDK error to our error and whether (and after what wait) to retry."""
+    retry = RetryHint(retryable=True)
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelUnavailable("the model provider timed out"), retry
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelUnavailable("the model provider cannot be reached"), retry
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        requested = retry_after_s(exc.response)
+        retry = RetryHint(retryable=True, after_s=requested)
+        if status == 429:
+            headers = {"Retry-After": str(math.ceil(requested))} if requested else {}
+            return ModelRateLimited(
+                "the model provider is rate limiting requests", headers=headers
+            ), retry
+        if status in (401, 403):
+            return ModelAuthFailed("the model provider refused the API key"), NO_RETRY
+        if status >= 500 or status in RETRYABLE_STATUS:
+            return ModelProviderError(f"the model provider failed with HTTP {status}"), retry
+        return ModelRequestRejected(
+            f"the model provider rejected the request (HTTP {status})"
+        ), NO_RETRY
+    return ModelProviderError("the model provider returned an unusable response"), NO_RETRY

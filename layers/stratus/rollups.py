@@ -23,12 +23,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from stratus import ddb
 from stratus.agents import CallScope
 from stratus.budgets import from_nano, to_nano
 from stratus.config import Settings
+from stratus.gateway_stores.ports import RollupStore
 from stratus.observability import logger
 from stratus.usage import Usage
 
@@ -62,13 +60,21 @@ def period_key(period: str, now: datetime) -> str:
 
 
 class UsageRollups:
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
-        self._table = settings.usage_table
+    """Usage counters; off (records nothing, reports zero) without a store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: RollupStore | None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
         self._clock = clock
 
     @property
     def enabled(self) -> bool:
-        return bool(self._table)
+        return self._store is not None
 
     def record(
         self,
@@ -82,7 +88,7 @@ class UsageRollups:
         saved: Decimal = Decimal(0),
         ledger_hit: bool = False,
     ) -> None:
-        if not self.enabled:
+        if self._store is None:
             return
         now = datetime.fromtimestamp(self._clock(), tz=UTC)
         counts: dict[str, Any] = {
@@ -124,16 +130,10 @@ class UsageRollups:
                     int((now + timedelta(days=90)).timestamp()),
                 ),
             ]
-        adds = ", ".join(f"{name} :{name}" for name in counts)
         for pk, sk, expires in rows:
             try:
-                ddb.client().update_item(
-                    TableName=self._table,
-                    Key=ddb.key(pk=pk, sk=sk),
-                    UpdateExpression=f"ADD {adds} SET expires_at = :exp",
-                    ExpressionAttributeValues=ddb.values(**counts, exp=expires),
-                )
-            except ClientError:
+                self._store.add(pk, sk, counts, expires_at=expires)
+            except Exception:  # bookkeeping never fails a paid call
                 logger.exception("usage rollup failed", extra={"pk": pk})
 
     def tenant_usage(self, tenant_id: str, period: str) -> dict[str, Any]:
@@ -143,18 +143,10 @@ class UsageRollups:
         pk = f"TENANT#{tenant_id}#{'DAY' if period == 'day' else 'MONTH'}#{key}"
         agents: dict[str, dict[str, Any]] = {}
         total = Decimal(0)
-        if self.enabled:
-            paginator = ddb.client().get_paginator("query")
-            for page in paginator.paginate(
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues=ddb.values(pk=pk),
-            ):
-                for raw in page.get("Items", []):
-                    item = ddb.item(raw)
-                    agent = str(item["sk"]).removeprefix("AGENT#")
-                    agents[agent] = usage_row(item)
-                    total += from_nano(item.get("cost_nusd"))
+        for item in self._store.rows(pk) if self._store is not None else []:
+            agent = str(item["sk"]).removeprefix("AGENT#")
+            agents[agent] = usage_row(item)
+            total += from_nano(item.get("cost_nusd"))
         return {
             "tenant_id": tenant_id,
             "period": period,
@@ -164,11 +156,6 @@ class UsageRollups:
         }
 
     def scope_usage(self, scope: CallScope) -> dict[str, Any]:
-        if not self.enabled:
+        if self._store is None:
             return {}
-        raw = ddb.client().get_item(
-            TableName=self._table,
-            Key=ddb.key(pk=f"SCOPE#{scope.tenant_id}#{scope.kind}#{scope.scope_id}", sk="TOTAL"),
-            ConsistentRead=True,
-        )
-        return ddb.item(raw.get("Item"))
+        return self._store.row(f"SCOPE#{scope.tenant_id}#{scope.kind}#{scope.scope_id}", "TOTAL")

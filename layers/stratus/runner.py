@@ -22,8 +22,7 @@ from stratus.agents import AgentSpec, CallScope, Tool, ToolContext
 from stratus.config import ModelTier, Settings
 from stratus.deadline import Deadline
 from stratus.errors import InputTooLarge, MaxIterationsExceeded, ModelOutputInvalid, StratusError
-from stratus.gateway import ModelGateway
-from stratus.llm import ChatResult, ModelClient
+from stratus.llm import ChatResult
 from stratus.observability import logger
 from stratus.prices import PriceTable
 from stratus.usage import Usage
@@ -75,15 +74,13 @@ class AgentRunner:
     def __init__(
         self,
         spec: AgentSpec,
-        model: ChatModel | ModelClient,
+        model: ChatModel,
         prices: PriceTable,
         settings: Settings,
     ) -> None:
         self.spec = spec
         # Every model call goes through the gateway (budgets, ledger, keys, breaker).
-        self._model: ChatModel = (
-            ModelGateway(model, settings, prices) if isinstance(model, ModelClient) else model
-        )
+        self._model = model
         self._prices = prices
         self._settings = settings
         self._tools = [

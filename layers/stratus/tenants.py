@@ -4,19 +4,23 @@ A key is shown once, at creation, and stored only as its SHA-256 hash: keys
 are 256 random bits, so a fast hash is safe here (no dictionary to attack) and
 lets the authorizer find the tenant with one strongly consistent GetItem.
 Items: ``TENANT#<id>`` (the tenant) and ``KEY#<hash>`` (one per key).
+
+:class:`TenantDirectory` is the port the runtime uses; :class:`TenantStore` is
+its DynamoDB adapter and :class:`MemoryTenants` its in-memory fake.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from stratus import aws
+from stratus.ddb import Table
 
 KEY_PREFIX = "sk-stratus-"
 _KEY_BODY_LEN = 43  # token_urlsafe(32)
@@ -49,68 +53,104 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
-class TenantStore:
-    def __init__(self, table_name: str, dynamodb: Any = None) -> None:
-        self._table_name = table_name
-        self._dynamodb = dynamodb  # a boto3 DynamoDB client; the shared one by default
+class TenantDirectory(Protocol):
+    def create(self, name: str) -> tuple[Tenant, str]: ...
+    def authenticate(self, key: str) -> Tenant | None: ...
+    def is_active(self, tenant_id: str) -> bool: ...
 
-    @property
-    def _client(self) -> Any:
-        return self._dynamodb or aws.client("dynamodb")
+
+def _well_formed(key: str) -> bool:
+    return key.startswith(KEY_PREFIX) and len(key) == len(KEY_PREFIX) + _KEY_BODY_LEN
+
+
+def _new_tenant(name: str) -> Tenant:
+    return Tenant(
+        tenant_id=uuid.uuid4().hex,
+        name=name.strip(),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+class TenantStore:
+    """:class:`TenantDirectory` on the tenants table."""
+
+    def __init__(self, table_name: str, dynamodb: Any = None) -> None:
+        if dynamodb is None:  # scripts and tests; functions pass the runtime's client
+            from stratus.aws import AwsClients
+
+            dynamodb = AwsClients().client("dynamodb")
+        self._table = Table(table_name, dynamodb)
 
     def create(self, name: str) -> tuple[Tenant, str]:
         """Create a tenant with one API key; returns the key, which is never stored."""
-        tenant = Tenant(
-            tenant_id=uuid.uuid4().hex,
-            name=name.strip(),
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+        tenant = _new_tenant(name)
         key = new_api_key()
         put_new = "attribute_not_exists(pk)"
-        self._client.transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": self._table_name,
-                        "ConditionExpression": put_new,
-                        "Item": {
-                            "pk": {"S": f"TENANT#{tenant.tenant_id}"},
-                            "name": {"S": tenant.name},
-                            "status": {"S": tenant.status},
-                            "created_at": {"S": tenant.created_at},
-                        },
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": self._table_name,
-                        "ConditionExpression": put_new,
-                        "Item": {
-                            "pk": {"S": f"KEY#{hash_key(key)}"},
-                            "tenant_id": {"S": tenant.tenant_id},
-                            "tenant_name": {"S": tenant.name},
-                            "status": {"S": "active"},
-                            "created_at": {"S": tenant.created_at},
-                        },
-                    }
-                },
+        self._table.transact(
+            [
+                self._table.put_op(
+                    {
+                        "pk": f"TENANT#{tenant.tenant_id}",
+                        "name": tenant.name,
+                        "status": tenant.status,
+                        "created_at": tenant.created_at,
+                    },
+                    condition=put_new,
+                ),
+                self._table.put_op(
+                    {
+                        "pk": f"KEY#{hash_key(key)}",
+                        "tenant_id": tenant.tenant_id,
+                        "tenant_name": tenant.name,
+                        "status": "active",
+                        "created_at": tenant.created_at,
+                    },
+                    condition=put_new,
+                ),
             ]
         )
         return tenant, key
 
     def authenticate(self, key: str) -> Tenant | None:
         """The active tenant owning ``key``, or None. Never raises for a bad key."""
-        if not key.startswith(KEY_PREFIX) or len(key) != len(KEY_PREFIX) + _KEY_BODY_LEN:
+        if not _well_formed(key):
             return None
-        item: dict[str, Any] | None = self._client.get_item(
-            TableName=self._table_name,
-            Key={"pk": {"S": f"KEY#{hash_key(key)}"}},
-            ConsistentRead=True,
-        ).get("Item")
-        if not item or item.get("status", {}).get("S") != "active":
+        item = self._table.get({"pk": f"KEY#{hash_key(key)}"})
+        if not item or item.get("status") != "active":
             return None
         return Tenant(
-            tenant_id=item["tenant_id"]["S"],
-            name=item.get("tenant_name", {}).get("S") or "unnamed",
-            created_at=item.get("created_at", {}).get("S", ""),
+            tenant_id=str(item["tenant_id"]),
+            name=str(item.get("tenant_name") or "unnamed"),
+            created_at=str(item.get("created_at", "")),
         )
+
+    def is_active(self, tenant_id: str) -> bool:
+        item = self._table.get({"pk": f"TENANT#{tenant_id}"})
+        return item is not None and item.get("status") == "active"
+
+
+class MemoryTenants:
+    """:class:`TenantDirectory` in process (unit tests)."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, Tenant] = {}
+        self._keys: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def create(self, name: str) -> tuple[Tenant, str]:
+        tenant, key = _new_tenant(name), new_api_key()
+        with self._lock:
+            self._tenants[tenant.tenant_id] = tenant
+            self._keys[hash_key(key)] = tenant.tenant_id
+        return tenant, key
+
+    def authenticate(self, key: str) -> Tenant | None:
+        if not _well_formed(key):
+            return None
+        with self._lock:
+            return self._tenants.get(self._keys.get(hash_key(key), ""))
+
+    def is_active(self, tenant_id: str) -> bool:
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+        return tenant is not None and tenant.status == "active"

@@ -48,17 +48,17 @@ _patched = False
 
 def _crash_after_the_model_ran() -> None:
     """Kill the worker process between the model call and recording the step."""
-    from stratus.jobs import JobStore
+    from stratus.jobs import DynamoJobStore
 
-    original = JobStore.record_step
+    original = DynamoJobStore.record_step
 
-    def record_step(self: JobStore, job_id: str, step: str, **kwargs: Any) -> bool:
+    def record_step(self: DynamoJobStore, job_id: str, step: str, **kwargs: Any) -> bool:
         job = self.get(job_id) or {}
         if job_id in _FIRST_DELIVERY and "CRASH-ONCE" in str(job.get("input")):
             os._exit(1)  # no cleanup, no response: the poller sees Runtime.ExitError
         return original(self, job_id, step, **kwargs)
 
-    JobStore.record_step = record_step  # type: ignore[method-assign]
+    DynamoJobStore.record_step = record_step  # type: ignore[method-assign,assignment]
 
 
 def crash_once_worker(event: dict[str, Any], context: Any) -> Any:

@@ -24,10 +24,8 @@ from functions.agents import load_agent
 from infra.local.cloud import LOCAL_CREDENTIALS, REGION, LocalCloud
 from infra.local.demo import http
 from stratus.budgets import from_nano
+from stratus.composition import Runtime
 from stratus.config import Settings
-from stratus.gateway import ModelGateway
-from stratus.llm import ModelClient
-from stratus.prices import load_price_table
 from stratus.tokens import estimate_prompt_tokens
 from tests.e2e.helpers import offline_environ
 
@@ -53,7 +51,7 @@ def _reservation(settings: Settings) -> tuple[Decimal, int]:
         {"role": "user", "content": TEXT},
     ]
     bound = estimate_prompt_tokens(messages, (), spec.output_schema.model_json_schema())
-    gateway = ModelGateway(ModelClient(settings), settings, load_price_table())
+    gateway = Runtime(settings).gateway
     models = (*settings.model_chain("fast"), *settings.downgrade_chain("fast"))
     return gateway.worst_case(models, bound, spec.limits.max_output_tokens), bound
 
@@ -72,27 +70,22 @@ def test_50_concurrent_http_invokes_against_room_for_10(
     monkeypatch.setenv("AWS_ENDPOINT_URL", facts.aws_endpoint_url)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     from infra.cli import main
-    from stratus import aws
 
-    aws.reset()
-    try:
-        assert (
-            main(
-                [
-                    "budget",
-                    "set",
-                    "--tenant",
-                    facts.demo_tenant_id,
-                    "--daily-usd",
-                    str(limit),
-                    "--table",
-                    facts.tables["budgets"],
-                ]
-            )
-            == 0
+    assert (
+        main(
+            [
+                "budget",
+                "set",
+                "--tenant",
+                facts.demo_tenant_id,
+                "--daily-usd",
+                str(limit),
+                "--table",
+                facts.tables["budgets"],
+            ]
         )
-    finally:
-        aws.reset()
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["daily_usd"] == str(limit)
 
     # Every answer costs its full reservation, and is held long enough to overlap.

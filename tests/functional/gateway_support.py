@@ -16,9 +16,11 @@ from functions.agents import load_agent
 from infra.local import moto_atomic
 from stratus.agents import AgentSpec, CallScope, ToolContext
 from stratus.budgets import BudgetLedger, from_nano
+from stratus.composition import Runtime
 from stratus.config import Settings
 from stratus.gateway import ModelGateway
-from stratus.llm import ModelClient
+from stratus.gateway_stores.dynamo import DynamoBudgetStore
+from stratus.gateway_stores.memory import MemoryAlerts
 from stratus.prices import load_price_table
 from stratus.runner import AgentRunner
 from stratus.tokens import estimate_prompt_tokens
@@ -47,6 +49,7 @@ class Rig:
     alerts: list[tuple[str, dict[str, Any]]]
     sleeps: list[float]
     clock: Clock
+    runtime: Runtime
 
     def runner(self, agent: str | AgentSpec) -> AgentRunner:
         spec = load_agent(agent) if isinstance(agent, str) else agent
@@ -78,6 +81,7 @@ class Rig:
             request_id=scope_id,
             settings=self.settings,
             scope=scope,
+            clients=self.runtime.clients,
         )
         return runner.run(text, ctx=ctx)
 
@@ -118,20 +122,37 @@ class Rig:
         return estimate_prompt_tokens(messages, self.runner(spec)._tools, schema)
 
 
-def make_rig(cloud: dict[str, Any], **overrides: Any) -> Rig:
-    """A gateway over moto's tables and the fake model, with captured alerts and sleeps."""
+def make_rig(
+    cloud: dict[str, Any], *, jitter: Callable[[], float] = lambda: 0.0, **overrides: Any
+) -> Rig:
+    """A gateway over moto's tables and the fake model, with captured alerts and sleeps.
+
+    The stores are the runtime's (DynamoDB on moto); the budget alerts go to a list.
+    """
     settings = Settings(**overrides)
-    alerts: list[tuple[str, dict[str, Any]]] = []
+    alerts = MemoryAlerts()
     sleeps: list[float] = []
     clock = Clock()
-    client = ModelClient(settings, sleep=sleeps.append, jitter=lambda: 0.0)
+    runtime = Runtime(settings, clock=clock, sleep=sleeps.append)
     budgets = BudgetLedger(
-        settings, clock=clock, publish=lambda subject, msg: alerts.append((subject, msg))
+        settings,
+        DynamoBudgetStore(runtime.clients.table(settings.budgets_table)),
+        alerts=alerts,
+        clock=clock,
     )
     gateway = ModelGateway(
-        client, settings, load_price_table(), clock=clock, sleep=sleeps.append, budgets=budgets
+        runtime.model_client,
+        settings,
+        runtime.prices,
+        budgets=budgets,
+        ledger=runtime.ledger,
+        buckets=runtime.buckets,
+        breaker=runtime.breaker,
+        rollups=runtime.rollups,
+        sleep=sleeps.append,
+        jitter=jitter,
     )
-    return Rig(settings, gateway, alerts, sleeps, clock)
+    return Rig(settings, gateway, alerts.sent, sleeps, clock, runtime)
 
 
 def set_keys(cloud: dict[str, Any], *keys: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from functions.handlers import api
 from infra.local.fake_model import FakeModelServer, Fault, Reply
-from stratus.budgets import BudgetLedger, to_nano
+from stratus.budgets import to_nano
 from stratus.errors import BudgetExceeded
 from stratus.usage import Usage
 from tests.functional.gateway_support import atomic_moto, make_rig, today
@@ -125,9 +125,10 @@ def test_a_tenant_over_its_limit_gets_429_with_the_reset_time(
     serve_agent: Any, cloud: dict[str, Any], fake_model: FakeModelServer
 ) -> None:
     serve_agent("triage")
+    from stratus.composition import Runtime
     from stratus.config import Settings
 
-    BudgetLedger(Settings()).set_tenant_limits(
+    Runtime(Settings()).budgets.set_tenant_limits(
         "tenant-a", daily_usd=Decimal("0.00001"), monthly_usd=None
     )
     reply = call(api.lambda_handler, api_event("triage", body={"input": "hello"}))

@@ -124,9 +124,9 @@ def test_an_idempotent_replay_over_http_costs_nothing(
     # The idempotency record is lost (e.g. expired) but the ledger still holds the step.
     import boto3
 
-    from stratus.config import get_settings
+    from stratus.config import Settings
 
-    table = boto3.resource("dynamodb").Table(get_settings().idempotency_table)
+    table = boto3.resource("dynamodb").Table(Settings().idempotency_table)
     for item in table.scan()["Items"]:
         table.delete_item(Key={"id": item["id"]})
     again = call(api.lambda_handler, event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -44,7 +45,50 @@ def test_a_slow_response_past_the_timeout_is_cut_and_retried(
     result = rig.run("triage", TEXT)
     assert result.model == "gpt-5-mini"
     assert fake_model.call_count() == 2
-    assert fake_model.requests[0].status in (None, 499)  # the client gave up on it
+    # The server holds the first request for its whole 1 s delay and only then sees
+    # that the client left: wait for it to be settled, then it must be a 499.
+    settle_by = time.monotonic() + 5.0
+    while fake_model.requests[0].status is None and time.monotonic() < settle_by:
+        time.sleep(0.02)
+    assert fake_model.requests[0].status == 499  # the client gave up on it
+
+
+def test_backoff_is_exponential_and_capped(
+    cloud: dict[str, Any], fake_model: FakeModelServer
+) -> None:
+    rig = make_rig(
+        cloud,
+        jitter=lambda: 1.0,  # jitter pinned at its maximum
+        model_backoff_base_s=0.5,
+        model_backoff_cap_s=1.5,
+        model_max_attempts=4,
+    )
+    fake_model.inject(Fault(status=502, model="gpt-5-mini", times=-1))
+    result = rig.run("triage", TEXT)
+    assert result.model == "gpt-4.1-mini"
+    assert fake_model.call_count(model="gpt-5-mini") == 4
+    assert rig.sleeps == [0.5, 1.0, 1.5]  # min(cap, base * 2**n); none after the last
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(
+    cloud: dict[str, Any], fake_model: FakeModelServer
+) -> None:
+    from stratus.agents import CallScope, ToolContext
+
+    class FiveSecondsLeft:
+        def remaining_s(self) -> float:
+            return 5.0
+
+    rig = make_rig(cloud)
+    fake_model.inject(Fault(status=429, retry_after=10, times=-1))
+    runner = rig.runner("triage")
+    scope = CallScope("tenant-a", "triage", "request", "r-ra", replayable=False)
+    ctx = ToolContext("tenant-a", "triage", "r-ra", rig.settings, scope)
+    with pytest.raises(ModelRateLimited) as raised:
+        runner.run(TEXT, ctx=ctx, deadline=FiveSecondsLeft())
+    assert rig.sleeps == []  # 10 s do not fit in the 5 s left: no waiting
+    assert raised.value.headers == {"Retry-After": "10"}
+    assert fake_model.call_count() == 2  # one attempt per model of the chain
 
 
 def test_an_exhausted_key_moves_traffic_to_the_other(

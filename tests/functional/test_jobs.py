@@ -13,11 +13,15 @@ import pytest
 
 from functions.agents import load_all
 from infra.local.fake_model import FakeModelServer
+from stratus import composition
 from stratus.agents import CallScope
+from stratus.aws import AwsClients
+from stratus.composition import Runtime
+from stratus.config import Settings
 from stratus.errors import JobBudgetExceeded
 from stratus.jobs import (
+    DynamoJobStore,
     JobRequest,
-    JobStore,
     ProducerMessage,
     check_budget,
     job_id_for,
@@ -26,27 +30,14 @@ from stratus.jobs import (
     verify,
 )
 from stratus.tenants import TenantStore
-from tests.conftest import reset_process_state
 from tests.support import EVENTS, FakeLambdaContext, api_event, call, load_event
 
 
-def reset_job_caches() -> None:
-    from functions.handlers import ingest, routes_jobs, worker, workflow
-
-    reset_process_state()
-    for fn in (
-        worker.settings,
-        worker.store,
-        worker.notifier,
-        worker.spec,
-        worker.runner,
-        worker._model,
-        routes_jobs._service,
-        ingest._service,
-        workflow.workflow,
-        workflow._runners,
-    ):
-        fn.cache_clear()
+def install_runtime() -> Runtime:
+    """A fresh composition root from the current environment, as a new process builds it."""
+    runtime = Runtime(Settings())
+    composition.install(runtime)
+    return runtime
 
 
 @pytest.fixture
@@ -69,18 +60,18 @@ def jobs(
         "STRATUS_JOB_MAX_RECEIVE_COUNT": "3",
     }.items():
         monkeypatch.setenv(name, value)
-    reset_job_caches()
+    install_runtime()
     yield {"queues": queues, "dlq": dlq, "tenant": tenant.tenant_id, "sqs": sqs, **cloud}
-    reset_job_caches()
+    composition.reset()
 
 
 def serve(monkeypatch: pytest.MonkeyPatch, agent: str) -> None:
     monkeypatch.setenv("STRATUS_AGENT", agent)
-    reset_job_caches()
+    install_runtime()
 
 
-def store(jobs: dict[str, Any]) -> JobStore:
-    return JobStore(jobs["tables"]["jobs"])
+def store(jobs: dict[str, Any]) -> DynamoJobStore:
+    return DynamoJobStore(AwsClients().table(jobs["tables"]["jobs"]))
 
 
 def drain(jobs: dict[str, Any], url: str) -> list[dict[str, Any]]:

@@ -24,19 +24,13 @@ from functions.agents import load_agent
 from functions.handlers import api
 from infra.local import moto_atomic
 from infra.local.fake_model import FakeModelServer, Fault
-from stratus import aws
+from stratus import composition
 from stratus.agents import AgentSpec
-from stratus.config import get_settings
+from stratus.composition import Runtime
+from stratus.config import Settings
 from stratus.errors import SessionBusy, StratusError
-from stratus.sessions import (
-    COUNTER_SK,
-    HEAD_SK,
-    SessionService,
-    StoredMessage,
-    build_service,
-    estimate_tokens,
-    queue_sk,
-)
+from stratus.sessions import COUNTER_SK, HEAD_SK, SessionService, StoredMessage, queue_sk
+from stratus.tokens import message_tokens
 from tests.support import api_event, call, load_event
 
 AGENT = "support"
@@ -110,8 +104,9 @@ def with_sessions(**changes: Any) -> AgentSpec:
     return spec.model_copy(update={"sessions": spec.sessions.model_copy(update=changes)})
 
 
-def service(spec: AgentSpec | None = None) -> SessionService:
-    return build_service(spec or load_agent(AGENT), get_settings())
+def service(spec: AgentSpec | None = None, runtime: Runtime | None = None) -> SessionService:
+    """The service of a separate process (its own runtime) unless ``runtime`` is given."""
+    return (runtime or Runtime(Settings())).session_service(spec or load_agent(AGENT))
 
 
 def assert_history_is_whole(messages: list[Any], turns: int) -> None:
@@ -306,11 +301,12 @@ def test_a_failed_turn_stores_nothing_and_frees_the_session(
     support: dict[str, Any], fake_model: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STRATUS_MODEL_MAX_ATTEMPTS", "1")
-    get_settings.cache_clear()
+    composition.reset()
     sid = create()
     fake_model.inject(Fault(status=500, times=-1))  # every model, fallbacks included
     failed = send(sid, "hello")
-    assert failed.status in (502, 503), failed.body
+    assert failed.status == 503, failed.body
+    assert failed.body["error"]["code"] == "model_unavailable"
     assert stored_messages(support, sid) == []
     fake_model.reset()
     ok = send(sid, "hello again")
@@ -481,7 +477,10 @@ def test_an_enqueued_message_that_times_out_is_withdrawn_not_lost(
 
 
 def prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    return sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
+    """The estimate the context budget is kept in (``stratus.tokens``, per chat message)."""
+    return sum(
+        message_tokens({"role": m["role"], "content": m.get("content") or ""}) for m in messages
+    )
 
 
 def test_older_turns_are_summarised_and_the_prompt_stays_bounded(
@@ -559,14 +558,15 @@ def seed(cloud: dict[str, Any], sid: str, count: int, *, summary_upto: int) -> N
     now = int(time.time())
     turns = count // 2
     sessions = table(cloud)
+    pending = 0
     with sessions.batch_writer() as batch:
         for index in range(1, count + 1):
             role = "user" if index % 2 else "assistant"
             content = f"{role} message {index} " + "lorem ipsum " * 8
-            message = StoredMessage(
-                index, role, content, (index + 1) // 2, now * 1000, estimate_tokens(content)
-            )
+            message = StoredMessage.new(index, role, content, (index + 1) // 2, now * 1000)
             batch.put_item(Item=message.item(pk(sid), now + 86_400))
+            if index > summary_upto:
+                pending += message.tokens
         if summary_upto:
             batch.put_item(
                 Item={
@@ -577,10 +577,6 @@ def seed(cloud: dict[str, Any], sid: str, count: int, *, summary_upto: int) -> N
                     "expires_at": now + 86_400,
                 }
             )
-    pending = sum(
-        estimate_tokens(f"{'user' if i % 2 else 'assistant'} message {i} " + "lorem ipsum " * 8)
-        for i in range(summary_upto + 1, count + 1)
-    )
     sessions.update_item(
         Key={"sid": pk(sid), "sk": HEAD_SK},
         UpdateExpression="SET turns = :t, msg_count = :c, summary_upto = :s, pending_tokens = :p",
@@ -592,11 +588,12 @@ def seed(cloud: dict[str, Any], sid: str, count: int, *, summary_upto: int) -> N
 def test_a_5000_message_session_reads_and_sends_a_bounded_amount(
     support: dict[str, Any], fake_model: FakeModelServer, summary_upto: int
 ) -> None:
-    svc = service()
+    runtime = Runtime(Settings())
+    svc = service(runtime=runtime)
     sid = svc.create("tenant-a", {})["session_id"]
     seed(support, sid, 5_000, summary_upto=summary_upto)
     counter = CallCounter(support["tables"]["sessions"])
-    client = aws.client("dynamodb")  # the client the store uses
+    client = runtime.clients.client("dynamodb")  # the client the store uses
     counter.install(client)
     try:
         reply = svc.post_message("tenant-a", sid, "And order A-1001?", request_id="big")

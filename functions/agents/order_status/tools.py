@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from stratus import aws
 from stratus.agents import Tool, ToolContext
+from stratus.aws import AwsClients
 from stratus.errors import ConfigurationError
 
 
@@ -22,10 +22,9 @@ class LookupOrderArgs(BaseModel):
 def lookup_order(args: LookupOrderArgs, ctx: ToolContext) -> dict[str, Any]:
     if not ctx.settings.orders_table:
         raise ConfigurationError("STRATUS_ORDERS_TABLE is not set for this function")
-    item = (
-        aws.table(ctx.settings.orders_table)
-        .get_item(Key={"tenant_id": ctx.tenant_id, "order_id": args.order_id.strip()})
-        .get("Item")
+    clients = ctx.clients or AwsClients()
+    item = clients.table(ctx.settings.orders_table).get(
+        {"tenant_id": ctx.tenant_id, "order_id": args.order_id.strip()}, consistent=False
     )
     if item is None:
         return {"found": False, "order_id": args.order_id}

@@ -1,0 +1,357 @@
+"""The composition root: everything a function needs, built once per process.
+
+A Lambda process builds one :class:`Runtime` (:func:`current`) on first use and
+keeps it for every invocation it serves: settings are read and validated once,
+AWS clients, stores and services are created once and reused. This is the only
+place that decides which adapter implements which port; domain modules receive
+their collaborators and never look them up. A SnapStart priming hook calls the
+same code.
+
+Tests and the local cloud build their own runtime (with moto, or with in-memory
+fakes passed to the services) and :func:`install` it; :func:`reset` forgets the
+process's runtime. There are no other caches to clear.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from stratus.aws import AwsClients
+from stratus.config import Settings
+
+if TYPE_CHECKING:
+    from stratus.agents import AgentSpec
+    from stratus.breaker import CircuitBreaker
+    from stratus.budgets import BudgetLedger
+    from stratus.gateway import ModelGateway
+    from stratus.health import Probe
+    from stratus.invoke import InvokeService
+    from stratus.jobs.ingest import Ingest
+    from stratus.jobs.notifications import Notifier
+    from stratus.jobs.ports import MessageQueue, WorkflowEngine
+    from stratus.jobs.service import JobService
+    from stratus.jobs.store import JobStore
+    from stratus.jobs.workflow import WorkflowTasks
+    from stratus.keys import KeyProvider
+    from stratus.ledger import CompletionStore
+    from stratus.llm import ModelClient
+    from stratus.prices import PriceTable
+    from stratus.ratelimit import KeyBuckets
+    from stratus.rollups import UsageRollups
+    from stratus.runner import AgentRunner
+    from stratus.sessions import IdempotentMessages, SessionService
+    from stratus.tenants import TenantDirectory
+    from stratus.workflows import SupervisedWorkflow
+
+
+class Runtime:
+    """Settings, clients, stores and services of one process; members build on first use."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clients: AwsClients | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients or AwsClients()
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = threading.RLock()
+        self._per_agent: dict[tuple[str, str], Any] = {}
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        return cls(Settings())
+
+    def _agent_member(self, kind: str, spec: AgentSpec, build: Callable[[], Any]) -> Any:
+        key = (kind, spec.name)
+        with self._lock:
+            if key not in self._per_agent:
+                self._per_agent[key] = build()
+            return self._per_agent[key]
+
+    # -- model path (imports openai: only functions that call a model touch these)
+
+    @cached_property
+    def prices(self) -> PriceTable:
+        from stratus.prices import load_price_table
+
+        return load_price_table(self.settings.price_table)
+
+    @cached_property
+    def model_client(self) -> ModelClient:
+        from stratus.llm import ModelClient
+
+        return ModelClient(self.settings, self.keys)
+
+    @cached_property
+    def keys(self) -> KeyProvider:
+        from stratus.gateway_stores.services import SecretsManagerSource
+        from stratus.keys import KeyProvider
+
+        return KeyProvider(self.settings, SecretsManagerSource(self.clients))
+
+    @cached_property
+    def gateway(self) -> ModelGateway:
+        from stratus.gateway import ModelGateway
+
+        return ModelGateway(
+            self.model_client,
+            self.settings,
+            self.prices,
+            budgets=self.budgets,
+            ledger=self.ledger,
+            buckets=self.buckets,
+            breaker=self.breaker,
+            rollups=self.rollups,
+            sleep=self.sleep,
+        )
+
+    def runner(self, spec: AgentSpec) -> AgentRunner:
+        from stratus.runner import AgentRunner
+
+        return self._agent_member(
+            "runner",
+            spec,
+            lambda: AgentRunner(spec, self.gateway, self.prices, self.settings),
+        )
+
+    # -- services
+
+    @cached_property
+    def tenants(self) -> TenantDirectory:
+        from stratus.errors import ConfigurationError
+        from stratus.tenants import TenantStore
+
+        if not self.settings.tenants_table:
+            raise ConfigurationError("STRATUS_TENANTS_TABLE is not set")
+        return TenantStore(self.settings.tenants_table, self.clients.client("dynamodb"))
+
+    def health_probes(self) -> dict[str, Probe]:
+        """The dependencies ``GET /v1/health`` checks for this function."""
+        probes: dict[str, Probe] = {}
+        for label, name in (
+            ("tenants_table", self.settings.tenants_table),
+            ("idempotency_table", self.settings.idempotency_table),
+            ("orders_table", self.settings.orders_table),
+        ):
+            if name:
+                probes[label] = self.clients.table(name).describe
+        if self.settings.agent:
+            probes["model_keys"] = self.keys.keys
+        return probes
+
+    def invoke_service(self, spec: AgentSpec) -> InvokeService:
+        from stratus.invoke import InvokeService
+
+        return self._agent_member(
+            "invoke",
+            spec,
+            lambda: InvokeService(
+                spec, self.settings, runner=self.runner(spec), clients=self.clients
+            ),
+        )
+
+    # -- gateway stores (budgets, ledger, key buckets, breaker, usage)
+    # A table that is not configured turns budgets, the call ledger and the usage
+    # rollups off; the breaker and the key buckets then keep their state in process.
+
+    @cached_property
+    def budgets(self) -> BudgetLedger:
+        from stratus.budgets import BudgetLedger
+        from stratus.gateway_stores.dynamo import DynamoBudgetStore
+        from stratus.gateway_stores.memory import NoAlerts
+        from stratus.gateway_stores.services import SnsAlertPublisher
+
+        s = self.settings
+        store = DynamoBudgetStore(self.clients.table(s.budgets_table)) if s.budgets_table else None
+        alerts = (
+            SnsAlertPublisher(self.clients, s.alerts_topic_name)
+            if s.alerts_topic_name
+            else NoAlerts()
+        )
+        return BudgetLedger(s, store, alerts=alerts, clock=self.clock)
+
+    @cached_property
+    def ledger(self) -> CompletionStore:
+        from stratus.gateway_stores.dynamo import DynamoCompletionRecords
+        from stratus.ledger import CompletionStore
+
+        name = self.settings.ledger_table
+        records = DynamoCompletionRecords(self.clients.table(name)) if name else None
+        return CompletionStore(self.settings, records, clock=self.clock)
+
+    @cached_property
+    def rollups(self) -> UsageRollups:
+        from stratus.gateway_stores.dynamo import DynamoRollupStore
+        from stratus.rollups import UsageRollups
+
+        name = self.settings.usage_table
+        store = DynamoRollupStore(self.clients.table(name)) if name else None
+        return UsageRollups(self.settings, store, clock=self.clock)
+
+    @cached_property
+    def buckets(self) -> KeyBuckets:
+        from stratus.gateway_stores.dynamo import DynamoBucketStore
+        from stratus.gateway_stores.memory import MemoryBucketStore
+        from stratus.ratelimit import KeyBuckets
+
+        name = self.settings.limits_table
+        store = DynamoBucketStore(self.clients.table(name)) if name else MemoryBucketStore()
+        return KeyBuckets(self.settings, store, clock=self.clock)
+
+    @cached_property
+    def breaker(self) -> CircuitBreaker:
+        from stratus.breaker import CircuitBreaker
+        from stratus.gateway_stores.dynamo import DynamoBreakerStore
+        from stratus.gateway_stores.memory import MemoryBreakerStore
+
+        name = self.settings.limits_table
+        store = DynamoBreakerStore(self.clients.table(name)) if name else MemoryBreakerStore()
+        return CircuitBreaker(self.settings, store, clock=self.clock)
+
+    # -- sessions
+
+    def session_service(self, spec: AgentSpec) -> SessionService:
+        """The session service of ``spec`` (an agent with sessions) on the sessions table."""
+        return self._agent_member("sessions", spec, lambda: self._new_session_service(spec))
+
+    def _new_session_service(self, spec: AgentSpec) -> SessionService:
+        from stratus.errors import ConfigurationError
+        from stratus.runner import AgentRunner
+        from stratus.sessions import DynamoSessionStore, SessionService, summarizer_spec
+
+        if spec.sessions is None:
+            raise ConfigurationError(f"agent {spec.name} has no sessions")
+        if not self.settings.sessions_table:
+            raise ConfigurationError("STRATUS_SESSIONS_TABLE is not set for this function")
+        table = self.clients.table(self.settings.sessions_table)
+        summarizer = summarizer_spec(spec.sessions)
+        return SessionService(
+            spec,
+            self.settings,
+            DynamoSessionStore(table, sleep=self.sleep),
+            self.runner(spec),
+            AgentRunner(summarizer, self.gateway, self.prices, self.settings),
+            clock=self.clock,
+            sleep=self.sleep,
+            clients=self.clients,
+        )
+
+    def session_messages(self, spec: AgentSpec) -> IdempotentMessages:
+        """:meth:`session_service` under ``Idempotency-Key`` (the message route uses it)."""
+        from stratus.sessions import IdempotentMessages
+
+        return self._agent_member(
+            "session_messages",
+            spec,
+            lambda: IdempotentMessages(self.session_service(spec), self.settings),
+        )
+
+    # -- jobs, queues, workflows, notifications
+
+    @cached_property
+    def job_store(self) -> JobStore:
+        from stratus.errors import ConfigurationError
+        from stratus.jobs.dynamo import DynamoJobStore
+
+        if not self.settings.jobs_table:
+            raise ConfigurationError("STRATUS_JOBS_TABLE is not set")
+        return DynamoJobStore(
+            self.clients.table(self.settings.jobs_table),
+            retention_days=self.settings.job_retention_days,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def job_queue(self) -> MessageQueue:
+        from stratus.jobs.aws_adapters import SqsQueue
+
+        return SqsQueue(self.clients)
+
+    @cached_property
+    def job_workflows(self) -> WorkflowEngine:
+        from stratus.jobs.aws_adapters import StepFunctionsEngine
+
+        return StepFunctionsEngine(self.clients)
+
+    @cached_property
+    def job_notifier(self) -> Notifier:
+        from stratus.jobs.aws_adapters import SecretsManagerSource, SnsPublisher
+        from stratus.jobs.notifications import Notifier, UrllibCallbackSender
+
+        topic = self.settings.jobs_topic_arn
+        return Notifier(
+            publisher=SnsPublisher(self.clients, topic) if topic else None,
+            callbacks=UrllibCallbackSender(),
+            secrets=SecretsManagerSource(self.clients),
+            callback_secret_name=self.settings.callback_secret_name,
+            allow_private=self.settings.callback_allow_private,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def jobs(self) -> JobService:
+        from stratus.jobs.service import JobService
+
+        return JobService(
+            self.job_store,
+            self.job_queue,
+            self.job_notifier,
+            settings=self.settings,
+            workflows=self.job_workflows,
+            clients=self.clients,
+        )
+
+    @cached_property
+    def job_ingest(self) -> Ingest:
+        from stratus.jobs.ingest import Ingest
+
+        tenants = self.tenants if self.settings.tenants_table else None
+        return Ingest(self.jobs, tenants, self.job_queue, self.settings.ingest_dlq_url)
+
+    def workflow_tasks(self, spec: AgentSpec, flow: SupervisedWorkflow) -> WorkflowTasks:
+        """The task actions of ``spec``'s supervised workflow ``flow``."""
+        from stratus.jobs.workflow import WorkflowTasks
+
+        def build() -> WorkflowTasks:
+            runners = {
+                "plan": self.runner(flow.planner),
+                "research": self.runner(flow.worker),
+                "review": self.runner(flow.reviewer),
+            }
+            return WorkflowTasks(self.jobs, flow, runners)
+
+        return self._agent_member("workflow_tasks", spec, build)
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Runtime.from_env()
+        return _current
+
+
+def install(runtime: Runtime | None) -> None:
+    """Make ``runtime`` this process's runtime (tests, the local cloud); None forgets it."""
+    global _current
+    with _current_lock:
+        _current = runtime
+
+
+def reset() -> None:
+    """Forget this process's runtime: the next :func:`current` reads the environment again."""
+    install(None)

@@ -1,0 +1,138 @@
+"""The small protocols the gateway's domain modules talk to.
+
+Keys are the item keys the domain builds (``BREAKER#...``, ``BUCKET#...``);
+values are plain Python (``int``, ``float``, ``str``). Every method is one atomic
+operation of the store: implementations must keep it atomic under threads (and,
+for DynamoDB, across the fleet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class BreakerStore(Protocol):
+    """One circuit breaker state per key: ``failures``, ``opened_until``, ``probe_until``."""
+
+    def read(self, key: str) -> dict[str, Any]:
+        """The state (``{}`` if none); may be slightly stale."""
+        ...
+
+    def add_failure(self, key: str) -> int:
+        """Count one more failure; the new count."""
+        ...
+
+    def reset(self, key: str) -> None:
+        """Closed: no failures, no ``opened_until``, no ``probe_until``."""
+        ...
+
+    def open_until(self, key: str, until: float) -> None:
+        """Open until ``until`` (and forget any probe)."""
+        ...
+
+    def claim_probe(self, key: str, opened_until: Any, now: float, probe_until: float) -> bool:
+        """Win the half-open probe: only if still opened until ``opened_until`` and no
+        probe runs past ``now``; then ``probe_until`` is set."""
+        ...
+
+
+@dataclass(frozen=True)
+class BucketLoad:
+    """What one key took in one window."""
+
+    requests: int = 0
+    tokens: int = 0
+
+
+class BucketStore(Protocol):
+    """Per-key request/token buckets per window, and per-key cool-downs."""
+
+    def read(
+        self, key_ids: Sequence[str], window: int
+    ) -> tuple[dict[str, BucketLoad], dict[str, float]]:
+        """The loads of the keys' buckets in ``window`` and their cool-downs (until)."""
+        ...
+
+    def take(
+        self, key_id: str, window: int, tokens: int, *, rpm: int, tpm: int, expires_at: int
+    ) -> bool:
+        """One request of ``tokens``, if the bucket has fewer than ``rpm`` requests and
+        room for ``tokens`` under ``tpm``; False (nothing taken) otherwise."""
+        ...
+
+    def add_tokens(self, key_id: str, window: int, delta: int) -> None:
+        """Correct a bucket's tokens by ``delta`` (settlement)."""
+        ...
+
+    def cool_down(self, key_id: str, until: float, *, expires_at: int) -> None:
+        """Skip this key until ``until``."""
+        ...
+
+
+class BudgetStore(Protocol):
+    """Budget items (money in nano-USD integers) and tenants' own limits."""
+
+    def tenant_limits(self, tenant_id: str) -> dict[str, Any]:
+        """The tenant's ``daily_usd``/``monthly_usd`` (absent when not set)."""
+        ...
+
+    def set_tenant_limits(self, tenant_id: str, limits: Mapping[str, Any]) -> None:
+        """Set the given limits, leaving the others as they are."""
+        ...
+
+    def reserve(
+        self, key: str, amount: int, *, room: int, limit: int, expires_at: int
+    ) -> int | None:
+        """``committed += amount`` if ``committed <= room`` (or no item yet): the new
+        ``committed``; None (nothing written) if refused."""
+        ...
+
+    def adjust(self, key: str, committed: int, spent: int, calls: int) -> int:
+        """Add to ``committed``, ``spent`` and ``calls``; the new ``spent``."""
+        ...
+
+    def mark_exhausted(self, key: str) -> int | None:
+        """Set the once-only 100% alert marker: ``spent`` if this call set it, else None."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredCompletion:
+    completion: str
+    expires_at: int
+
+
+class CompletionRecords(Protocol):
+    """Encoded completions by key, first writer wins."""
+
+    def get(self, key: str) -> StoredCompletion | None: ...
+
+    def put_if_absent(self, key: str, completion: str, *, expires_at: int, now: int) -> bool:
+        """Store it unless a live entry (``expires_at >= now``) exists; True if stored."""
+        ...
+
+
+class RollupStore(Protocol):
+    """Counter rows ``(pk, sk)`` that only ever grow by ``add``."""
+
+    def add(self, pk: str, sk: str, counts: Mapping[str, int], *, expires_at: int) -> None: ...
+
+    def rows(self, pk: str) -> list[dict[str, Any]]:
+        """Every row of ``pk`` (with its ``sk``)."""
+        ...
+
+    def row(self, pk: str, sk: str) -> dict[str, Any]:
+        """One row (``{}`` if none)."""
+        ...
+
+
+class SecretSource(Protocol):
+    def get(self, name: str, *, max_age_s: int) -> str:
+        """The secret's string, possibly cached up to ``max_age_s``."""
+        ...
+
+
+class AlertPublisher(Protocol):
+    def publish(self, subject: str, message: dict[str, Any]) -> None: ...

@@ -1,0 +1,122 @@
+"""DynamoJobStore: the :class:`~stratus.jobs.store.JobStore` port on the jobs table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from stratus import ddb
+from stratus.jobs.contracts import JOB_SK, STEP_PREFIX, Clock, now_iso
+from stratus.jobs.store import Item, JobItems, output_of
+from stratus.observability import logger
+from stratus.usage import Usage
+
+
+class DynamoJobStore(JobItems):
+    """The jobs table through :class:`stratus.ddb.Table`; every transition a conditional write."""
+
+    def __init__(
+        self, table: ddb.Table, *, retention_days: int = 30, clock: Clock = time.time
+    ) -> None:
+        super().__init__(retention_days=retention_days, clock=clock)
+        self.table = table
+
+    def _put_new(self, item: Item) -> bool:
+        try:
+            self.table.put(item, condition="attribute_not_exists(job_id)")
+        except ddb.ConditionFailed:
+            return False
+        return True
+
+    def get(self, job_id: str) -> Item | None:
+        return self.table.get({"job_id": job_id, "sk": JOB_SK})
+
+    def steps(self, job_id: str) -> list[Item]:
+        return list(
+            self.table.query_all(
+                "job_id = :id AND begins_with(sk, :prefix)",
+                values={":id": job_id, ":prefix": STEP_PREFIX},
+            )
+        )
+
+    def _update(
+        self,
+        job_id: str,
+        *,
+        set_: Mapping[str, Any],
+        condition: str,
+        values: Mapping[str, Any],
+        add: Mapping[str, Any] | None = None,
+    ) -> Item | None:
+        """SET (and ADD) the fields if ``condition`` holds; the new item, or None."""
+        fields = {**set_, "updated_at": now_iso(self.clock)}
+        names = {f"#{k}": k for k in [*fields, *(add or {})]}
+        names["#status"] = "status"
+        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+        if add:
+            expression += " ADD " + ", ".join(f"#{k} :{k}" for k in add)
+        attr_values = {f":{k}": v for k, v in {**fields, **(add or {})}.items()} | dict(values)
+        try:
+            return self.table.update(
+                {"job_id": job_id, "sk": JOB_SK},
+                expression,
+                condition=f"attribute_exists(job_id) AND ({condition})",
+                names=names,
+                values=attr_values,
+            )
+        except ddb.ConditionFailed:
+            return None
+
+    def claim(self, job_id: str, lease_s: float) -> Item | None:
+        now = Decimal(str(round(self.clock(), 3)))
+        return self._update(
+            job_id,
+            set_={"status": "running", "lease_until": now + Decimal(str(round(lease_s, 3)))},
+            add={"attempts": 1},
+            condition="#status = :queued OR (#status = :running AND lease_until < :now)",
+            values={":queued": "queued", ":running": "running", ":now": now},
+        )
+
+    def _set_if_status(self, job_id: str, allowed: list[str], fields: Item) -> Item | None:
+        return self._update(
+            job_id,
+            set_=fields,
+            condition=" OR ".join(f"#status = :from{i}" for i in range(len(allowed))),
+            values={f":from{i}": s for i, s in enumerate(allowed)},
+        )
+
+    def mark_notified(self, job_id: str) -> None:
+        self._update(
+            job_id, set_={"notified": True}, condition="attribute_exists(#status)", values={}
+        )
+
+    def _add_step(self, job_id: str, step_item: Item, usage: Usage, cost_usd: Decimal) -> bool:
+        add_usage = self.table.update_op(
+            {"job_id": job_id, "sk": JOB_SK},
+            "ADD cost_usd :cost, input_tokens :in, cached_input_tokens :ca, "
+            "output_tokens :out, reasoning_tokens :re SET updated_at = :now",
+            condition="attribute_exists(job_id)",
+            values={
+                ":cost": cost_usd,
+                ":in": usage.input_tokens,
+                ":ca": usage.cached_input_tokens,
+                ":out": usage.output_tokens,
+                ":re": usage.reasoning_tokens,
+                ":now": step_item["updated_at"],
+            },
+        )
+        put_step = self.table.put_op(step_item, condition="attribute_not_exists(sk)")
+        try:
+            self.table.transact([put_step, add_usage])
+        except ddb.TransactionCancelled as exc:
+            if not exc.any_condition_failed:
+                raise
+            step = str(step_item["sk"]).removeprefix(STEP_PREFIX)
+            logger.info("step already recorded", extra={"job_id": job_id, "step": step})
+            return False
+        return True
+
+    def step_output(self, job_id: str, step: str) -> Any:
+        return output_of(self.table.get({"job_id": job_id, "sk": STEP_PREFIX + step}))

@@ -1,0 +1,106 @@
+"""The ingest queue's domain: producer contract v1 messages become jobs.
+
+Each valid message becomes a job (idempotent: the job id derives from the
+message's ``idempotency_key``, or from its SQS message id, so a redelivered
+message never creates a second job) and is sent on to its agent's own queue.
+
+A message that can never succeed (not JSON, not the contract, unknown version,
+unknown agent, unknown or inactive tenant, a reused idempotency key) is a
+*poison* message: it is copied to the ingest DLQ with the reason in message
+attributes (``stratus_reason``, ``stratus_detail``, ...) and acknowledged, so it
+never blocks its batch and is never retried pointlessly. Transient failures
+raise: the record comes back, and after ``maxReceiveCount`` SQS itself moves it
+to the same DLQ.
+"""
+
+from __future__ import annotations
+
+from stratus.errors import ConfigurationError, IdempotencyKeyReused
+from stratus.jobs.contracts import PoisonMessage, ProducerMessage, parse_producer_message
+from stratus.jobs.ports import MessageQueue, TenantCheck
+from stratus.jobs.service import JobService
+from stratus.observability import logger
+
+MAX_DETAIL_CHARS = 1000
+
+
+class Ingest:
+    """Admits producer messages as jobs; dead-letters the ones that never can be."""
+
+    def __init__(
+        self,
+        jobs: JobService,
+        tenants: TenantCheck | None,
+        dead_letters: MessageQueue,
+        dlq_url: str,
+    ) -> None:
+        self.jobs = jobs
+        self.tenants = tenants
+        self.dead_letters = dead_letters
+        self.dlq_url = dlq_url
+
+    def admit(self, body: str) -> ProducerMessage:
+        """The message, or :class:`PoisonMessage` with its reason code.
+
+        Reasons: ``invalid_json``, ``invalid_message``, ``unsupported_version``,
+        ``unknown_agent``, ``unknown_tenant``.
+        """
+        message = parse_producer_message(body)
+        if not self.jobs.knows(message.agent):
+            raise PoisonMessage("unknown_agent", f"no agent named {message.agent!r}")
+        if self.tenants is None:
+            raise ConfigurationError("STRATUS_TENANTS_TABLE is not set")
+        if not self.tenants.is_active(message.tenant_id):
+            raise PoisonMessage("unknown_tenant", f"no active tenant {message.tenant_id!r}")
+        return message
+
+    def accept(
+        self, body: str, *, message_id: str, source_queue: str = "", receive_count: str = "1"
+    ) -> bool | None:
+        """Submit the message's job: True if it is new, False if it existed, None if poison."""
+        try:
+            message = self.admit(body)
+            try:
+                _, created = self.jobs.submit(
+                    message.request(),
+                    tenant_id=message.tenant_id,
+                    idempotency_key=message.idempotency_key or f"sqs:{message_id}",
+                    source="sqs",
+                )
+            except IdempotencyKeyReused as exc:
+                raise PoisonMessage("idempotency_key_reused", exc.message) from None
+        except PoisonMessage as poison:
+            self.dead_letter(
+                body,
+                poison,
+                message_id=message_id,
+                source_queue=source_queue,
+                receive_count=receive_count,
+            )
+            return None
+        return created
+
+    def dead_letter(
+        self,
+        body: str,
+        poison: PoisonMessage,
+        *,
+        message_id: str,
+        source_queue: str,
+        receive_count: str,
+    ) -> None:
+        """Copy the message to the ingest DLQ with its reason; the original is then acknowledged."""
+        if not self.dlq_url:
+            raise ConfigurationError("STRATUS_INGEST_DLQ_URL is not set")
+        attributes = {
+            "stratus_reason": poison.reason,
+            "stratus_detail": poison.detail[:MAX_DETAIL_CHARS] or poison.reason,
+            "stratus_source_message_id": message_id,
+            "stratus_source_queue": source_queue,
+            "stratus_receive_count": receive_count or "1",
+        }
+        self.dead_letters.send(self.dlq_url, body or "(empty)", attributes)
+        logger.warning(
+            "poison message moved to the DLQ",
+            extra={"reason": poison.reason, "detail": poison.detail, "message_id": message_id},
+        )

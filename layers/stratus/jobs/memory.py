@@ -1,0 +1,180 @@
+"""In-process fakes of the job ports (unit tests): plain dicts under a lock.
+
+:class:`MemoryJobStore` keeps the same semantics as the DynamoDB adapter (the
+contract tests run both); the other fakes record what they were asked to do.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from stratus.jobs.contracts import JOB_SK, STEP_PREFIX, Clock, now_iso
+from stratus.jobs.store import (
+    Item,
+    JobItems,
+    output_of,
+)
+from stratus.usage import Usage
+
+_USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+
+
+class MemoryJobStore(JobItems):
+    """The :class:`~stratus.jobs.store.JobStore` port over a dict of items."""
+
+    def __init__(self, *, retention_days: int = 30, clock: Clock = time.time) -> None:
+        super().__init__(retention_days=retention_days, clock=clock)
+        self._items: dict[tuple[str, str], Item] = {}
+        self._lock = threading.Lock()
+
+    def _put_new(self, item: Item) -> bool:
+        with self._lock:
+            if (item["job_id"], JOB_SK) in self._items:
+                return False
+            self._items[(item["job_id"], JOB_SK)] = copy.deepcopy(item)
+        return True
+
+    def get(self, job_id: str) -> Item | None:
+        with self._lock:
+            return copy.deepcopy(self._items.get((job_id, JOB_SK)))
+
+    def steps(self, job_id: str) -> list[Item]:
+        with self._lock:
+            found = [
+                copy.deepcopy(item)
+                for (pk, sk), item in self._items.items()
+                if pk == job_id and sk.startswith(STEP_PREFIX)
+            ]
+        return sorted(found, key=lambda item: str(item["sk"]))
+
+    def _transition(
+        self, job_id: str, allowed: Iterable[str], fields: Mapping[str, Any], **also: Any
+    ) -> Item | None:
+        """Apply ``fields`` if the job's status is in ``allowed``; the new item, or None."""
+        with self._lock:
+            job = self._items.get((job_id, JOB_SK))
+            lease_expired = also.get("lease_expired_before")
+            if job is None:
+                return None
+            ok = job["status"] in set(allowed) or (
+                lease_expired is not None
+                and job["status"] == "running"
+                and Decimal(str(job.get("lease_until", 0))) < lease_expired
+            )
+            if not ok:
+                return None
+            job.update(copy.deepcopy(dict(fields)), updated_at=now_iso(self.clock))
+            if also.get("count_attempt"):
+                job["attempts"] = int(job.get("attempts", 0)) + 1
+            return copy.deepcopy(job)
+
+    def claim(self, job_id: str, lease_s: float) -> Item | None:
+        now = Decimal(str(round(self.clock(), 3)))
+        return self._transition(
+            job_id,
+            ("queued",),
+            {"status": "running", "lease_until": now + Decimal(str(round(lease_s, 3)))},
+            lease_expired_before=now,
+            count_attempt=True,
+        )
+
+    def _set_if_status(self, job_id: str, allowed: list[str], fields: Item) -> Item | None:
+        return self._transition(job_id, allowed, fields)
+
+    def mark_notified(self, job_id: str) -> None:
+        with self._lock:
+            job = self._items.get((job_id, JOB_SK))
+            if job is not None:
+                job.update(notified=True, updated_at=now_iso(self.clock))
+
+    def _add_step(self, job_id: str, step_item: Item, usage: Usage, cost_usd: Decimal) -> bool:
+        with self._lock:
+            job = self._items.get((job_id, JOB_SK))
+            if job is None or (job_id, step_item["sk"]) in self._items:
+                return False
+            self._items[(job_id, step_item["sk"])] = copy.deepcopy(step_item)
+            job["cost_usd"] = Decimal(str(job.get("cost_usd", 0))) + cost_usd
+            for name in _USAGE_FIELDS:
+                job[name] = int(job.get(name, 0)) + int(getattr(usage, name))
+            job["updated_at"] = step_item["updated_at"]
+        return True
+
+    def step_output(self, job_id: str, step: str) -> Any:
+        with self._lock:
+            return output_of(copy.deepcopy(self._items.get((job_id, STEP_PREFIX + step))))
+
+
+# -- fakes of the other ports --------------------------------------------------------
+
+
+@dataclass
+class MemoryQueue:
+    """:class:`~stratus.jobs.ports.MessageQueue`: keeps ``(queue_url, body, attributes)``."""
+
+    sent: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+
+    def send(self, queue_url: str, body: str, attributes: Mapping[str, str]) -> None:
+        self.sent.append((queue_url, body, dict(attributes)))
+
+
+@dataclass
+class MemoryWorkflows:
+    """:class:`~stratus.jobs.ports.WorkflowEngine`: executions and task answers as lists."""
+
+    started: dict[str, str] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)
+    successes: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def start(self, state_machine_arn: str, name: str, execution_input: str) -> str:
+        arn = state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
+        self.started.setdefault(arn, execution_input)
+        return arn
+
+    def stop(self, execution_arn: str, *, error: str, cause: str) -> None:
+        self.stopped.append(execution_arn)
+
+    def send_task_success(self, task_token: str, output: str) -> None:
+        self.successes.append((task_token, output))
+
+    def send_task_failure(self, task_token: str, *, error: str, cause: str) -> None:
+        self.failures.append((task_token, error, cause))
+
+
+@dataclass
+class MemoryEvents:
+    """:class:`~stratus.jobs.ports.EventPublisher`: keeps ``(message, attributes)``."""
+
+    published: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    fail: bool = False
+
+    def publish(self, message: str, attributes: Mapping[str, str]) -> None:
+        if self.fail:
+            raise ConnectionError("the event bus is down")
+        self.published.append((message, dict(attributes)))
+
+
+@dataclass
+class MemoryCallbacks:
+    """:class:`~stratus.jobs.ports.CallbackSender`: keeps ``(url, body, headers)``."""
+
+    posted: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> None:
+        self.posted.append((url, body, dict(headers)))
+
+
+@dataclass
+class MemorySecrets:
+    """:class:`~stratus.jobs.ports.SecretSource` over a dict of secret strings."""
+
+    values: dict[str, str] = field(default_factory=dict)
+
+    def secret_string(self, secret_id: str) -> str:
+        return self.values[secret_id]

@@ -1,0 +1,331 @@
+"""The job store port, and what both of its adapters share (item shapes, transitions).
+
+A job is one item (``sk = JOB``) plus one item per step (``sk = STEP#<name>``),
+so no item grows with the work done. Every state change is conditional:
+
+* ``claim``: ``queued -> running`` under a lease (``lease_until``), or a takeover
+  of a running job whose lease expired; ``attempts`` counts the claims;
+* ``record_step``: the step item and the job's usage and cost are written
+  together, once; a step recorded before adds nothing;
+* ``finish``: an active job moves to a final status once; the writer that won
+  gets the new item, every other one gets ``None``.
+
+Adapters: :class:`stratus.jobs.dynamo.DynamoJobStore` (DynamoDB) and
+:class:`stratus.jobs.memory.MemoryJobStore` (in process, unit tests); the
+contract tests run the same suite against both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Protocol
+
+from stratus.errors import IdempotencyKeyReused
+from stratus.jobs.contracts import (
+    JOB_SK,
+    STEP_PREFIX,
+    Clock,
+    FinalStatus,
+    JobRequest,
+    now_iso,
+    request_hash,
+)
+from stratus.usage import Usage
+
+Item = dict[str, Any]
+#: The statuses a job may be finished from by default (the worker and the workflow).
+RUNNING_STATUSES = ("running", "waiting_approval")
+
+
+class JobStore(Protocol):
+    """The jobs table: reads, and conditional transitions (None/False: it did not hold)."""
+
+    def create(
+        self,
+        *,
+        job_id: str,
+        tenant_id: str,
+        request: JobRequest,
+        source: str,
+        idempotency_key: str | None = None,
+        parent_job_id: str | None = None,
+    ) -> tuple[Item, bool]:
+        """Put a new queued job, or return the existing one of that id (``created=False``).
+
+        The same id with another request raises :class:`IdempotencyKeyReused`.
+        """
+        ...
+
+    def get(self, job_id: str) -> Item | None: ...
+
+    def steps(self, job_id: str) -> list[Item]:
+        """The job's step items, in key order."""
+        ...
+
+    def claim(self, job_id: str, lease_s: float) -> Item | None:
+        """queued -> running under a lease, or take over a running job whose lease expired."""
+        ...
+
+    def release(self, job_id: str) -> None:
+        """Drop the lease of a running job, so that a redelivery may claim it at once."""
+        ...
+
+    def set_execution(self, job_id: str, execution_arn: str) -> Item | None:
+        """Record a running job's workflow execution (and drop its lease)."""
+        ...
+
+    def await_approval(self, job_id: str, task_token: str) -> Item | None:
+        """running -> waiting_approval, keeping the task token."""
+        ...
+
+    def answer_approval(self, job_id: str, approved: bool, comment: str) -> Item | None:
+        """waiting_approval -> running, once: only one answer reaches the workflow."""
+        ...
+
+    def finish(
+        self,
+        job_id: str,
+        status: FinalStatus,
+        *,
+        result: Any = None,
+        error: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        from_statuses: Iterable[str] = RUNNING_STATUSES,
+    ) -> Item | None:
+        """Move a job in ``from_statuses`` to a final status; None if it was not in them."""
+        ...
+
+    def mark_notified(self, job_id: str) -> None: ...
+
+    def record_step(
+        self,
+        job_id: str,
+        step: str,
+        *,
+        usage: Usage,
+        cost_usd: Decimal,
+        model: str | None = None,
+        output: Any = None,
+    ) -> bool:
+        """Record a finished step and add its usage and cost to the job; False if recorded."""
+        ...
+
+    def step_output(self, job_id: str, step: str) -> Any:
+        """The recorded output of a step, or None."""
+        ...
+
+
+# -- what the adapters share ----------------------------------------------------------
+
+
+class JobItems:
+    """The part of a job store its adapters share: item shapes, retention, the clock,
+    and every transition that is "set these fields if the status is one of these".
+
+    Subclasses provide the conditional writes: :meth:`_put_new`, :meth:`_add_step`,
+    :meth:`_set_if_status` (plus ``get``, ``steps``, ``claim``, ``mark_notified``,
+    ``step_output``).
+    """
+
+    def __init__(self, *, retention_days: int = 30, clock: Clock = time.time) -> None:
+        self.retention_s = retention_days * 24 * 3600
+        self.clock = clock
+
+    def _expires(self) -> int:
+        return int(self.clock()) + self.retention_s
+
+    def get(self, job_id: str) -> Item | None:
+        raise NotImplementedError
+
+    def _put_new(self, item: Item) -> bool:
+        """Write ``item`` unless its job id exists; False if it did."""
+        raise NotImplementedError
+
+    def _add_step(self, job_id: str, step_item: Item, usage: Usage, cost_usd: Decimal) -> bool:
+        """Write the step and add its usage and cost to the job, unless the step exists
+        or the job does not; False then."""
+        raise NotImplementedError
+
+    def _set_if_status(self, job_id: str, allowed: list[str], fields: Item) -> Item | None:
+        """Set ``fields`` if the job's status is one of ``allowed``; the new item, or None."""
+        raise NotImplementedError
+
+    def release(self, job_id: str) -> None:
+        self._set_if_status(job_id, ["running"], {"lease_until": 0})
+
+    def set_execution(self, job_id: str, execution_arn: str) -> Item | None:
+        fields = {"execution_arn": execution_arn, "lease_until": 0}
+        return self._set_if_status(job_id, ["running"], fields)
+
+    def await_approval(self, job_id: str, task_token: str) -> Item | None:
+        fields = {"status": "waiting_approval", "task_token": task_token}
+        return self._set_if_status(job_id, ["running"], fields)
+
+    def answer_approval(self, job_id: str, approved: bool, comment: str) -> Item | None:
+        approval = {"approved": approved, "comment": comment, "at": now_iso(self.clock)}
+        fields = {"status": "running", "task_token": "", "approval": approval}
+        return self._set_if_status(job_id, ["waiting_approval"], fields)
+
+    def finish(
+        self,
+        job_id: str,
+        status: FinalStatus,
+        *,
+        result: Any = None,
+        error: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        from_statuses: Iterable[str] = RUNNING_STATUSES,
+    ) -> Item | None:
+        fields = finish_fields(status, result, error, extra)
+        return self._set_if_status(job_id, sorted(set(from_statuses)), fields)
+
+    def create(
+        self,
+        *,
+        job_id: str,
+        tenant_id: str,
+        request: JobRequest,
+        source: str,
+        idempotency_key: str | None = None,
+        parent_job_id: str | None = None,
+    ) -> tuple[Item, bool]:
+        item = new_job_item(
+            job_id=job_id,
+            tenant_id=tenant_id,
+            request=request,
+            source=source,
+            idempotency_key=idempotency_key,
+            parent_job_id=parent_job_id,
+            stamp=now_iso(self.clock),
+            expires_at=self._expires(),
+        )
+        if self._put_new(item):
+            return item, True
+        return existing_job(self.get(job_id), item)
+
+    def record_step(
+        self,
+        job_id: str,
+        step: str,
+        *,
+        usage: Usage,
+        cost_usd: Decimal,
+        model: str | None = None,
+        output: Any = None,
+    ) -> bool:
+        step_item = new_step_item(
+            job_id,
+            step,
+            usage=usage,
+            cost_usd=cost_usd,
+            model=model,
+            output=output,
+            stamp=now_iso(self.clock),
+            expires_at=self._expires(),
+        )
+        return self._add_step(job_id, step_item, usage, cost_usd)
+
+
+def new_job_item(
+    *,
+    job_id: str,
+    tenant_id: str,
+    request: JobRequest,
+    source: str,
+    idempotency_key: str | None,
+    parent_job_id: str | None,
+    stamp: str,
+    expires_at: int,
+) -> Item:
+    item: Item = {
+        "job_id": job_id,
+        "sk": JOB_SK,
+        "tenant_id": tenant_id,
+        "agent": request.agent,
+        "status": "queued",
+        "input": json.dumps(request.input, sort_keys=True),
+        "metadata": json.dumps(request.metadata, sort_keys=True),
+        "route": request.route,
+        "require_approval": request.require_approval,
+        "request_hash": request_hash(request),
+        "source": source,
+        "cost_usd": Decimal(0),
+        "attempts": 0,
+        "lease_until": 0,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "expires_at": expires_at,
+    }
+    optional = {
+        "callback_url": request.callback_url or None,
+        "max_cost_usd": (
+            Decimal(str(request.max_cost_usd)) if request.max_cost_usd is not None else None
+        ),
+        "idempotency_key": idempotency_key,
+        "parent_job_id": parent_job_id,
+    }
+    item.update({k: v for k, v in optional.items() if v is not None})
+    return item
+
+
+def existing_job(existing: Item | None, new: Item) -> tuple[Item, bool]:
+    """What ``create`` answers when the id is taken: the job, or IdempotencyKeyReused."""
+    if existing is None or existing["tenant_id"] != new["tenant_id"]:
+        # Cannot happen: the id is derived from the tenant.
+        raise RuntimeError(f"job id {new['job_id']} is taken by another tenant's job")
+    if existing.get("request_hash") != new["request_hash"]:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different job request"
+        )
+    return existing, False
+
+
+def finish_fields(
+    status: FinalStatus,
+    result: Any,
+    error: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+) -> Item:
+    """The fields ``finish`` sets (besides ``updated_at``)."""
+    fields: Item = {"status": status, "lease_until": 0, **(extra or {})}
+    if result is not None:
+        fields["result"] = json.dumps(result, sort_keys=True, default=str)
+    if error is not None:
+        fields["error"] = dict(error)
+    return fields
+
+
+def new_step_item(
+    job_id: str,
+    step: str,
+    *,
+    usage: Usage,
+    cost_usd: Decimal,
+    model: str | None,
+    output: Any,
+    stamp: str,
+    expires_at: int,
+) -> Item:
+    item: Item = {
+        "job_id": job_id,
+        "sk": STEP_PREFIX + step,
+        "status": "succeeded",
+        "cost_usd": cost_usd,
+        "updated_at": stamp,
+        "expires_at": expires_at,
+        **usage.model_dump(),
+    }
+    if model:
+        item["model"] = model
+    if output is not None:
+        item["output"] = json.dumps(output, sort_keys=True, default=str)
+    return item
+
+
+def output_of(step_item: Item | None) -> Any:
+    if not step_item or "output" not in step_item:
+        return None
+    return json.loads(step_item["output"])

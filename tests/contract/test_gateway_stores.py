@@ -1,0 +1,234 @@
+"""The gateway's store ports: each in-memory fake and its DynamoDB adapter (moto) agree.
+
+Every test runs twice, on the fake and on the adapter over the stack's tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from stratus.aws import AwsClients
+from stratus.ddb import Table
+from stratus.gateway_stores import dynamo, memory, ports, services
+from tests.tables import create_tables
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def backend(request: pytest.FixtureRequest, aws_credentials: None) -> Iterator[dict[str, Any]]:
+    """``{"kind": ..., "table": name -> ddb.Table}`` (no tables for the fakes)."""
+    if request.param == "memory":
+        yield {"kind": "memory", "table": None}
+        return
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        names = create_tables(client)
+        yield {"kind": "dynamodb", "table": lambda name: Table(names[name], client)}
+
+
+def _pick(backend: dict[str, Any], fake: Any, adapter: Any, table: str) -> Any:
+    return fake() if backend["kind"] == "memory" else adapter(backend["table"](table))
+
+
+# -- circuit breaker
+
+
+@pytest.fixture
+def breaker(backend: dict[str, Any]) -> ports.BreakerStore:
+    return _pick(backend, memory.MemoryBreakerStore, dynamo.DynamoBreakerStore, "limits")
+
+
+def test_breaker_counts_failures_and_resets(breaker: ports.BreakerStore) -> None:
+    assert breaker.read("BREAKER#e#m") == {}
+    assert [breaker.add_failure("BREAKER#e#m") for _ in range(3)] == [1, 2, 3]
+    assert int(breaker.read("BREAKER#e#m")["failures"]) == 3
+    assert breaker.read("BREAKER#e#other") == {}
+    breaker.reset("BREAKER#e#m")
+    state = breaker.read("BREAKER#e#m")
+    assert int(state["failures"]) == 0 and "opened_until" not in state
+
+
+def test_breaker_probe_is_won_once_per_opening(breaker: ports.BreakerStore) -> None:
+    key = "BREAKER#e#m"
+    assert breaker.claim_probe(key, 100, now=101.0, probe_until=161.0) is False  # not open
+    breaker.open_until(key, 100.0)
+    opened = breaker.read(key)["opened_until"]
+    assert float(opened) == 100.0
+    assert breaker.claim_probe(key, Decimal("99"), now=101.0, probe_until=161.0) is False
+    assert breaker.claim_probe(key, opened, now=101.0, probe_until=161.0) is True
+    assert breaker.claim_probe(key, opened, now=102.0, probe_until=162.0) is False
+    assert breaker.claim_probe(key, opened, now=161.5, probe_until=221.5) is True  # expired
+    breaker.open_until(key, 200.0)
+    state = breaker.read(key)
+    assert float(state["opened_until"]) == 200.0 and "probe_until" not in state
+
+
+# -- key buckets and cool-downs
+
+
+@pytest.fixture
+def buckets(backend: dict[str, Any]) -> ports.BucketStore:
+    return _pick(backend, memory.MemoryBucketStore, dynamo.DynamoBucketStore, "limits")
+
+
+def test_a_bucket_takes_within_its_window_and_refuses_past_it(
+    buckets: ports.BucketStore,
+) -> None:
+    take = {"rpm": 2, "tpm": 1000, "expires_at": 999}
+    assert buckets.take("k1", 7, 100, **take) is True
+    assert buckets.take("k1", 7, 100, **take) is True
+    assert buckets.take("k1", 7, 100, **take) is False  # rpm reached
+    assert buckets.take("k1", 8, 100, **take) is True  # the next window is new
+    assert buckets.take("k2", 7, 900, **take) is True
+    assert buckets.take("k2", 7, 200, rpm=5, tpm=1000, expires_at=999) is False  # tpm
+    loads, cooling = buckets.read(["k1", "k2", "k3"], 7)
+    assert loads == {"k1": ports.BucketLoad(2, 200), "k2": ports.BucketLoad(1, 900)}
+    assert cooling == {}
+
+
+def test_settling_corrects_a_buckets_tokens(buckets: ports.BucketStore) -> None:
+    buckets.take("k1", 7, 500, rpm=10, tpm=1000, expires_at=999)
+    buckets.add_tokens("k1", 7, -380)
+    loads, _ = buckets.read(["k1"], 7)
+    assert loads["k1"] == ports.BucketLoad(1, 120)
+
+
+def test_a_cool_down_is_read_back(buckets: ports.BucketStore) -> None:
+    buckets.cool_down("k1", 1234.5, expires_at=5000)
+    loads, cooling = buckets.read(["k1", "k2"], 7)
+    assert loads == {} and cooling == {"k1": 1234.5}
+
+
+# -- budgets
+
+
+@pytest.fixture
+def budgets(backend: dict[str, Any]) -> ports.BudgetStore:
+    return _pick(backend, memory.MemoryBudgetStore, dynamo.DynamoBudgetStore, "budgets")
+
+
+def test_a_reservation_is_refused_past_the_limit(budgets: ports.BudgetStore) -> None:
+    # limit 100, reserving 30: room = 70 (committed must be <= 70 before adding).
+    args = {"room": 70, "limit": 100, "expires_at": 999}
+    assert budgets.reserve("TENANT#t#DAY#d", 30, **args) == 30
+    assert budgets.reserve("TENANT#t#DAY#d", 30, **args) == 60
+    assert budgets.reserve("TENANT#t#DAY#d", 30, **args) == 90
+    assert budgets.reserve("TENANT#t#DAY#d", 30, **args) is None  # 90 > 70: refused
+    assert budgets.reserve("TENANT#u#DAY#d", 30, **args) == 30  # another item
+
+
+def test_settling_and_releasing_adjust_committed_and_spent(budgets: ports.BudgetStore) -> None:
+    args = {"room": 70, "limit": 100, "expires_at": 999}
+    budgets.reserve("B", 30, **args)
+    budgets.reserve("B", 30, **args)
+    assert budgets.adjust("B", -30, 0, 0) == 0  # a release: nothing spent
+    assert budgets.adjust("B", -18, 12, 1) == 12  # the other settled to 12
+    assert budgets.reserve("B", 30, **args) == 42  # committed: 12 spent + 30 reserved
+    assert budgets.adjust("B", -20, 10, 1) == 22
+
+
+def test_the_exhausted_marker_is_set_once(budgets: ports.BudgetStore) -> None:
+    budgets.reserve("B", 50, room=50, limit=100, expires_at=999)
+    budgets.adjust("B", 0, 50, 1)
+    assert budgets.mark_exhausted("B") == 50
+    assert budgets.mark_exhausted("B") is None
+
+
+def test_tenant_limits_are_set_one_at_a_time(budgets: ports.BudgetStore) -> None:
+    assert budgets.tenant_limits("t") == {}
+    budgets.set_tenant_limits("t", {"daily_usd": Decimal("5"), "monthly_usd": None})
+    budgets.set_tenant_limits("t", {"daily_usd": None, "monthly_usd": Decimal("50.5")})
+    limits = budgets.tenant_limits("t")
+    assert (limits["daily_usd"], limits["monthly_usd"]) == (Decimal("5"), Decimal("50.5"))
+    assert budgets.tenant_limits("other") == {}
+
+
+# -- call ledger and response cache
+
+
+@pytest.fixture
+def records(backend: dict[str, Any]) -> ports.CompletionRecords:
+    return _pick(backend, memory.MemoryCompletionRecords, dynamo.DynamoCompletionRecords, "ledger")
+
+
+def test_the_first_writer_wins(records: ports.CompletionRecords) -> None:
+    assert records.get("CALL#1") is None
+    assert records.put_if_absent("CALL#1", '{"a": 1}', expires_at=200, now=100) is True
+    assert records.put_if_absent("CALL#1", '{"a": 2}', expires_at=300, now=150) is False
+    assert records.get("CALL#1") == ports.StoredCompletion('{"a": 1}', 200)
+
+
+def test_an_expired_entry_is_replaced(records: ports.CompletionRecords) -> None:
+    records.put_if_absent("CALL#1", "old", expires_at=200, now=100)
+    assert records.put_if_absent("CALL#1", "new", expires_at=400, now=201) is True
+    assert records.get("CALL#1") == ports.StoredCompletion("new", 400)
+
+
+# -- usage rollups
+
+
+@pytest.fixture
+def rollups(backend: dict[str, Any]) -> ports.RollupStore:
+    return _pick(backend, memory.MemoryRollupStore, dynamo.DynamoRollupStore, "usage")
+
+
+def test_rollups_add_up_and_read_back(rollups: ports.RollupStore) -> None:
+    rollups.add("TENANT#t#DAY#d", "AGENT#a", {"calls": 1, "cost_nusd": 10}, expires_at=9)
+    rollups.add("TENANT#t#DAY#d", "AGENT#a", {"calls": 1, "cost_nusd": 5}, expires_at=9)
+    rollups.add("TENANT#t#DAY#d", "AGENT#b", {"calls": 0, "cost_nusd": 0}, expires_at=9)
+    rollups.add("TENANT#u#DAY#d", "AGENT#a", {"calls": 7, "cost_nusd": 7}, expires_at=9)
+    row = rollups.row("TENANT#t#DAY#d", "AGENT#a")
+    assert (int(row["calls"]), int(row["cost_nusd"])) == (2, 15)
+    rows = rollups.rows("TENANT#t#DAY#d")
+    assert sorted(str(r["sk"]) for r in rows) == ["AGENT#a", "AGENT#b"]
+    assert rollups.row("TENANT#t#DAY#d", "AGENT#c") == {}
+    assert rollups.rows("TENANT#none") == []
+
+
+# -- the model keys secret and the alerts topic (AWS services other than DynamoDB)
+
+
+@pytest.fixture(params=["memory", "secretsmanager"])
+def secrets(request: pytest.FixtureRequest, aws_credentials: None) -> Iterator[Any]:
+    value = json.dumps({"api_keys": ["sk-1", "sk-2"]})
+    if request.param == "memory":
+        yield memory.MemorySecrets({"model-keys": value})
+        return
+    with mock_aws():
+        boto3.client("secretsmanager").create_secret(Name="model-keys", SecretString=value)
+        yield services.SecretsManagerSource(AwsClients())
+
+
+def test_a_secret_is_read_by_name(secrets: ports.SecretSource) -> None:
+    raw = secrets.get("model-keys", max_age_s=0)
+    assert json.loads(raw) == {"api_keys": ["sk-1", "sk-2"]}
+
+
+def test_alerts_are_published_to_the_stages_topic(aws_credentials: None) -> None:
+    with mock_aws():
+        sns = boto3.client("sns")
+        sqs = boto3.client("sqs")
+        topic = sns.create_topic(Name="stratus-alerts")["TopicArn"]
+        queue = sqs.create_queue(QueueName="alerts")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+        sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=queue_arn["Attributes"]["QueueArn"],
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        publisher = services.SnsAlertPublisher(AwsClients(), "stratus-alerts")
+        assert publisher.topic_arn == topic
+        publisher.publish("Stratus budget tenant_day at 80%", {"threshold_percent": 80})
+        got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)["Messages"]
+        assert json.loads(got[0]["Body"]) == {"threshold_percent": 80}
+
+    fake = memory.MemoryAlerts()
+    fake.publish("subject", {"threshold_percent": 80})
+    assert fake.sent == [("subject", {"threshold_percent": 80})]
