@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+from typing_extensions import Unpack
 
 _SER = TypeSerializer()
 _DE = TypeDeserializer()
@@ -92,6 +93,14 @@ def _deep_number(value: Any) -> Any:
 def _values(values: Mapping[str, Any] | None) -> dict[str, Any]:
     """``ExpressionAttributeValues``: keys keep their colon; ``None`` is a real NULL here."""
     return {name: _SER.serialize(_deep_number(value)) for name, value in (values or {}).items()}
+
+
+class Expression(TypedDict, total=False):
+    """The expression parts of a write: a condition and the names and values it uses."""
+
+    condition: str | None
+    names: Mapping[str, str] | None
+    values: Mapping[str, Any] | None
 
 
 def _expression_args(
@@ -175,12 +184,10 @@ class Table:
         self,
         item: Mapping[str, Any],
         *,
-        condition: str | None = None,
-        names: Mapping[str, str] | None = None,
-        values: Mapping[str, Any] | None = None,
         return_old_on_failure: bool = False,
+        **expr: Unpack[Expression],
     ) -> None:
-        args = self.put_op(item, condition=condition, names=names, values=values)["Put"]
+        args = self.put_op(item, **expr)["Put"]
         self._write(self.client.put_item, _old_on_failure(args, return_old_on_failure))
 
     def update(
@@ -188,27 +195,18 @@ class Table:
         key: Mapping[str, Any],
         expression: str,
         *,
-        condition: str | None = None,
-        names: Mapping[str, str] | None = None,
-        values: Mapping[str, Any] | None = None,
         returns: str = "ALL_NEW",
         return_old_on_failure: bool = False,
+        **expr: Unpack[Expression],
     ) -> dict[str, Any]:
         """Apply ``expression``; the attributes ``returns`` names (``{}`` for ``NONE``)."""
-        args = self.update_op(key, expression, condition=condition, names=names, values=values)
+        args = self.update_op(key, expression, **expr)
         args = _old_on_failure(args["Update"], return_old_on_failure)
         response = self._write(self.client.update_item, {**args, "ReturnValues": returns})
         return unmarshal(response.get("Attributes"))
 
-    def delete(
-        self,
-        key: Mapping[str, Any],
-        *,
-        condition: str | None = None,
-        names: Mapping[str, str] | None = None,
-        values: Mapping[str, Any] | None = None,
-    ) -> None:
-        args = self.delete_op(key, condition=condition, names=names, values=values)["Delete"]
+    def delete(self, key: Mapping[str, Any], **expr: Unpack[Expression]) -> None:
+        args = self.delete_op(key, **expr)["Delete"]
         self._write(self.client.delete_item, args)
 
     @staticmethod
@@ -314,27 +312,14 @@ class Table:
 
     # -- transaction items
 
-    def put_op(
-        self,
-        item: Mapping[str, Any],
-        *,
-        condition: str | None = None,
-        names: Mapping[str, str] | None = None,
-        values: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        args = _expression_args(condition=condition, names=names, values=values)
+    def put_op(self, item: Mapping[str, Any], **expr: Unpack[Expression]) -> dict[str, Any]:
+        args = _expression_args(**expr)
         return {"Put": {"TableName": self.name, "Item": marshal(item), **args}}
 
     def update_op(
-        self,
-        key: Mapping[str, Any],
-        expression: str,
-        *,
-        condition: str | None = None,
-        names: Mapping[str, str] | None = None,
-        values: Mapping[str, Any] | None = None,
+        self, key: Mapping[str, Any], expression: str, **expr: Unpack[Expression]
     ) -> dict[str, Any]:
-        args = _expression_args(condition=condition, names=names, values=values)
+        args = _expression_args(**expr)
         return {
             "Update": {
                 "TableName": self.name,
@@ -344,15 +329,8 @@ class Table:
             }
         }
 
-    def delete_op(
-        self,
-        key: Mapping[str, Any],
-        *,
-        condition: str | None = None,
-        names: Mapping[str, str] | None = None,
-        values: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        args = _expression_args(condition=condition, names=names, values=values)
+    def delete_op(self, key: Mapping[str, Any], **expr: Unpack[Expression]) -> dict[str, Any]:
+        args = _expression_args(**expr)
         return {"Delete": {"TableName": self.name, "Key": marshal(key), **args}}
 
     def check_op(
