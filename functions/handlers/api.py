@@ -10,33 +10,47 @@ when an invoke runs, so the platform function never loads it.
 from __future__ import annotations
 
 import base64
+import binascii
 import importlib
 import json
 import re
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import stratus
 from functions.handlers.common import (
     ERROR_RESPONSES,
+    ERROR_SCHEMA_REF,
+    IdempotencyKey,
     deadline,
     request_id,
     served_agent,
     tenant_id,
 )
 from stratus import composition
-from stratus.contracts import HealthResponse, InvokeRequest, InvokeResponse
+from stratus.contracts import (
+    MAX_JSON_DEPTH,
+    ErrorResponse,
+    HealthResponse,
+    InvokeRequest,
+    InvokeResponse,
+    json_too_deep,
+)
 from stratus.errors import (
     AgentNotFound,
     InvalidJson,
     PayloadTooLarge,
     RouteNotFound,
     StratusError,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from stratus.health import run_checks
@@ -49,6 +63,15 @@ ROUTER_MODULES: tuple[str, ...] = (
     "functions.handlers.routes_usage",
 )
 AGENT_PATH = re.compile(r"^/v1/agents/([^/]+)(?:/|$)")
+#: Methods whose body the routes read (and ``_guard`` checks before they parse it).
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Routes without the authorizer: no ``bearerAuth`` in the OpenAPI document.
+PUBLIC_PATHS = frozenset({"/v1/health", "/v1/openapi.json"})
+BEARER_AUTH = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A tenant API key: 'Authorization: Bearer <key>' (answers 401 without one).",
+}
 app = APIGatewayRestResolver(enable_validation=True)
 
 
@@ -69,6 +92,11 @@ def _stratus_error(err: StratusError) -> Response[str]:
     else:
         logger.info("request rejected", extra={"code": err.code, "status": err.status})
     return _error(err)
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _unsupported_content_type(_: RequestUnsupportedContentType) -> Response[str]:
+    return _error(UnsupportedMediaType("the request body must be JSON (application/json)"))
 
 
 @app.exception_handler(RequestValidationError)
@@ -101,7 +129,17 @@ def _not_found(_: Exception) -> Response[str]:
     )
 
 
-@app.get("/v1/health", summary="Health of this function's dependencies")
+@app.get(
+    "/v1/health",
+    summary="Health of this function's dependencies",
+    responses={
+        status: {
+            "description": text,
+            "content": {"application/json": {"model": HealthResponse}},
+        }
+        for status, text in ((200, "Every dependency answers"), (503, "A dependency failed"))
+    },
+)
 def health() -> Response[str]:
     runtime = composition.current()
     checks = run_checks(runtime.health_probes())
@@ -119,10 +157,57 @@ def health() -> Response[str]:
     )
 
 
-@app.get("/v1/openapi.json", include_in_schema=False)
+@app.get(
+    "/v1/openapi.json",
+    summary="This OpenAPI 3.1 document",
+    responses={
+        200: {
+            "description": "The OpenAPI document",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 def openapi() -> Response[str]:
-    schema = app.get_openapi_json_schema(title="Stratus API", version=stratus.__version__)
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=schema)
+    body = json.dumps(openapi_document())
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def openapi_document() -> dict[str, Any]:
+    """Powertools' document, completed: the error schema, the bearer key, error responses.
+
+    Powertools references ``ErrorResponse`` (declared by hand in ``ERROR_RESPONSES``)
+    without defining it and adds its own 422 shape; every 4xx/5xx here is the one error
+    shape, and every route but the public ones needs the bearer key.
+    """
+    doc: dict[str, Any] = json.loads(
+        app.get_openapi_json_schema(title="Stratus API", version=stratus.__version__)
+    )
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    error = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(error.pop("$defs", {}))
+    schemas["ErrorResponse"] = error
+    components["securitySchemes"] = {"bearerAuth": BEARER_AUTH}
+    for path, item in doc.get("paths", {}).items():
+        for operation in item.values():
+            operation["security"] = [] if path in PUBLIC_PATHS else [{"bearerAuth": []}]
+            responses = operation.setdefault("responses", {})
+            if path in PUBLIC_PATHS:
+                responses.pop("422", None)  # no parameters, no body: nothing to validate
+            else:
+                responses.setdefault("401", ERROR_RESPONSES[401])
+            if "204" in responses:  # Powertools gives it the return type's content
+                responses["204"].pop("content", None)
+            for status, response in responses.items():
+                if int(status) >= 400 and path not in PUBLIC_PATHS:
+                    response["description"] = "Error"
+                    response["content"] = {
+                        "application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}
+                    }
+    for name in ("HTTPValidationError", "ValidationError"):  # Powertools' 422 shape, never sent
+        if f'"#/components/schemas/{name}"' not in json.dumps(doc):
+            schemas.pop(name, None)
+    return doc
 
 
 @app.post(
@@ -139,7 +224,7 @@ def openapi() -> Response[str]:
 def invoke(
     agent: str,
     body: Annotated[InvokeRequest, Body()],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     service = composition.current().invoke_service(served_agent(agent))
     event = app.current_event
@@ -158,13 +243,19 @@ def invoke(
 
 
 def _guard(event: dict[str, Any]) -> StratusError | None:
-    """Checks that must run before body validation: size, then the agent."""
+    """Checks that must run before body validation: size, the agent, then the body's text.
+
+    Every request body is UTF-8 JSON: one that is not UTF-8, or nests deeper than
+    ``MAX_JSON_DEPTH``, is ``invalid_json`` here, before anything parses it.
+    """
     settings = composition.current().settings
     body = event.get("body") or ""
-    size = len(base64.b64decode(body)) if event.get("isBase64Encoded") else len(body.encode())
-    if size > settings.max_body_bytes:
+    raw = _raw_body(body) if event.get("isBase64Encoded") else body.encode()
+    if raw is None:
+        return InvalidJson("the request body is not valid base64")
+    if len(raw) > settings.max_body_bytes:
         return PayloadTooLarge(
-            f"the body is {size} bytes; the limit is {settings.max_body_bytes}",
+            f"the body is {len(raw)} bytes; the limit is {settings.max_body_bytes}",
             details={"limit": settings.max_body_bytes},
         )
     match = AGENT_PATH.match(str(event.get("path") or ""))
@@ -172,7 +263,52 @@ def _guard(event: dict[str, Any]) -> StratusError | None:
         return AgentNotFound(
             f"no agent named {match.group(1)!r}", details={"agent": match.group(1)}
         )
+    if not raw or str(event.get("httpMethod") or "").upper() not in BODY_METHODS:
+        return None
+    if not _is_json_body(event):
+        return UnsupportedMediaType(
+            "the request body must be JSON: send 'Content-Type: application/json'"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidJson("the request body is not valid JSON: it is not UTF-8")
+    if json_too_deep(text):
+        return InvalidJson(
+            f"the request body is not accepted: JSON nesting too deep "
+            f"(more than {MAX_JSON_DEPTH} levels)",
+            details={"max_depth": MAX_JSON_DEPTH},
+        )
+    if event.get("isBase64Encoded"):  # valid UTF-8: hand the handler the text
+        event["body"], event["isBase64Encoded"] = text, False
     return None
+
+
+def _is_json_body(event: dict[str, Any]) -> bool:
+    """Whether the body is declared JSON (no ``Content-Type`` counts as JSON).
+
+    Media types are case-insensitive: the header is rewritten in lower case so that
+    Powertools, which compares it case-sensitively, parses the body as JSON too.
+    """
+    for section in ("headers", "multiValueHeaders"):
+        headers = event.get(section) or {}
+        for key in list(headers):
+            if key.lower() != "content-type":
+                continue
+            value = headers[key][-1] if isinstance(headers[key], list) else headers[key]
+            media = str(value or "").split(";", 1)[0].strip().lower()
+            if media and media != "application/json":
+                return False
+            lowered = str(value).lower()
+            headers[key] = [lowered] if section == "multiValueHeaders" else lowered
+    return True
+
+
+def _raw_body(body: str) -> bytes | None:
+    try:
+        return base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error):
+        return None
 
 
 @logger.inject_lambda_context(

@@ -7,23 +7,40 @@ use these helpers, so tenant scoping and error codes stay identical everywhere.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from stratus import composition
 from stratus.agents import AgentSpec
+from stratus.contracts import MAX_IDEMPOTENCY_KEY_LEN
 from stratus.deadline import Deadline, LambdaDeadline
 from stratus.errors import AgentNotFound, Unauthorized
 
+#: Where the error shape (``stratus.contracts.ErrorResponse``) lives in the OpenAPI document.
+ERROR_SCHEMA_REF = "#/components/schemas/ErrorResponse"
 #: OpenAPI description of the error responses a route may give.
 ERROR_RESPONSES: dict[int, Any] = {
     status: {
         "description": "Error",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+        "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
     }
-    for status in (400, 401, 404, 409, 413, 422, 429, 502, 503, 504)
+    for status in (400, 401, 404, 409, 413, 415, 422, 429, 502, 503, 504)
 }
+
+
+#: The ``Idempotency-Key`` header, declared with the limits the services enforce.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LEN,
+        pattern=r"\S",  # not blank
+        description="Repeat a request safely: the same key returns the first answer.",
+    ),
+]
 
 
 def request_id(event: APIGatewayProxyEvent) -> str:

@@ -12,11 +12,12 @@ import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from functions.handlers.common import (
     ERROR_RESPONSES,
+    IdempotencyKey,
     deadline,
     request_id,
     served_agent,
@@ -90,7 +91,7 @@ def post_message(
     agent: str,
     session_id: str,
     body: Annotated[SessionMessageRequest, Body()],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     spec = _spec(agent)
     event = router.current_event
@@ -122,11 +123,12 @@ def get_session(
     agent: str,
     session_id: str,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=12)] = None,
+    cursor: Annotated[str | None, Query(max_length=12, pattern=r"^[0-9]+$")] = None,
 ) -> dict[str, Any]:
     after = 0
     if cursor is not None:
-        if not cursor.isdigit():
+        # ASCII digits only: str.isdigit() is also True for "²", which int() refuses.
+        if not (cursor.isascii() and cursor.isdecimal()):
             raise ValidationFailed("cursor must be a value returned as next_cursor")
         after = int(cursor)
     tenant = tenant_id(router.current_event)
@@ -140,4 +142,4 @@ def get_session(
 )
 def delete_session(agent: str, session_id: str) -> Response[str]:
     _service(agent).delete(tenant_id(router.current_event), _session_id(session_id))
-    return Response(status_code=204, content_type=content_types.APPLICATION_JSON, body="")
+    return Response(status_code=204, body="")  # no body, so no Content-Type either

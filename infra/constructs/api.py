@@ -1,12 +1,14 @@
 """The public REST API: routes from ``infra.topology``, a Lambda authorizer, safe stage settings.
 
 Every method except the two public platform routes goes through the REQUEST
-authorizer (``Authorization`` header, decisions cached 60 s). Invoke bodies are
-validated by API Gateway against a model derived from
-``stratus.contracts.InvokeRequest``, so a malformed request costs no Lambda
-invocation. Errors API Gateway produces itself use the same JSON shape and
-codes as the handlers (``infra.topology.GATEWAY_ERRORS``, built on ``stratus.errors``),
-so clients parse one error format.
+authorizer (``Authorization`` header, decisions cached 60 s). Bodies are
+validated by the handlers, not by a gateway request model: API Gateway's
+``BAD_REQUEST_BODY`` cannot tell a body that is not JSON (``400 invalid_json``)
+from one that does not match the schema (``422 validation_error``), so a model
+would break the documented codes; a bad body costs one short Lambda invocation
+that rejects it before any model call. Errors API Gateway produces itself use
+the same JSON shape and codes as the handlers (``infra.topology.GATEWAY_ERRORS``,
+built on ``stratus.errors``), so clients parse one error format.
 """
 
 from __future__ import annotations
@@ -25,10 +27,8 @@ from infra.constructs.agent_function import StratusFunction, StratusFunctions
 from infra.constructs.logs import stage_log_group
 from infra.constructs.nag_rules import suppress
 from infra.topology import GATEWAY_ERRORS, GatewayError, Route
-from stratus.contracts import InvokeRequest
 
 AUTHORIZER_CACHE_TTL = Duration.seconds(60)
-INVOKE_MODEL_NAME = "InvokeRequest"
 
 #: One line per request, JSON (CloudWatch Logs Insights parses it without a pattern).
 ACCESS_LOG_FIELDS: Mapping[str, str] = {
@@ -54,87 +54,6 @@ ACCESS_LOG_FIELDS: Mapping[str, str] = {
     "errorMessage": "$context.error.message",
     "xrayTraceId": "$context.xrayTraceId",
 }
-
-_JSON_TYPES = {
-    "string": apigateway.JsonSchemaType.STRING,
-    "object": apigateway.JsonSchemaType.OBJECT,
-    "array": apigateway.JsonSchemaType.ARRAY,
-    "integer": apigateway.JsonSchemaType.INTEGER,
-    "number": apigateway.JsonSchemaType.NUMBER,
-    "boolean": apigateway.JsonSchemaType.BOOLEAN,
-    "null": apigateway.JsonSchemaType.NULL,
-}
-#: JSON-schema keyword -> JsonSchema keyword argument, for plain values.
-_SCALAR_KEYWORDS = {
-    "title": "title",
-    "description": "description",
-    "enum": "enum",
-    "format": "format",
-    "pattern": "pattern",
-    "minLength": "min_length",
-    "maxLength": "max_length",
-    "minimum": "minimum",
-    "maximum": "maximum",
-    "minItems": "min_items",
-    "maxItems": "max_items",
-    "minProperties": "min_properties",
-    "maxProperties": "max_properties",
-}
-#: Keywords with no effect on validation, dropped on purpose.
-_IGNORED_KEYWORDS = frozenset({"default", "examples", "$defs"})
-
-
-def to_api_gateway_schema(
-    schema: Mapping[str, Any],
-    *,
-    root: Mapping[str, Any] | None = None,
-    version: apigateway.JsonSchemaVersion | None = None,
-) -> apigateway.JsonSchema:
-    """Translate a pydantic JSON schema into API Gateway's (draft-4) ``JsonSchema``.
-
-    ``$ref`` is inlined from ``$defs``. An unknown keyword raises instead of being
-    dropped: a contract feature the gateway silently ignored would let requests
-    through that the handler then rejects differently.
-    """
-    root = root if root is not None else schema
-    if "$ref" in schema:
-        name = str(schema["$ref"]).removeprefix("#/$defs/")
-        return to_api_gateway_schema(root["$defs"][name], root=root)
-    kwargs: dict[str, Any] = {"schema": version} if version is not None else {}
-    for key, value in schema.items():
-        if key in _IGNORED_KEYWORDS:
-            continue
-        if key in _SCALAR_KEYWORDS:
-            kwargs[_SCALAR_KEYWORDS[key]] = value
-        elif key == "type":
-            types = value if isinstance(value, list) else [value]
-            converted = [_JSON_TYPES[t] for t in types]
-            kwargs["type"] = converted if len(converted) > 1 else converted[0]
-        elif key == "required":
-            kwargs["required"] = list(value)
-        elif key == "properties":
-            kwargs["properties"] = {
-                name: to_api_gateway_schema(sub, root=root) for name, sub in value.items()
-            }
-        elif key == "additionalProperties":
-            kwargs["additional_properties"] = (
-                value if isinstance(value, bool) else to_api_gateway_schema(value, root=root)
-            )
-        elif key == "items":
-            kwargs["items"] = to_api_gateway_schema(value, root=root)
-        elif key in ("anyOf", "oneOf", "allOf"):
-            arg = {"anyOf": "any_of", "oneOf": "one_of", "allOf": "all_of"}[key]
-            kwargs[arg] = [to_api_gateway_schema(sub, root=root) for sub in value]
-        else:
-            raise ValueError(f"JSON-schema keyword {key!r} has no API Gateway translation")
-    return apigateway.JsonSchema(**kwargs)
-
-
-def invoke_request_schema() -> apigateway.JsonSchema:
-    """The invoke body model, from the same pydantic model the handler validates with."""
-    return to_api_gateway_schema(
-        InvokeRequest.model_json_schema(), version=apigateway.JsonSchemaVersion.DRAFT4
-    )
 
 
 class StratusApi(Construct):
@@ -182,18 +101,6 @@ class StratusApi(Construct):
             identity_sources=[apigateway.IdentitySource.header("Authorization")],
             results_cache_ttl=AUTHORIZER_CACHE_TTL,
         )
-        # Parameters too: no method declares required parameters today, but one that
-        # does is then enforced at the gateway without another validator.
-        self.request_validator = self.api.add_request_validator(
-            "RequestValidator", validate_request_body=True, validate_request_parameters=True
-        )
-        self.invoke_model = self.api.add_model(
-            "InvokeRequestModel",
-            content_type="application/json",
-            model_name=INVOKE_MODEL_NAME,
-            description="Body of POST /v1/agents/{name}/invoke (stratus.contracts.InvokeRequest)",
-            schema=invoke_request_schema(),
-        )
         self.gateway_responses = [self._gateway_response(error) for error in GATEWAY_ERRORS]
 
         #: (verb, path) -> the route and the method built for it.
@@ -238,6 +145,19 @@ class StratusApi(Construct):
                     ],
                 ),
             )
+        suppress(
+            self.api,
+            NagPackSuppression(
+                id="AwsSolutions-APIG2",
+                reason=(
+                    "Every body is validated by the handler (Powertools, pydantic), which can "
+                    "tell a body that is not JSON (400 invalid_json) from one that does not "
+                    "match the schema (422 validation_error); API Gateway's request "
+                    "validator answers both with one BAD_REQUEST_BODY, so the documented "
+                    "error codes could not hold with it."
+                ),
+            ),
+        )
         suppress(
             self.api.deployment_stage,
             NagPackSuppression(
@@ -298,9 +218,6 @@ class StratusApi(Construct):
             options["authorization_type"] = apigateway.AuthorizationType.CUSTOM
         else:
             options["authorization_type"] = apigateway.AuthorizationType.NONE
-        if route.validate_invoke_body:
-            options["request_validator"] = self.request_validator
-            options["request_models"] = {"application/json": self.invoke_model}
         method = self._resource(route.path).add_method(route.method, integration, **options)
         return method
 

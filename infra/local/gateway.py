@@ -1,11 +1,19 @@
 """The local API Gateway: HTTP requests in, REST API proxy events to the real handlers.
 
 It serves the routes of ``infra.topology.api_routes`` with API Gateway's
-precedence (literal segments beat ``{param}``, which beats ``{proxy+}``),
-runs the same REQUEST authorizer function first and caches its decisions per
-``Authorization`` header for 60 s, validates invoke bodies against the same
-contract model as the deployed request validator, enforces API Gateway's
-10 MB payload limit, and answers its own errors in the handlers' error shape.
+precedence (literal segments beat ``{param}``, which beats ``{proxy+}``; the
+resource is chosen first, then its method), runs the same REQUEST authorizer
+function first and caches its decisions per ``Authorization`` header for 60 s,
+enforces API Gateway's 10 MB payload limit, and answers every request, in the
+handlers' error shape with the deployed stack's gateway responses
+(``infra.topology.GATEWAY_ERRORS``) when it answers itself:
+
+* a method or path the API does not declare (``TRACE`` included): API Gateway's
+  ``MISSING_AUTHENTICATION_TOKEN`` (``404 not_found`` in this stack);
+* a body over 10 MB, with ``Content-Length`` or chunked: the body is read and
+  discarded, then ``413 payload_too_large`` (never a connection closed unanswered);
+* a function whose workers are all busy: ``429 throttled`` with ``Retry-After``;
+* a request it cannot parse: ``400 bad_request``.
 """
 
 from __future__ import annotations
@@ -20,22 +28,26 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import ValidationError
-
 from infra.local.aws_front import InvokeResultLike
+from infra.local.lambda_types import TooManyRequests
 from infra.local.loopback import LoopbackServer
-from infra.topology import Route
-from stratus.contracts import InvokeRequest
+from infra.topology import Route, gateway_error
 
 log = logging.getLogger("stratus.local.api")
 
 API_GATEWAY_MAX_PAYLOAD = 10 * 1024 * 1024
+#: Past this a body is no longer drained: the connection is closed (a client flood).
+MAX_DRAINED_BYTES = 16 * API_GATEWAY_MAX_PAYLOAD
 AUTHORIZER_CACHE_TTL_S = 60.0
 ACCOUNT_ID = "000000000000"
 API_ID = "local"
+#: The verbs a REST API method can have; ``ANY`` means these seven, nothing else.
+API_GATEWAY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: What a throttled function's 429 tells the client to wait, in seconds.
+THROTTLE_RETRY_AFTER_S = 1
 
 Invoker = Callable[[str, Any], InvokeResultLike]
 
@@ -46,27 +58,32 @@ class Match:
     path_parameters: dict[str, str]
 
 
-def _score(route: Route, method: str) -> tuple[int, int, int]:
-    """Higher wins: more literal segments, no greedy proxy, an exact verb over ANY."""
+def _score(route: Route) -> tuple[int, int]:
+    """Higher wins: more literal segments, then no greedy proxy."""
     segments = route.path.strip("/").split("/")
     literal = sum(1 for s in segments if not s.startswith("{"))
     greedy = any(s.endswith("+}") for s in segments)
-    return literal, 0 if greedy else 1, 1 if route.method == method else 0
+    return literal, 0 if greedy else 1
 
 
 def match_route(routes: Sequence[Route], method: str, path: str) -> Match | None:
+    """The method API Gateway runs for ``method path``, or None (its 'Missing Authentication
+    Token'). As in API Gateway, the most specific resource is chosen first, then its method:
+    a resource without that method does not fall back to a ``{proxy+}`` above it."""
     parts = [p for p in path.strip("/").split("/") if p] if path.strip("/") else []
-    best: tuple[tuple[int, int, int], Match] | None = None
+    best: tuple[tuple[int, int], str, dict[str, str]] | None = None
     for route in routes:
-        if route.method not in (method, "ANY"):
-            continue
         params = _match_segments(route.path.strip("/").split("/"), parts)
-        if params is None:
-            continue
-        candidate = (_score(route, method), Match(route, params))
-        if best is None or candidate[0] > best[0]:
-            best = candidate
-    return best[1] if best else None
+        if params is not None and (best is None or _score(route) > best[0]):
+            best = (_score(route), route.path, params)
+    if best is None or method not in API_GATEWAY_METHODS:
+        return None
+    on_resource = [r for r in routes if r.path == best[1]]
+    for wanted in (method, "ANY"):
+        for route in on_resource:
+            if route.method == wanted:
+                return Match(route, best[2])
+    return None
 
 
 def _match_segments(pattern: list[str], parts: list[str]) -> dict[str, str] | None:
@@ -87,9 +104,60 @@ def _match_segments(pattern: list[str], parts: list[str]) -> dict[str, str] | No
     return params if len(pattern) == len(parts) else None
 
 
-def gateway_error(status: int, code: str, message: str, request_id: str) -> tuple[int, bytes]:
+def error_body(status: int, code: str, message: str, request_id: str | None) -> tuple[int, bytes]:
     body = {"error": {"code": code, "message": message, "request_id": request_id}}
     return status, json.dumps(body).encode()
+
+
+def stack_error(
+    response_type: str, request_id: str, *, status: int | None = None, message: str | None = None
+) -> tuple[int, bytes]:
+    """The deployed stack's gateway response of ``response_type`` (status, code, message)."""
+    error = gateway_error(response_type)
+    resolved = error.status if error.status is not None else status
+    assert resolved is not None, f"{response_type} keeps API Gateway's status: pass one"
+    text = message if message is not None or error.message.startswith("$") else error.message
+    return error_body(resolved, error.code, text or "", request_id)
+
+
+class BadFraming(Exception):
+    """The request's body framing (Content-Length, Transfer-Encoding) cannot be read."""
+
+
+class BodyTooLarge(Exception):
+    """The body is over API Gateway's limit (it has been read and discarded)."""
+
+
+def _json_errors(handler_class: type[BaseHTTPRequestHandler]) -> type[BaseHTTPRequestHandler]:
+    """The loopback handler, answering every verb and its own parse errors as JSON."""
+
+    class Handler(handler_class):  # type: ignore[misc, valid-type]
+        def __getattr__(self, name: str) -> Any:
+            # BaseHTTPRequestHandler answers an HTML 501 for a verb without do_<VERB>;
+            # API Gateway answers any verb (TRACE, PROPFIND, ...), so this one does too.
+            if name.startswith("do_"):
+                return self.do_GET
+            raise AttributeError(name)
+
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            # Malformed request lines and headers: the error shape, not http.server's HTML.
+            self.log_error("code %d, message %s", code, message)
+            if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+                self.request_version = "HTTP/1.1"  # unparsed: answer with a status line anyway
+            status, body = error_body(
+                code, "bad_request", message or "The request could not be parsed.", None
+            )
+            self.send_response(status, message)
+            self.send_header("Connection", "close")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(body)
+
+    return Handler
 
 
 class LocalApiGateway(LoopbackServer):
@@ -114,6 +182,8 @@ class LocalApiGateway(LoopbackServer):
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._cache_lock = threading.Lock()
         super().__init__("api-gateway", self._handle, host=host, port=port, log=log)
+        handler = cast(type[BaseHTTPRequestHandler], self._server.RequestHandlerClass)
+        self._server.RequestHandlerClass = _json_errors(handler)
 
     # -- one request --------------------------------------------------------------------
 
@@ -140,46 +210,42 @@ class LocalApiGateway(LoopbackServer):
         self, request: BaseHTTPRequestHandler, request_id: str
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         json_headers = [("Content-Type", "application/json")]
-        length = int(request.headers.get("Content-Length") or 0)
-        if length > API_GATEWAY_MAX_PAYLOAD:
-            request.close_connection = True
-            status, data = gateway_error(
-                413, "payload_too_large", "The request body is too large.", request_id
-            )
+        try:
+            body = _read_body(request)
+        except BodyTooLarge:
+            status, data = stack_error("REQUEST_TOO_LARGE", request_id)
             return status, json_headers, data
-        body = request.rfile.read(length) if length else b""
+        except BadFraming as problem:
+            request.close_connection = True  # the next request's start is unknown
+            status, data = stack_error("DEFAULT_4XX", request_id, status=400, message=str(problem))
+            return status, json_headers, data
         url = urlsplit(request.path)
         match = match_route(self._routes, request.command, url.path)
         if match is None:
-            status, data = gateway_error(404, "not_found", "No such route.", request_id)
+            status, data = stack_error("MISSING_AUTHENTICATION_TOKEN", request_id)
             return status, json_headers, data
         route = match.route
         event = self._proxy_event(request, url.path, url.query, body, match, request_id)
-
-        if route.authorized:
-            context = self._authorize(request, event)
-            if context is None:
-                status, data = gateway_error(
-                    401,
-                    "unauthorized",
-                    "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
-                    request_id,
-                )
-                return status, json_headers, data
-            event["requestContext"]["authorizer"] = context
-
-        if route.validate_invoke_body:
-            problem = _invalid_invoke_body(body)
-            if problem is not None:
-                status, data = gateway_error(422, "validation_error", problem, request_id)
-                return status, json_headers, data
-
-        result = self._invoke(self._functions[route.target], event)
+        try:
+            if route.authorized:
+                context = self._authorize(request, event)
+                if context is None:
+                    status, data = stack_error("UNAUTHORIZED", request_id)
+                    return status, json_headers, data
+                event["requestContext"]["authorizer"] = context
+            result = self._invoke(self._functions[route.target], event)
+        except TooManyRequests as throttled:
+            # Reserved concurrency exhausted: Lambda's 429, as the stage's THROTTLED response.
+            log.warning("throttled: %s", throttled)
+            status, data = stack_error("THROTTLED", request_id)
+            return status, [*json_headers, ("Retry-After", str(THROTTLE_RETRY_AFTER_S))], data
+        except Exception:
+            log.exception("integration failed")
+            status, data = stack_error("DEFAULT_5XX", request_id, status=502)
+            return status, json_headers, data
         if result.error is not None or not isinstance(result.payload, dict):
             log.warning("integration failed: %s", (result.error or {}).get("errorMessage"))
-            status, data = gateway_error(
-                502, "internal_error", "An internal error occurred.", request_id
-            )
+            status, data = stack_error("DEFAULT_5XX", request_id, status=502)
             return status, json_headers, data
         return _http_response(result.payload)
 
@@ -283,15 +349,76 @@ class LocalApiGateway(LoopbackServer):
         return dict(context)
 
 
-def _invalid_invoke_body(body: bytes) -> str | None:
-    """What the deployed request validator would say about an invoke body, or None."""
-    try:
-        InvokeRequest.model_validate_json(body or b"")
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        return f"Invalid request body: {where}: {first['msg']}"
-    return None
+def _read_body(request: BaseHTTPRequestHandler) -> bytes:
+    """The whole body (``Content-Length`` or chunked), at most API Gateway's 10 MB.
+
+    A larger body is still read to its end and discarded (up to ``MAX_DRAINED_BYTES``),
+    so the client, which is still sending it, then reads the 413 instead of a reset.
+    """
+    encoding = (request.headers.get("Transfer-Encoding") or "").strip().lower()
+    if encoding:
+        if encoding != "chunked":
+            raise BadFraming(f"Unsupported Transfer-Encoding: {encoding!r}.")
+        return _read_chunked(request)
+    raw = (request.headers.get("Content-Length") or "0").strip()
+    if not raw.isascii() or not raw.isdigit():
+        raise BadFraming("Content-Length is not a number.")
+    length = int(raw)
+    if length <= API_GATEWAY_MAX_PAYLOAD:
+        body = request.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise BadFraming("The body ended before Content-Length bytes.")
+        return body
+    if length > MAX_DRAINED_BYTES:
+        request.close_connection = True
+        raise BodyTooLarge
+    _discard(request, length)
+    raise BodyTooLarge
+
+
+def _discard(request: BaseHTTPRequestHandler, length: int) -> None:
+    left = length
+    while left > 0:
+        chunk = request.rfile.read(min(left, 1024 * 1024))
+        if not chunk:
+            request.close_connection = True
+            return
+        left -= len(chunk)
+
+
+def _read_chunked(request: BaseHTTPRequestHandler) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        line = request.rfile.readline(1024)
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise BadFraming("A chunk size is not hexadecimal.") from None
+        if size < 0:
+            raise BadFraming("A chunk size is negative.")
+        if size == 0:
+            while request.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            break
+        total += size
+        if total > MAX_DRAINED_BYTES:
+            request.close_connection = True
+            raise BodyTooLarge
+        if total > API_GATEWAY_MAX_PAYLOAD:
+            parts.clear()  # keep draining, keep nothing
+            _discard(request, size)
+        else:
+            chunk = request.rfile.read(size)
+            if len(chunk) < size:
+                raise BadFraming("The body ended inside a chunk.")
+            parts.append(chunk)
+        if request.rfile.readline(1024).strip():
+            raise BadFraming("A chunk is longer than its size.")
+    if total > API_GATEWAY_MAX_PAYLOAD:
+        raise BodyTooLarge
+    return b"".join(parts)
 
 
 def _http_response(payload: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -228,8 +228,10 @@ class Worker:
 class Pool:
     """The warm workers of one function and the slots that cap its concurrency."""
 
-    def __init__(self, config: FunctionConfig) -> None:
+    def __init__(self, config: FunctionConfig, limit: int) -> None:
         self.config = config
+        #: At most this many workers alive at once (reserved concurrency, or the default).
+        self.limit = limit
         self._cond = threading.Condition()
         self._idle: list[Worker] = []
         self._busy: set[Worker] = set()
@@ -252,14 +254,13 @@ class Pool:
                             return worker
                         dead.append(worker)  # died while idle: free its slot now
                         self._slots -= 1
-                    if self._slots < self.config.max_concurrency:
+                    if self._slots < self.limit:
                         self._slots += 1
                         return None
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise TooManyRequests(
-                            f"{self.config.name}: all {self.config.max_concurrency} workers "
-                            f"busy for {wait_s:.1f} s"
+                            f"{self.config.name}: all {self.limit} workers busy for {wait_s:.1f} s"
                         )
                     self._cond.wait(remaining)
         finally:

@@ -9,8 +9,10 @@ each one a Lambda execution environment:
 
 * started with the function's environment plus Lambda's own variables, it
   imports the handler once (the cold start) and is then reused while warm;
-* at most ``max_concurrency`` of them per function (reserved concurrency); more
-  concurrent invocations wait a bounded time, then get :class:`TooManyRequests`;
+* at most ``max_concurrency`` of them per function (its reserved concurrency; an
+  unreserved function gets the runtime's default, 10, or
+  ``STRATUS_LOCAL_LAMBDA_CONCURRENCY``); more concurrent invocations wait a
+  bounded time, then get :class:`TooManyRequests`;
 * the configured timeout is enforced from outside: a worker that overruns is
   killed with its whole process group and the caller gets ``Sandbox.Timedout``;
   the next invocation cold-starts a fresh one, as in Lambda;
@@ -69,6 +71,24 @@ TIMEOUT_GRACE_S = 0.5
 INIT_TIMEOUT_S = 10.0
 #: How long an invocation waits for a free worker before ``TooManyRequests``.
 ACQUIRE_TIMEOUT_S = 30.0
+#: Workers per function without reserved concurrency (high enough for the test suites).
+DEFAULT_CONCURRENCY = 10
+#: Overrides ``DEFAULT_CONCURRENCY``; read when a runtime is built (``stratus dev``).
+CONCURRENCY_ENV = "STRATUS_LOCAL_LAMBDA_CONCURRENCY"
+
+
+def _default_concurrency(environ: Mapping[str, str] | None = None) -> int:
+    """The cap for unreserved functions: ``STRATUS_LOCAL_LAMBDA_CONCURRENCY`` or 10."""
+    raw = (os.environ if environ is None else environ).get(CONCURRENCY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONCURRENCY
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{CONCURRENCY_ENV} must be a whole number of at least 1, not {raw!r}")
+    return value
 
 
 def _now_iso() -> str:
@@ -106,13 +126,21 @@ class LambdaRuntime:
         account_id: str = "000000000000",
         acquire_timeout_s: float = ACQUIRE_TIMEOUT_S,
         platform_logs: bool = True,
+        default_concurrency: int | None = None,
     ) -> None:
+        """``default_concurrency`` caps unreserved functions (None: from the environment)."""
         self._functions: dict[str, FunctionConfig] = {}
         for config in functions:
             if config.name in self._functions:
                 raise ValueError(f"function {config.name!r} configured twice")
             self._functions[config.name] = config
-        self._pools = {name: Pool(config) for name, config in self._functions.items()}
+        default = _default_concurrency() if default_concurrency is None else default_concurrency
+        if default < 1:
+            raise ValueError("default_concurrency must be at least 1")
+        self._pools = {
+            name: Pool(config, config.max_concurrency or default)
+            for name, config in self._functions.items()
+        }
         self._base_env = dict(default_base_env() if base_env is None else base_env)
         self._sink = log_sink or _stderr_sink
         self._sink_lock = threading.Lock()
@@ -134,6 +162,11 @@ class LambdaRuntime:
             return self._functions[name]
         except KeyError:
             raise FunctionNotFound(f"Function not found: {name}") from None
+
+    def concurrency(self, name: str) -> int:
+        """How many workers ``name`` may run at once."""
+        self.function(name)
+        return self._pools[name].limit
 
     def function_arn(self, name: str) -> str:
         config = self.function(name)

@@ -55,12 +55,13 @@ class FunctionConfig:
     environment: Mapping[str, str]
     timeout_s: float = 30.0
     memory_mb: int = 512
-    max_concurrency: int = 4
+    #: The function's reserved concurrency; None = unreserved (the runtime's default cap).
+    max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
             raise ValueError(f"{self.name}: timeout_s must be positive")
-        if self.max_concurrency < 1:
+        if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"{self.name}: max_concurrency must be at least 1")
         bad = [k for k, v in self.environment.items() if not isinstance(v, str)]
         if bad:

@@ -7,6 +7,7 @@ stack, so the three can never disagree.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,41 @@ from stratus.usage import Usage
 JsonObject = dict[str, Any]
 #: Longest accepted ``Idempotency-Key`` header.
 MAX_IDEMPOTENCY_KEY_LEN = 256
+#: Deepest nesting of arrays and objects accepted in a request body (``invalid_json`` past it).
+MAX_JSON_DEPTH = 64
+
+_JSON_TOKEN = re.compile(r'[\[\]{}"]')
+#: The rest of a JSON string after its opening quote (unrolled: linear, no backtracking).
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if ``text`` nests arrays/objects deeper than ``limit``; run before ``json.loads``.
+
+    A linear scan that skips string contents, so it costs a regex pass over the body and
+    never recurses: Python's parser raises ``RecursionError`` near 1,000 levels, and
+    validating a deep value recurses again. Malformed text is not judged here.
+    """
+    depth = 0
+    position = 0
+    while True:
+        token = _JSON_TOKEN.search(text, position)
+        if token is None:
+            return False
+        char = token.group()
+        if char == '"':
+            rest = _STRING_REST.match(text, token.end())
+            if rest is None:  # an unterminated string: nothing after it can nest
+                return False
+            position = rest.end()
+            continue
+        position = token.end()
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth = max(0, depth - 1)
 
 
 class InvokeRequest(BaseModel):

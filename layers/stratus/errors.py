@@ -92,6 +92,13 @@ class PayloadTooLarge(StratusError):
     status = 413
 
 
+class UnsupportedMediaType(StratusError):
+    """A request body sent with a ``Content-Type`` other than JSON."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
 class ConfigurationError(StratusError):
     """The deployment is misconfigured (missing table, unpriced model)."""
 

@@ -66,6 +66,68 @@ def test_openapi_document_describes_the_invoke_route(serve_agent: Any) -> None:
     assert "/v1/health" in doc["paths"]
 
 
+def _openapi(serve_agent: Any) -> dict[str, Any]:
+    serve_agent("")
+    event = load_event("api/health.json")
+    event["path"] = event["resource"] = "/v1/openapi.json"
+    reply = call(api.lambda_handler, event)
+    assert reply.status == 200
+    return dict(reply.body)
+
+
+def test_openapi_document_is_a_valid_openapi_3_1_document(serve_agent: Any) -> None:
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation import OpenAPIV31SpecValidator
+
+    doc = _openapi(serve_agent)
+    assert doc["openapi"] == "3.1.0"
+    validate(doc, cls=OpenAPIV31SpecValidator)  # every $ref resolves, every schema is valid
+    assert "ErrorResponse" in doc["components"]["schemas"]
+
+
+def test_openapi_document_declares_the_bearer_key_on_every_authorized_operation(
+    serve_agent: Any,
+) -> None:
+    doc = _openapi(serve_agent)
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": doc["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    public = {"/v1/health", "/v1/openapi.json"}
+    assert public <= set(doc["paths"])
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if path in public:
+                assert operation["security"] == [], (method, path)
+            else:
+                assert operation["security"] == [{"bearerAuth": []}], (method, path)
+                assert "401" in operation["responses"], (method, path)
+
+
+def test_openapi_errors_are_the_error_shape_and_health_is_an_object(serve_agent: Any) -> None:
+    doc = _openapi(serve_agent)
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400 and path != "/v1/health":  # a 503 health is a report
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == error_ref, (method, path, status)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    deleted = doc["paths"]["/v1/agents/{agent}/sessions/{session_id}"]["delete"]["responses"]
+    assert "content" not in deleted["204"]  # 204 has no body
+    health = doc["paths"]["/v1/health"]["get"]["responses"]
+    for status in ("200", "503"):
+        schema = health[status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/HealthResponse"}
+    assert doc["components"]["schemas"]["HealthResponse"]["type"] == "object"
+    # And the health body the function returns matches that schema.
+    from stratus.contracts import HealthResponse
+
+    HealthResponse.model_validate(call(api.lambda_handler, load_event("api/health.json")).body)
+
+
 def sample_events() -> list[str]:
     return sorted(str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json"))
 

@@ -78,8 +78,8 @@ def _ref(value: Any) -> str:
 
 def test_one_function_per_agent_plus_platform_and_authorizer(synthesized: Synthesized) -> None:
     specs = load_all()
-    # platform, authorizer, ingest; an API function and a job worker per agent
-    assert len(_functions(synthesized)) == 2 * len(specs) + 3
+    # platform, authorizer, ingest, sweeper, callbacks; an API function and a worker per agent
+    assert len(_functions(synthesized)) == 2 * len(specs) + 5
 
 
 @pytest.mark.parametrize("agent", sorted(load_all()))
@@ -411,25 +411,13 @@ def test_routes_and_authorization(synthesized: Synthesized) -> None:
     assert _integration_function(fallback) == function_of[""]
 
 
-def test_invoke_routes_validate_the_body(synthesized: Synthesized) -> None:
-    methods = _methods(synthesized)
-    ((validator_id, validator),) = synthesized.resources(
-        "dev", "AWS::ApiGateway::RequestValidator"
-    ).items()
-    assert validator["Properties"]["ValidateRequestBody"] is True
-    ((model_id, model),) = synthesized.resources("dev", "AWS::ApiGateway::Model").items()
-    for name in load_all():
-        method = methods[("POST", f"/v1/agents/{name}/invoke")]
-        assert method["RequestValidatorId"] == {"Ref": validator_id}
-        assert method["RequestModels"] == {"application/json": {"Ref": model_id}}
-    schema = model["Properties"]["Schema"]
-    assert schema["type"] == "object"
-    assert schema["required"] == ["input"]
-    assert schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"input", "metadata"}
-    input_types = {alt["type"] for alt in schema["properties"]["input"]["anyOf"]}
-    assert input_types == {"string", "object"}
-    assert schema["properties"]["metadata"]["type"] == "object"
+def test_bodies_are_validated_by_the_handlers_not_a_gateway_model(
+    synthesized: Synthesized,
+) -> None:
+    # A gateway model would answer BAD_REQUEST_BODY for both malformed JSON (400
+    # invalid_json) and schema errors (422 validation_error); the handlers tell them apart.
+    assert synthesized.resources("dev", "AWS::ApiGateway::RequestValidator") == {}
+    assert synthesized.resources("dev", "AWS::ApiGateway::Model") == {}
 
 
 def test_request_authorizer(dev_template: Any, synthesized: Synthesized) -> None:
@@ -535,3 +523,72 @@ def test_outputs(synthesized: Synthesized) -> None:
         "IdempotencyTableName",
     ):
         assert name in outputs
+
+
+# --- issue 10: lease sweep, callback deliveries, the lease index ----------------------
+
+
+def _handler_of(synthesized: Synthesized, function_ref: Any) -> str:
+    logical = function_ref["Fn::GetAtt"][0] if "Fn::GetAtt" in function_ref else function_ref["Ref"]
+    return str(_functions(synthesized)[logical]["Properties"]["Handler"])
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_lease_sweep_runs_every_minute_with_a_dlq(synthesized: Synthesized, stage: str) -> None:
+    from infra.topology import SWEEPER_HANDLER
+
+    (rule,) = synthesized.resources(stage, "AWS::Events::Rule").values()
+    props = rule["Properties"]
+    assert props["ScheduleExpression"] == "rate(1 minute)" and props["State"] == "ENABLED"
+    (target,) = props["Targets"]
+    assert _handler_of(synthesized, target["Arn"]) == SWEEPER_HANDLER
+    assert "DeadLetterConfig" in target and target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    permissions = synthesized.resources(stage, "AWS::Lambda::Permission").values()
+    assert any(p["Properties"]["Principal"] == "events.amazonaws.com" for p in permissions)
+
+
+def test_callbacks_have_their_own_queue_dlq_and_consumer(synthesized: Synthesized) -> None:
+    from infra.topology import CALLBACK_MAX_RECEIVE_COUNT, CALLBACKS_HANDLER
+
+    mappings = synthesized.resources("dev", "AWS::Lambda::EventSourceMapping").values()
+    consumers = {_handler_of(synthesized, m["Properties"]["FunctionName"]): m for m in mappings}
+    mapping = consumers[CALLBACKS_HANDLER]
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue_logical = mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+    queue = synthesized.resources("dev", "AWS::SQS::Queue")[queue_logical]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == CALLBACK_MAX_RECEIVE_COUNT
+    callbacks = next(
+        fn
+        for fn in _functions(synthesized).values()
+        if fn["Properties"]["Handler"] == CALLBACKS_HANDLER
+    )
+    env = callbacks["Properties"]["Environment"]["Variables"]
+    assert {"STRATUS_CALLBACK_SECRET_NAME", "STRATUS_CALLBACK_QUEUE_URL"} <= set(env)
+    # Only the callbacks function reads the signing key.
+    readers = [
+        fn["Properties"]["Handler"]
+        for fn in _functions(synthesized).values()
+        if "STRATUS_CALLBACK_SECRET_NAME" in fn["Properties"]["Environment"]["Variables"]
+    ]
+    assert readers == [CALLBACKS_HANDLER]
+
+
+def test_the_jobs_table_has_the_sparse_lease_index(dev_template: Any) -> None:
+    from aws_cdk.assertions import Match
+
+    dev_template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": "leases",
+                    "KeySchema": [
+                        {"AttributeName": "lease_shard", "KeyType": "HASH"},
+                        {"AttributeName": "lease_until", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            "KeySchema": Match.array_with([{"AttributeName": "job_id", "KeyType": "HASH"}]),
+        },
+    )

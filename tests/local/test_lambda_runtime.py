@@ -419,3 +419,45 @@ def test_context_manager_stops_the_runtime(logs: Logs) -> None:
         pid = runtime.invoke("echo", {}).payload["pid"]
         assert not gone(pid)
     assert gone(pid)
+
+
+# --- concurrency per function ------------------------------------------------------------
+
+
+def test_concurrency_follows_reserved_concurrency_else_a_default_of_ten(
+    make_runtime: Callable[..., LambdaRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STRATUS_LOCAL_LAMBDA_CONCURRENCY", raising=False)
+    runtime = make_runtime(
+        fn("reserved", "echo.handler", max_concurrency=3), fn("open", "echo.handler")
+    )
+    assert fn("x", "echo.handler").max_concurrency is None  # unreserved unless configured
+    assert runtime.concurrency("reserved") == 3
+    assert runtime.concurrency("open") == 10
+
+
+def test_the_default_concurrency_is_configurable_when_the_runtime_is_built(
+    make_runtime: Callable[..., LambdaRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRATUS_LOCAL_LAMBDA_CONCURRENCY", "2")
+    from_env = make_runtime(
+        fn("open", "echo.handler"), fn("reserved", "echo.handler", max_concurrency=5)
+    )
+    monkeypatch.setenv("STRATUS_LOCAL_LAMBDA_CONCURRENCY", "7")  # read at build, not later
+    assert from_env.concurrency("open") == 2
+    assert from_env.concurrency("reserved") == 5  # reserved concurrency still wins
+    explicit = make_runtime(fn("open", "echo.handler"), default_concurrency=4)
+    assert explicit.concurrency("open") == 4
+    for bad in ("0", "-1", "many"):
+        monkeypatch.setenv("STRATUS_LOCAL_LAMBDA_CONCURRENCY", bad)
+        with pytest.raises(ValueError, match="STRATUS_LOCAL_LAMBDA_CONCURRENCY"):
+            LambdaRuntime([fn("open", "echo.handler")], cwd=REPO)
+
+
+def test_unreserved_functions_run_up_to_the_default_in_parallel(
+    make_runtime: Callable[..., LambdaRuntime],
+) -> None:
+    runtime = make_runtime(fn("open", "sleeper.handler"), default_concurrency=2)
+    a, b = _invoke_in_parallel(runtime, "open", [{"sleep": 0.8}, {"sleep": 0.8}])
+    assert a.ok and b.ok and a.payload["pid"] != b.payload["pid"]
+    assert a.payload["started"] < b.payload["ended"] and b.payload["started"] < a.payload["ended"]
