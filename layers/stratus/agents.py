@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,9 @@ class CallScope:
     #: Whether a retry of this unit can happen (job, session turn, Idempotency-Key):
     #: only then are completions kept in the call ledger for replay.
     replayable: bool = True
+    #: A job's own cap (``max_cost_usd``): the limit of its per-task budget scope when
+    #: lower than ``budget_task_usd``, reserved against before every step.
+    max_cost_usd: Decimal | None = None
 
 
 @dataclass(frozen=True)

@@ -19,30 +19,44 @@ scope           key                            limit
 =============== ============================== ===================================
 
 **The reservation** is one conditional ``UpdateItem`` per scope, in that fixed
-order: ``ADD committed :r`` if ``committed <= limit - r`` (nano-USD integers) (DynamoDB conditions
-cannot add, so ``limit - r`` is computed by the caller). ``committed`` is settled
-spend plus outstanding reservations. A conditional write on one item is
-atomic in DynamoDB, so concurrent callers are serialised on the item and
-``committed`` never exceeds the limit; since every reservation is an upper
-bound of its call's cost, settled spend never exceeds it either. If the
-estimate were ever low, the overrun is at most that one call's excess, which
-is smaller than one reservation. If a later scope refuses, the earlier ones are
-released again (a compensating ``ADD -r``); while that happens a concurrent
-caller may be refused although it would have fitted: conservative, never an
-overspend.
+order: ``ADD committed :r`` if ``committed <= limit - r`` (nano-USD integers;
+``limit - r`` is computed by the caller). ``committed`` is settled spend plus open
+reservations. A conditional write on one item is atomic, so concurrent callers
+are serialised on the item and ``committed`` never exceeds the limit; since every
+reservation is an upper bound of its call's cost, settled spend never exceeds it
+either (a low estimate would overrun by less than one reservation). If a later
+scope refuses, the earlier ones are released again; meanwhile a concurrent caller
+may be refused although it would have fitted: conservative, never an overspend.
 
 Why not one ``TransactWriteItems`` across the scopes: it would be all-or-nothing,
 but DynamoDB *rejects* (``TransactionConflict``) rather than queues concurrent
 transactions on the same item, so 50 callers on one tenant's day item would
-mostly fail with conflicts and need retry loops, at twice the write capacity.
-Plain conditional updates serialise on the item, which is exactly the property
-the bound needs.
+mostly fail with conflicts and need retry loops, at twice the write capacity;
+plain conditional updates serialise on the item: the property the bound needs.
 
 **Thresholds.** Settlement is an atomic ``ADD spent :cost`` that returns the new
 total, so exactly one call sees each threshold crossed (``before < t <= after``)
 and sends its one alert per threshold per period, with no marker item. The 100%
 alert comes either from spend reaching the limit or from the first refusal at
 it, so it takes a conditional marker on the item to be sent once.
+
+**Reservations cannot leak.** The reservation's write also records it on the item
+as an open entry (no extra round trip), held until the caller's deadline plus
+``budget_hold_margin_s``; settling or releasing removes the entry in its one write,
+if it is still there. An entry left by a dead call (timeout, OOM) or a failed
+settlement (logged; the entry stays) is given back after its expiry **on read** (a
+refusal returns the item for free: its expired entries are released and the
+reservation is tried once more) and **by sweep** (:meth:`BudgetLedger.sweep_expired`,
+items read by key, no scan). A settlement after its entry was given back records
+its real cost on its own: counted once, never given back twice. A dead call's or
+failed settlement's cost is missing from ``spent`` (the usage rollups keep what was
+recorded): the worst case is a reservation held until its expiry, never for the
+period. Entries per item are bounded (see :mod:`stratus.gateway_stores.ports`).
+
+**A job's cap** (``CallScope.max_cost_usd``) is the limit of the job's task scope
+when lower than ``budget_task_usd``: every step reserves against it first, so
+parallel steps cannot overshoot it; a refusal there is ``402 job_budget_exceeded``
+(no operator alerts for a job's own cap).
 
 The items live behind :class:`stratus.gateway_stores.ports.BudgetStore` and the
 alerts go out through an :class:`~stratus.gateway_stores.ports.AlertPublisher`
@@ -51,52 +65,59 @@ alerts go out through an :class:`~stratus.gateway_stores.ports.AlertPublisher`
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 from stratus.agents import CallScope
+from stratus.budget_scopes import (
+    DAY_TTL,
+    MONTH_TTL,
+    NANO,
+    TASK_TTL,
+    BudgetScope,
+    TenantLimits,
+    from_nano,
+    iso,
+    task_key,
+    to_nano,
+)
+from stratus.budget_scopes import decimal_or as _decimal
+from stratus.budget_scopes import exceeded as _exceeded
+from stratus.budget_scopes import periods as _periods
 from stratus.config import Settings
-from stratus.errors import BudgetExceeded
-from stratus.gateway_stores.ports import AlertPublisher, BudgetStore
+from stratus.deadline import Deadline
+from stratus.errors import BudgetExceeded, JobBudgetExceeded
+from stratus.gateway_stores.ports import AlertPublisher, BudgetItem, BudgetStore, OpenReservation
 from stratus.observability import NAMESPACE, SERVICE, logger
 
+__all__ = [
+    "NANO",
+    "BudgetLedger",
+    "BudgetScope",
+    "Reservation",
+    "SweepReport",
+    "TenantLimits",
+    "from_nano",
+    "task_key",
+    "to_nano",
+]
+
 LIMITS_CACHE_S = 60.0
-#: Money on the budget items is stored in whole nano-USD (integers: exact, and
-#: DynamoDB counters of integers never meet decimal-exponent corner cases).
-NANO = Decimal(1_000_000_000)
-
-
-def to_nano(usd: Decimal) -> int:
-    return int((usd * NANO).to_integral_value())
-
-
-def from_nano(value: Any) -> Decimal:
-    return Decimal(int(value or 0)) / NANO
-
-
-DAY_TTL = timedelta(days=40)
-MONTH_TTL = timedelta(days=400)
-TASK_TTL = timedelta(days=7)
-
-
-@dataclass(frozen=True)
-class BudgetScope:
-    name: str
-    key: str
-    limit: Decimal
-    #: When the period starts again; None for a per-task cap.
-    resets_at: datetime | None
-    expires_at: int
 
 
 @dataclass
 class Reservation:
     amount: Decimal
+    #: The id of its open entry on every scope's item.
+    rid: str = ""
+    #: Epoch seconds: held until then, given back if still open after.
+    expires_at: int = 0
     scopes: list[BudgetScope] = field(default_factory=list)
     #: The highest percentage of any scope's limit committed after reserving.
     utilisation: float = 0.0
@@ -104,27 +125,12 @@ class Reservation:
 
 
 @dataclass(frozen=True)
-class TenantLimits:
-    daily_usd: Decimal | None
-    monthly_usd: Decimal | None
-
-
-def _periods(now: datetime) -> tuple[str, str, datetime, datetime]:
-    day = now.strftime("%Y-%m-%d")
-    month = now.strftime("%Y-%m")
-    next_day = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
-    next_month = (
-        datetime(now.year + 1, 1, 1, tzinfo=UTC)
-        if now.month == 12
-        else datetime(now.year, now.month + 1, 1, tzinfo=UTC)
-    )
-    return day, month, next_day, next_month
-
-
-def task_key(scope: CallScope) -> str:
-    base = f"TASK#{scope.tenant_id}#{scope.kind}#{scope.scope_id}"
-    # A session's budget unit is one turn, a request's or job's the whole unit.
-    return f"{base}#{scope.step}" if scope.kind == "session" else base
+class SweepReport:
+    #: Budget items read (those that exist).
+    checked: int = 0
+    #: Expired entries given back, and their amount.
+    released: int = 0
+    released_usd: Decimal = Decimal(0)
 
 
 class BudgetLedger:
@@ -191,14 +197,19 @@ class BudgetLedger:
         month_exp = int((next_month + MONTH_TTL).timestamp())
         s = self._settings
         found: list[BudgetScope] = []
-        if scope is not None and s.budget_task_usd is not None:
+        caps = [
+            c for c in (s.budget_task_usd, scope.max_cost_usd if scope else None) if c is not None
+        ]
+        if scope is not None and caps:
+            job_cap = scope.max_cost_usd is not None and scope.max_cost_usd == min(caps)
             found.append(
                 BudgetScope(
                     "task",
                     task_key(scope),
-                    s.budget_task_usd,
+                    min(caps),
                     None,
                     int((now + TASK_TTL).timestamp()),
+                    job_cap=job_cap,
                 )
             )
         if s.budget_agent_daily_usd is not None:
@@ -244,32 +255,31 @@ class BudgetLedger:
 
     # -- reserve, settle, release
 
-    def reserve(self, scope: CallScope | None, agent: str, amount: Decimal) -> Reservation:
-        """Reserve ``amount`` on every scope, or raise ``BudgetExceeded`` holding nothing."""
-        reservation = Reservation(amount=amount)
+    def reserve(
+        self,
+        scope: CallScope | None,
+        agent: str,
+        amount: Decimal,
+        *,
+        deadline: Deadline | None = None,
+    ) -> Reservation:
+        """Reserve ``amount`` on every scope, held until ``deadline`` plus the margin, or
+        raise ``BudgetExceeded`` (``JobBudgetExceeded`` at a job's cap) holding nothing."""
+        now = self._clock()
+        reservation = Reservation(
+            amount=amount, rid=uuid.uuid4().hex[:16], expires_at=self._hold_until(now, deadline)
+        )
         if self._store is None:
             return reservation
         for budget in self.scopes(scope, agent):
-            room = to_nano(budget.limit) - to_nano(amount)
             try:
-                after = (
-                    self._store.reserve(
-                        budget.key,
-                        to_nano(amount),
-                        room=room,
-                        limit=to_nano(budget.limit),
-                        expires_at=budget.expires_at,
-                    )
-                    if room >= 0
-                    else None
-                )
+                after = self._reserve_on(budget, reservation, now)
             except BaseException:
                 self.release(reservation)
                 raise
-            if after is None:
+            if isinstance(after, BudgetItem):
                 self.release(reservation)
-                self._exhausted(budget, scope, agent)
-                raise _exceeded(budget, self._clock())
+                raise self._refused(budget, after, scope, agent, now)
             reservation.scopes.append(budget)
             committed = from_nano(after)
             if budget.limit > 0:
@@ -278,15 +288,89 @@ class BudgetLedger:
                 )
         return reservation
 
+    def _hold_until(self, now: float, deadline: Deadline | None) -> int:
+        s = self._settings
+        left = deadline.remaining_s() if deadline is not None else math.inf
+        hold = min(max(left, 0.0), s.budget_max_hold_s)
+        return math.floor(now + hold + s.budget_hold_margin_s) + 1
+
+    def _reserve_on(self, budget: BudgetScope, held: Reservation, now: float) -> int | BudgetItem:
+        """One conditional write; refused with expired entries: give them back, once more."""
+        amount, limit = to_nano(held.amount), to_nano(budget.limit)
+        if limit - amount < 0:
+            return BudgetItem()  # can never fit: no request
+        outcome: int | BudgetItem = BudgetItem()
+        for attempt in range(2):
+            outcome = self._items.reserve(
+                budget.key,
+                held.rid,
+                amount,
+                room=limit - amount,
+                limit=limit,
+                expires_at=budget.expires_at,
+                hold_until=held.expires_at,
+                max_open=self._settings.budget_max_open_reservations,
+            )
+            if not isinstance(outcome, BudgetItem) or attempt:
+                break
+            expired = [e for e in outcome.open if e.expires_at < now]
+            if not expired:
+                break
+            self._give_back(budget.key, expired)
+        return outcome
+
+    def _give_back(self, key: str, expired: list[OpenReservation]) -> list[OpenReservation]:
+        released = self._items.give_back(key, expired)
+        if released:
+            logger.warning(
+                "expired budget reservations given back",
+                extra={
+                    "budget": key,
+                    "released": len(released),
+                    "released_usd": str(from_nano(sum(e.amount for e in released))),
+                },
+            )
+        return released
+
+    def _refused(
+        self,
+        budget: BudgetScope,
+        item: BudgetItem,
+        scope: CallScope | None,
+        agent: str,
+        now: float,
+    ) -> BudgetExceeded | JobBudgetExceeded:
+        details = {"scope": budget.name, "limit_usd": str(budget.limit)}
+        if len(item.open) >= self._settings.budget_max_open_reservations:
+            return BudgetExceeded(
+                f"the {budget.name.replace('_', ' ')} budget has too many calls in flight",
+                details={**details, "reason": "too_many_open_reservations"},
+                headers={"Retry-After": "1"},
+            )
+        if budget.job_cap and scope is not None:
+            return JobBudgetExceeded(
+                f"job {scope.scope_id} has no room for this step under its cap of "
+                f"${budget.limit} (${from_nano(item.spent)} spent)",
+                details={
+                    "max_cost_usd": float(budget.limit),
+                    "cost_usd": float(from_nano(item.spent)),
+                    "step": scope.step,
+                },
+            )
+        self._exhausted(budget, scope, agent)
+        return _exceeded(budget, now)
+
     def release(self, reservation: Reservation) -> None:
         """Give a whole reservation back (the call failed or never ran)."""
-        self._adjust(reservation, Decimal(0))
+        self._close(reservation, Decimal(0))
 
     def settle(
         self, reservation: Reservation, actual: Decimal, *, scope: CallScope | None, agent: str
     ) -> None:
         """Replace the reservation by the real cost; send threshold alerts it crosses."""
-        for budget, spent in self._adjust(reservation, actual):
+        for budget, spent in self._close(reservation, actual):
+            if budget.job_cap:
+                continue  # the job's own cap: the client's limit, not an operator's budget
             before = spent - actual
             for threshold in self._settings.budget_alert_thresholds:
                 mark = budget.limit * threshold / 100
@@ -297,24 +381,89 @@ class BudgetLedger:
                     else:
                         self._alert(budget, threshold, spent, scope, agent)
 
-    def _adjust(
+    def _close(
         self, reservation: Reservation, actual: Decimal
     ) -> list[tuple[BudgetScope, Decimal]]:
         if reservation.settled or self._store is None:
             return []
         reservation.settled = True
-        delta = to_nano(actual) - to_nano(reservation.amount)
-        spent_add, calls = (to_nano(actual), 1) if actual > 0 else (0, 0)
+        reserved, cost = to_nano(reservation.amount), to_nano(actual)
+        calls = 1 if cost > 0 else 0
         done: list[tuple[BudgetScope, Decimal]] = []
         for budget in reservation.scopes:
+            log = {"budget": budget.key, "reservation": reservation.rid, "cost_usd": str(actual)}
             try:
-                spent = from_nano(self._store.adjust(budget.key, delta, spent_add, calls))
+                spent = self._store.settle(
+                    budget.key, reservation.rid, reserved=reserved, actual=cost, calls=calls
+                )
+                if spent is None:  # given back already (it outlived its expiry)
+                    if not cost:
+                        continue
+                    spent = self._store.record_late(budget.key, cost, calls)
+                    logger.warning("budget settled after its reservation was given back", extra=log)
             except Exception:
-                # The reservation stays held until the period ends: over-, never under-counted.
-                logger.exception("budget settlement failed", extra={"budget": budget.key})
+                # The entry stays open and is given back at its expiry, not at period end.
+                logger.exception(
+                    "budget settlement failed; the reservation is held until it expires",
+                    extra={**log, "held_until": reservation.expires_at},
+                )
                 continue
-            done.append((budget, spent))
+            done.append((budget, from_nano(spent)))
         return done
+
+    # -- give-back by sweep
+
+    def sweep_expired(
+        self,
+        *,
+        tenant_ids: Iterable[str] = (),
+        agents: Iterable[str] = (),
+        keys: Iterable[str] = (),
+    ) -> SweepReport:
+        """Give back the expired entries on the current periods' items of these tenants
+        and agents (and the global day), and on ``keys``: one ``BatchGetItem`` per 100
+        items and one write per item with expired entries; no scan."""
+        if self._store is None:
+            return SweepReport()
+        now = self._clock()
+        wanted = [*self.period_keys(tenant_ids, agents, now), *keys]
+        items = self._store.read(wanted)
+        released: list[OpenReservation] = []
+        for key, item in items.items():
+            expired = [e for e in item.open if e.expires_at < now]
+            if expired:
+                released.extend(self._give_back(key, expired))
+        amount = from_nano(sum(e.amount for e in released))
+        return SweepReport(checked=len(items), released=len(released), released_usd=amount)
+
+    def close_task(self, scope: CallScope) -> SweepReport:
+        """Give back every entry still open on a finished unit's task item (a job): they
+        belong to attempts that died; a step still settling after this records its cost
+        late, once."""
+        if self._store is None:
+            return SweepReport()
+        key = task_key(scope)
+        item = self._store.read([key]).get(key)
+        released = self._give_back(key, list(item.open)) if item and item.open else []
+        amount = from_nano(sum(e.amount for e in released))
+        return SweepReport(checked=1 if item else 0, released=len(released), released_usd=amount)
+
+    def period_keys(
+        self, tenant_ids: Iterable[str], agents: Iterable[str], now: float | None = None
+    ) -> list[str]:
+        """The period items of tenants and agents now and one longest hold ago (an entry
+        made just before midnight stays on the day that ended)."""
+        now = self._clock() if now is None else now
+        back = now - self._settings.budget_max_hold_s - self._settings.budget_hold_margin_s
+        tenants, names = list(tenant_ids), list(agents)
+        keys: list[str] = []
+        for at in (now, back):
+            day, month, _, _ = _periods(datetime.fromtimestamp(at, tz=UTC))
+            for tenant in tenants:
+                keys += [f"TENANT#{tenant}#DAY#{day}", f"TENANT#{tenant}#MONTH#{month}"]
+            keys += [f"AGENT#{agent}#DAY#{day}" for agent in names]
+            keys.append(f"GLOBAL#DAY#{day}")
+        return list(dict.fromkeys(keys))
 
     # -- alerts
 
@@ -345,7 +494,7 @@ class BudgetLedger:
             "threshold_percent": threshold,
             "spent_usd": str(spent),
             "limit_usd": str(budget.limit),
-            "resets_at": _iso(budget.resets_at),
+            "resets_at": iso(budget.resets_at),
             "tenant_id": scope.tenant_id if scope else None,
             "agent": agent,
             "stage": self._settings.stage,
@@ -361,27 +510,3 @@ class BudgetLedger:
             self._alerts.publish(f"Stratus budget {budget.name} at {threshold}%", message)
         except Exception:  # an alert must never fail the call that triggered it
             logger.exception("budget alert could not be published")
-
-
-def _decimal(value: Any, default: Decimal | None) -> Decimal | None:
-    return Decimal(str(value)) if value is not None else default
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
-def _exceeded(budget: BudgetScope, now: float) -> BudgetExceeded:
-    headers = {}
-    if budget.resets_at is not None:
-        headers["Retry-After"] = str(max(1, int(budget.resets_at.timestamp() - now)))
-    return BudgetExceeded(
-        f"the {budget.name.replace('_', ' ')} budget of {budget.limit} USD has no room for "
-        "this call",
-        details={
-            "scope": budget.name,
-            "limit_usd": str(budget.limit),
-            "resets_at": _iso(budget.resets_at),
-        },
-        headers=headers,
-    )

@@ -8,8 +8,9 @@ Per call, in order:
    with the cost it saved.
 3. **Model choice**: the tier's model and its fallback chain; past the budget
    downgrade threshold, the cheaper tier's chain if the agent allows it.
-4. **Budget reservation** of the worst case on every scope (``stratus.budgets``);
-   refused with ``429 budget_exceeded`` and the reset time.
+4. **Budget reservation** of the worst case on every scope (``stratus.budgets``),
+   held until the deadline plus a margin; refused with ``429 budget_exceeded`` and
+   the reset time (``402 job_budget_exceeded`` at a job's own ``max_cost_usd``).
 5. **Key choice**: the least-loaded key under fleet-wide RPM/TPM buckets.
 6. **Circuit breaker** per (endpoint, model), shared by the fleet.
 7. **The call** (``ModelClient``, one attempt at a time). This is the runtime's
@@ -158,8 +159,9 @@ class ModelGateway:
         prompt_bound = estimate_prompt_tokens(messages, tools, schema)
         worst = self.worst_case((*chain, *cheaper), prompt_bound, max_output_tokens)
 
-        # 4. Reserve the worst case on every budget scope (raises budget_exceeded).
-        reservation = self.budgets.reserve(scope, agent, worst)
+        # 4. Reserve the worst case on every budget scope (raises budget_exceeded), held
+        # until the deadline plus a margin: given back then if this process dies.
+        reservation = self.budgets.reserve(scope, agent, worst, deadline=deadline)
         downgraded = False
         if (
             allow_downgrade

@@ -113,29 +113,94 @@ def budgets(backend: dict[str, Any]) -> ports.BudgetStore:
     return _pick(backend, memory.MemoryBudgetStore, dynamo.DynamoBudgetStore, "budgets")
 
 
+def _reserve(
+    budgets: ports.BudgetStore, key: str, rid: str, amount: int, **overrides: int
+) -> int | ports.BudgetItem:
+    args = {"room": 70, "limit": 100, "expires_at": 999, "hold_until": 500, "max_open": 10}
+    return budgets.reserve(key, rid, amount, **{**args, **overrides})
+
+
 def test_a_reservation_is_refused_past_the_limit(budgets: ports.BudgetStore) -> None:
     # limit 100, reserving 30: room = 70 (committed must be <= 70 before adding).
-    args = {"room": 70, "limit": 100, "expires_at": 999}
-    assert budgets.reserve("TENANT#t#DAY#d", 30, **args) == 30
-    assert budgets.reserve("TENANT#t#DAY#d", 30, **args) == 60
-    assert budgets.reserve("TENANT#t#DAY#d", 30, **args) == 90
-    assert budgets.reserve("TENANT#t#DAY#d", 30, **args) is None  # 90 > 70: refused
-    assert budgets.reserve("TENANT#u#DAY#d", 30, **args) == 30  # another item
+    assert _reserve(budgets, "TENANT#t#DAY#d", "a", 30) == 30
+    assert _reserve(budgets, "TENANT#t#DAY#d", "b", 30, hold_until=600) == 60
+    assert _reserve(budgets, "TENANT#t#DAY#d", "c", 30) == 90
+    refused = _reserve(budgets, "TENANT#t#DAY#d", "d", 30)  # 90 > 70: refused
+    # The refusal carries the item as it was: what give-back-on-read needs.
+    assert refused == ports.BudgetItem(
+        committed=90,
+        spent=0,
+        open=(
+            ports.OpenReservation("a", 30, 500),
+            ports.OpenReservation("b", 30, 600),
+            ports.OpenReservation("c", 30, 500),
+        ),
+    )
+    assert _reserve(budgets, "TENANT#u#DAY#d", "a", 30) == 30  # another item
 
 
-def test_settling_and_releasing_adjust_committed_and_spent(budgets: ports.BudgetStore) -> None:
-    args = {"room": 70, "limit": 100, "expires_at": 999}
-    budgets.reserve("B", 30, **args)
-    budgets.reserve("B", 30, **args)
-    assert budgets.adjust("B", -30, 0, 0) == 0  # a release: nothing spent
-    assert budgets.adjust("B", -18, 12, 1) == 12  # the other settled to 12
-    assert budgets.reserve("B", 30, **args) == 42  # committed: 12 spent + 30 reserved
-    assert budgets.adjust("B", -20, 10, 1) == 22
+def test_settling_and_releasing_close_the_open_entry_once(budgets: ports.BudgetStore) -> None:
+    _reserve(budgets, "B", "a", 30)
+    _reserve(budgets, "B", "b", 30)
+    assert budgets.settle("B", "a", reserved=30, actual=0, calls=0) == 0  # a release
+    assert budgets.settle("B", "a", reserved=30, actual=0, calls=0) is None  # closed already
+    assert budgets.settle("B", "b", reserved=30, actual=12, calls=1) == 12  # settled to 12
+    assert budgets.settle("B", "b", reserved=30, actual=12, calls=1) is None  # never twice
+    assert budgets.read(["B"])["B"] == ports.BudgetItem(committed=12, spent=12, open=())
+    assert _reserve(budgets, "B", "c", 30) == 42  # committed: 12 spent + 30 reserved
+    assert budgets.settle("B", "c", reserved=30, actual=10, calls=1) == 22
+
+
+def test_a_given_back_entry_is_given_back_once_and_a_late_settlement_still_counts(
+    budgets: ports.BudgetStore,
+) -> None:
+    _reserve(budgets, "B", "dead", 30, hold_until=100)
+    _reserve(budgets, "B", "live", 20)
+    entry = ports.OpenReservation("dead", 30, 100)
+    assert budgets.give_back("B", [entry]) == [entry]
+    assert budgets.give_back("B", [entry]) == []  # a second sweep finds nothing
+    assert budgets.read(["B"])["B"] == ports.BudgetItem(
+        committed=20, open=(ports.OpenReservation("live", 20, 500),)
+    )
+    # The "dead" call was only slow: its settlement finds no entry, writes nothing...
+    assert budgets.settle("B", "dead", reserved=30, actual=25, calls=1) is None
+    # ...and its cost is recorded on its own (committed and spent), never given back twice.
+    assert budgets.record_late("B", 25, 1) == 25
+    assert budgets.read(["B"])["B"] == ports.BudgetItem(
+        committed=45, spent=25, open=(ports.OpenReservation("live", 20, 500),)
+    )
+
+
+def test_give_back_releases_only_the_entries_still_open(budgets: ports.BudgetStore) -> None:
+    for rid in ("a", "b", "c"):
+        _reserve(budgets, "B", rid, 10, room=1000, hold_until=100)
+    budgets.settle("B", "b", reserved=10, actual=4, calls=1)  # settled meanwhile
+    stale = [ports.OpenReservation(rid, 10, 100) for rid in ("a", "b", "c")]
+    assert budgets.give_back("B", stale) == [stale[0], stale[2]]
+    assert budgets.read(["B"])["B"] == ports.BudgetItem(committed=4, spent=4, open=())
+
+
+def test_the_open_entries_of_an_item_are_bounded(budgets: ports.BudgetStore) -> None:
+    assert _reserve(budgets, "B", "a", 1, max_open=2) == 1
+    assert _reserve(budgets, "B", "b", 1, max_open=2) == 2
+    full = _reserve(budgets, "B", "c", 1, max_open=2)
+    assert isinstance(full, ports.BudgetItem) and len(full.open) == 2
+    assert full.committed == 2  # refused for the bound, not for money
+    budgets.settle("B", "a", reserved=1, actual=1, calls=1)
+    assert _reserve(budgets, "B", "c", 1, max_open=2) == 3
+
+
+def test_read_returns_the_items_that_exist(budgets: ports.BudgetStore) -> None:
+    _reserve(budgets, "B1", "a", 5)
+    _reserve(budgets, "B2", "a", 7)
+    found = budgets.read(["B1", "B2", "missing"])
+    assert set(found) == {"B1", "B2"}
+    assert found["B2"].committed == 7 and found["B2"].open == (ports.OpenReservation("a", 7, 500),)
 
 
 def test_the_exhausted_marker_is_set_once(budgets: ports.BudgetStore) -> None:
-    budgets.reserve("B", 50, room=50, limit=100, expires_at=999)
-    budgets.adjust("B", 0, 50, 1)
+    _reserve(budgets, "B", "a", 50, room=50)
+    budgets.settle("B", "a", reserved=50, actual=50, calls=1)
     assert budgets.mark_exhausted("B") == 50
     assert budgets.mark_exhausted("B") is None
 

@@ -11,7 +11,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stratus import ddb
-from stratus.gateway_stores.ports import BucketLoad, StoredCompletion
+from stratus.gateway_stores.ports import (
+    OPEN_PREFIX,
+    BucketLoad,
+    BudgetItem,
+    OpenReservation,
+    StoredCompletion,
+    budget_item,
+)
+
+#: Expired entries given back per conditional write (the expression stays under 4 KB).
+GIVE_BACK_BATCH = 25
 
 
 class DynamoBreakerStore:
@@ -141,29 +151,99 @@ class DynamoBudgetStore:
         )
 
     def reserve(
-        self, key: str, amount: int, *, room: int, limit: int, expires_at: int
-    ) -> int | None:
+        self,
+        key: str,
+        rid: str,
+        amount: int,
+        *,
+        room: int,
+        limit: int,
+        expires_at: int,
+        hold_until: int,
+        max_open: int,
+    ) -> int | BudgetItem:
+        # One conditional write records the entry and adds to committed: no extra trip.
         try:
             new = self._table.update(
                 {"pk": key},
-                "ADD committed :r SET limit_nusd = :limit, "
-                "expires_at = if_not_exists(expires_at, :exp)",
-                condition="attribute_not_exists(committed) OR committed <= :room",
-                values={":r": amount, ":room": room, ":limit": limit, ":exp": expires_at},
+                "SET #r = :entry, limit_nusd = :limit, "
+                "expires_at = if_not_exists(expires_at, :exp) ADD committed :r, open_n :one",
+                condition="(attribute_not_exists(committed) OR committed <= :room) "
+                "AND (attribute_not_exists(open_n) OR open_n < :max)",
+                names={"#r": OPEN_PREFIX + rid},
+                values={
+                    ":entry": {"a": amount, "x": hold_until},
+                    ":r": amount,
+                    ":one": 1,
+                    ":room": room,
+                    ":max": max_open,
+                    ":limit": limit,
+                    ":exp": expires_at,
+                },
+                returns="UPDATED_NEW",
+                return_old_on_failure=True,  # the refusal brings the item for free
+            )
+        except ddb.ConditionFailed as refused:
+            return budget_item(refused.item or {})
+        return int(new.get("committed", 0))
+
+    def settle(self, key: str, rid: str, *, reserved: int, actual: int, calls: int) -> int | None:
+        expression = "REMOVE #r ADD committed :d, open_n :minus"
+        values: dict[str, Any] = {":d": actual - reserved, ":minus": -1}
+        if actual or calls:
+            expression += ", spent :a, calls :n"
+            values.update({":a": actual, ":n": calls})
+        try:
+            new = self._table.update(
+                {"pk": key},
+                expression,
+                condition="attribute_exists(#r)",
+                names={"#r": OPEN_PREFIX + rid},
+                values=values,
                 returns="UPDATED_NEW",
             )
         except ddb.ConditionFailed:
             return None
-        return int(new.get("committed", 0))
-
-    def adjust(self, key: str, committed: int, spent: int, calls: int) -> int:
-        expression = "ADD committed :d"
-        values: dict[str, Any] = {":d": committed}
-        if spent or calls:
-            expression += ", spent :a, calls :n"
-            values.update({":a": spent, ":n": calls})
-        new = self._table.update({"pk": key}, expression, values=values, returns="ALL_NEW")
         return int(new.get("spent", 0))
+
+    def record_late(self, key: str, actual: int, calls: int) -> int:
+        new = self._table.update(
+            {"pk": key},
+            "ADD committed :a, spent :a, calls :n",
+            values={":a": actual, ":n": calls},
+            returns="UPDATED_NEW",
+        )
+        return int(new.get("spent", 0))
+
+    def give_back(self, key: str, entries: Sequence[OpenReservation]) -> list[OpenReservation]:
+        released: list[OpenReservation] = []
+        for offset in range(0, len(entries), GIVE_BACK_BATCH):
+            batch = list(entries[offset : offset + GIVE_BACK_BATCH])
+            if len(batch) > 1 and self._give_back(key, batch):
+                released.extend(batch)
+                continue
+            # One of them was closed meanwhile (or a batch of one): entry by entry.
+            released.extend(entry for entry in batch if self._give_back(key, [entry]))
+        return released
+
+    def _give_back(self, key: str, entries: Sequence[OpenReservation]) -> bool:
+        names = {f"#r{i}": OPEN_PREFIX + e.rid for i, e in enumerate(entries)}
+        try:
+            self._table.update(
+                {"pk": key},
+                f"REMOVE {', '.join(names)} ADD committed :d, open_n :n",
+                condition=" AND ".join(f"attribute_exists({n})" for n in names),
+                names=names,
+                values={":d": -sum(e.amount for e in entries), ":n": -len(entries)},
+                returns="NONE",
+            )
+        except ddb.ConditionFailed:
+            return False
+        return True
+
+    def read(self, keys: Sequence[str]) -> dict[str, BudgetItem]:
+        items = self._table.batch_get([{"pk": k} for k in dict.fromkeys(keys)])
+        return {str(item["pk"]): budget_item(item) for item in items}
 
     def mark_exhausted(self, key: str) -> int | None:
         try:

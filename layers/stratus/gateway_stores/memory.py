@@ -11,7 +11,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stratus.gateway_stores.ports import BucketLoad, StoredCompletion
+from stratus.gateway_stores.ports import (
+    OPEN_PREFIX,
+    BucketLoad,
+    BudgetItem,
+    OpenReservation,
+    StoredCompletion,
+    budget_item,
+)
 
 
 class MemoryBreakerStore:
@@ -105,25 +112,65 @@ class MemoryBudgetStore:
             item.update({k: v for k, v in limits.items() if v is not None})
 
     def reserve(
-        self, key: str, amount: int, *, room: int, limit: int, expires_at: int
-    ) -> int | None:
+        self,
+        key: str,
+        rid: str,
+        amount: int,
+        *,
+        room: int,
+        limit: int,
+        expires_at: int,
+        hold_until: int,
+        max_open: int,
+    ) -> int | BudgetItem:
         with self._lock:
             item = self._items.setdefault(key, {})
-            if "committed" in item and item["committed"] > room:
-                return None
+            if ("committed" in item and item["committed"] > room) or (
+                "open_n" in item and item["open_n"] >= max_open
+            ):
+                return budget_item(item)
+            item[OPEN_PREFIX + rid] = {"a": amount, "x": hold_until}
             item["committed"] = item.get("committed", 0) + amount
+            item["open_n"] = item.get("open_n", 0) + 1
             item["limit_nusd"] = limit
             item.setdefault("expires_at", expires_at)
             return int(item["committed"])
 
-    def adjust(self, key: str, committed: int, spent: int, calls: int) -> int:
+    def settle(self, key: str, rid: str, *, reserved: int, actual: int, calls: int) -> int | None:
         with self._lock:
             item = self._items.setdefault(key, {})
-            item["committed"] = item.get("committed", 0) + committed
-            if spent or calls:
-                item["spent"] = item.get("spent", 0) + spent
+            if item.pop(OPEN_PREFIX + rid, None) is None:
+                return None
+            item["committed"] = item.get("committed", 0) + actual - reserved
+            item["open_n"] = item.get("open_n", 0) - 1
+            if actual or calls:
+                item["spent"] = item.get("spent", 0) + actual
                 item["calls"] = item.get("calls", 0) + calls
             return int(item.get("spent", 0))
+
+    def record_late(self, key: str, actual: int, calls: int) -> int:
+        with self._lock:
+            item = self._items.setdefault(key, {})
+            item["committed"] = item.get("committed", 0) + actual
+            item["spent"] = item.get("spent", 0) + actual
+            item["calls"] = item.get("calls", 0) + calls
+            return int(item["spent"])
+
+    def give_back(self, key: str, entries: Sequence[OpenReservation]) -> list[OpenReservation]:
+        released: list[OpenReservation] = []
+        with self._lock:
+            item = self._items.setdefault(key, {})
+            for entry in entries:
+                if item.pop(OPEN_PREFIX + entry.rid, None) is None:
+                    continue
+                item["committed"] = item.get("committed", 0) - entry.amount
+                item["open_n"] = item.get("open_n", 0) - 1
+                released.append(entry)
+        return released
+
+    def read(self, keys: Sequence[str]) -> dict[str, BudgetItem]:
+        with self._lock:
+            return {k: budget_item(self._items[k]) for k in keys if k in self._items}
 
     def mark_exhausted(self, key: str) -> int | None:
         with self._lock:

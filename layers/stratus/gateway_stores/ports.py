@@ -71,8 +71,57 @@ class BucketStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, order=True)
+class OpenReservation:
+    """One reservation recorded on a budget item and not settled or given back yet."""
+
+    rid: str
+    amount: int
+    #: Epoch seconds after which an unsettled entry may be given back.
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class BudgetItem:
+    """A budget item as stored: ``committed`` (spent + open), ``spent``, open entries."""
+
+    committed: int = 0
+    spent: int = 0
+    open: tuple[OpenReservation, ...] = ()
+
+
+#: Open reservations are top-level attributes ``o#<rid>`` = ``{"a": nano-USD, "x": until}``
+#: (a map attribute ``open`` would have to exist before ``SET open.#rid``: one more
+#: write on every new item), counted in ``open_n``. About 40 bytes each: the default
+#: bound (``budget_max_open_reservations``, 1000) keeps an item under 50 KB of its
+#: 400 KB; at the bound a reservation is refused (``budget_exceeded`` with
+#: ``details.reason = "too_many_open_reservations"``, ``Retry-After: 1``) once expired
+#: entries were given back. Writes cost 1 WCU per KB of the item, so open entries
+#: make a busy scope's writes dearer (100 in flight: about 4 KB, 4 WCU per write).
+OPEN_PREFIX = "o#"
+
+
+def budget_item(item: Mapping[str, Any]) -> BudgetItem:
+    """A stored budget item as the port shows it (open entries sorted by id)."""
+    entries = sorted(
+        OpenReservation(name[len(OPEN_PREFIX) :], int(value["a"]), int(value["x"]))
+        for name, value in item.items()
+        if name.startswith(OPEN_PREFIX)
+    )
+    return BudgetItem(
+        committed=int(item.get("committed", 0)),
+        spent=int(item.get("spent", 0)),
+        open=tuple(entries),
+    )
+
+
 class BudgetStore(Protocol):
-    """Budget items (money in nano-USD integers) and tenants' own limits."""
+    """Budget items (money in nano-USD integers) and tenants' own limits.
+
+    Each open reservation is recorded on its item, in the same write that adds it
+    to ``committed``; settling or giving it back removes the entry in the same
+    write that takes it out of ``committed``, only if the entry is still there.
+    """
 
     def tenant_limits(self, tenant_id: str) -> dict[str, Any]:
         """The tenant's ``daily_usd``/``monthly_usd`` (absent when not set)."""
@@ -83,14 +132,40 @@ class BudgetStore(Protocol):
         ...
 
     def reserve(
-        self, key: str, amount: int, *, room: int, limit: int, expires_at: int
-    ) -> int | None:
-        """``committed += amount`` if ``committed <= room`` (or no item yet): the new
-        ``committed``; None (nothing written) if refused."""
+        self,
+        key: str,
+        rid: str,
+        amount: int,
+        *,
+        room: int,
+        limit: int,
+        expires_at: int,
+        hold_until: int,
+        max_open: int,
+    ) -> int | BudgetItem:
+        """``committed += amount`` and the open entry ``rid`` (held until ``hold_until``),
+        if ``committed <= room`` and fewer than ``max_open`` entries are open (or no item
+        yet): the new ``committed``. Refused: nothing written, the item as it was."""
         ...
 
-    def adjust(self, key: str, committed: int, spent: int, calls: int) -> int:
-        """Add to ``committed``, ``spent`` and ``calls``; the new ``spent``."""
+    def settle(self, key: str, rid: str, *, reserved: int, actual: int, calls: int) -> int | None:
+        """Close the open entry ``rid``: ``committed += actual - reserved``, ``spent +=
+        actual``, ``calls += calls``; the new ``spent``. None (nothing written) if the
+        entry is not open (settled already, or given back)."""
+        ...
+
+    def record_late(self, key: str, actual: int, calls: int) -> int:
+        """The cost of a call whose entry was given back already: ``committed`` and
+        ``spent`` ``+= actual``, ``calls += calls``; the new ``spent``."""
+        ...
+
+    def give_back(self, key: str, entries: Sequence[OpenReservation]) -> list[OpenReservation]:
+        """Release each of ``entries`` that is still open (``committed -= amount``);
+        the ones this call released."""
+        ...
+
+    def read(self, keys: Sequence[str]) -> dict[str, BudgetItem]:
+        """The items of ``keys`` that exist (may be slightly stale)."""
         ...
 
     def mark_exhausted(self, key: str) -> int | None:
