@@ -95,9 +95,12 @@ JOBS = TableDefinition(
     partition_key=Key("job_id"),
     sort_key=Key("sk"),
     ttl_attribute="expires_at",
+    # Sparse: lease_shard exists only while a job is leased (or held after a re-queue),
+    # so the lease sweep queries expired leases without scanning the table.
+    indexes=(GlobalIndex("leases", Key("lease_shard"), Key("lease_until", "N")),),
     description=(
         "Asynchronous jobs: the job record (sk JOB) and one item per step (sk STEP#<name>); "
-        "expire through TTL."
+        "expire through TTL. Index leases: running jobs by lease_shard and lease_until."
     ),
 )
 

@@ -20,11 +20,17 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.agents import load_agent
 from stratus import composition
 from stratus.observability import logger, metrics, tracer
 
 #: A batch whose records all fail is reported record by record, not raised as one error.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def input_limit(agent: str) -> int:
+    """The agent's ``limits.max_input_chars`` (applied at submission)."""
+    return load_agent(agent).limits.max_input_chars
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -33,6 +39,7 @@ def record_handler(record: SQSRecord) -> None:
         message_id=record.message_id,
         source_queue=record.event_source_arn or "",
         receive_count=str(record.attributes.approximate_receive_count or "1"),
+        input_limit=input_limit,
     )
     if created is None:
         metrics.add_metric(name="PoisonMessages", unit="Count", value=1)

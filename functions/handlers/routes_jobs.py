@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from functions.handlers.common import ERROR_RESPONSES, tenant_id
+from functions.agents import agent_names, load_agent
+from functions.handlers.common import ERROR_RESPONSES, IdempotencyKey, tenant_id
 from stratus import composition
 from stratus.jobs import ApprovalRequest, JobRequest, JobSubmitted, JobView
 
@@ -49,10 +50,16 @@ def _tenant() -> str:
 )
 def submit_job(
     body: Annotated[JobRequest, Body()],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[str]:
+    spec = load_agent(body.agent) if body.agent in agent_names() else None
     job, _ = composition.current().jobs.submit(
-        body, tenant_id=_tenant(), idempotency_key=idempotency_key, source="api"
+        body,
+        tenant_id=_tenant(),
+        idempotency_key=idempotency_key,
+        source="api",
+        # 413 input_too_large over the agent's limits.max_input_chars or the byte cap.
+        max_input_chars=spec.limits.max_input_chars if spec is not None else None,
     )
     return Response(
         status_code=202,

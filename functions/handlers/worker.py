@@ -9,7 +9,8 @@ Two event shapes reach it:
   Step Functions state machine.
 
 This module only parses and maps: claiming under a lease, running, the retry
-decision by receive count, routing and notifying are
+decision by receive count (over the whole path) and its backoff (the record's
+message visibility), routing and notifying are
 :class:`stratus.jobs.JobService`'s; the workflow's task actions are
 :class:`stratus.jobs.workflow.WorkflowTasks`'. Both come from the process's
 runtime (:func:`stratus.composition.current`).
@@ -33,6 +34,7 @@ from stratus import composition
 from stratus.agents import AgentSpec
 from stratus.deadline import LambdaDeadline
 from stratus.jobs import BadJobMessage, JobBusy, JobMessage
+from stratus.jobs.retries import Delivery
 from stratus.observability import logger, metrics, set_agent_dimension, tracer
 from stratus.workflows import SupervisedWorkflow
 
@@ -63,23 +65,31 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     except ValueError as exc:
         raise BadJobMessage(f"not a job message: {exc}") from exc
     runtime = composition.current()
+    receives = int(record.attributes.approximate_receive_count or 1)
+    # Retries come back after a backoff on this message, not after the visibility timeout.
+    delivery = Delivery(runtime.settings.job_queue_url, record.receipt_handle, receives)
     remaining = lambda_context.get_remaining_time_in_millis() / 1000 if lambda_context else 900
-    job = runtime.jobs.claim(
-        message, agent=runtime.settings.agent, lease_s=remaining + LEASE_MARGIN_S
-    )
+    try:
+        job = runtime.jobs.claim(
+            message, agent=runtime.settings.agent, lease_s=remaining + LEASE_MARGIN_S
+        )
+    except JobBusy as busy:
+        runtime.jobs.retry_later(delivery, busy.retry_after_s)
+        raise
     if job is None:
         return
     spec = _served_spec()
     if spec.workflow:
-        runtime.jobs.start_workflow(job)
+        runtime.jobs.launch_workflow(job, receives=receives, delivery=delivery)
         return
     runtime.jobs.run(
         job,
         runtime.runner(spec),
         routes=spec.routes,
         request_id=getattr(lambda_context, "aws_request_id", "") or record.message_id,
-        receives=int(record.attributes.approximate_receive_count or 1),
+        receives=receives,
         deadline=LambdaDeadline(lambda_context) if lambda_context else None,
+        delivery=delivery,
     )
 
 

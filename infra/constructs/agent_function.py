@@ -31,7 +31,7 @@ from infra.topology import (
     JobResources,
     agent_plan,
     authorizer_plan,
-    ingest_plan,
+    job_function_plans,
     platform_plan,
     worker_plan,
 )
@@ -207,12 +207,17 @@ class StratusFunctions(Construct):
         for name in sorted(specs):
             plan = agent_plan(specs[name], deps.stage)
             self.agents[name] = AgentFunction(self, plan.construct_id, spec=specs[name], deps=deps)
-        #: The ingest function and one job worker per agent (with jobs only).
+        #: The ingest, sweeper and callbacks functions and one job worker per agent
+        #: (with jobs only).
         self.ingest: StratusFunction | None = None
+        self.job_functions: dict[str, StratusFunction] = {}
         self.workers: dict[str, StratusFunction] = {}
         if deps.jobs is not None:
-            ingest = ingest_plan(deps.stage, specs)
-            self.ingest = StratusFunction(self, ingest.construct_id, plan=ingest, deps=deps)
+            for plan in job_function_plans(deps.stage, specs):
+                self.job_functions[plan.key] = StratusFunction(
+                    self, plan.construct_id, plan=plan, deps=deps
+                )
+            self.ingest = self.job_functions["ingest"]
             for name in sorted(specs):
                 plan = worker_plan(specs[name], deps.stage)
                 self.workers[name] = StratusFunction(self, plan.construct_id, plan=plan, deps=deps)
@@ -222,7 +227,6 @@ class StratusFunctions(Construct):
         """Functions by plan key (``platform``, ``authorizer``, ``ingest``, ``agent:<name>``,
         ``worker:<name>``)."""
         everything: list[StratusFunction] = [self.platform, self.authorizer, *self.agents.values()]
-        if self.ingest is not None:
-            everything.append(self.ingest)
+        everything.extend(self.job_functions.values())
         everything.extend(self.workers.values())
         return {fn.plan.key: fn for fn in everything}

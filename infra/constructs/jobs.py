@@ -12,7 +12,10 @@ builds its own, so the two cannot drift:
 * each workflow is a Standard state machine (task tokens need Standard) whose
   definition is the ASL file with ``DefinitionSubstitutions``; it logs ALL
   events (with execution data off: prompts stay out of the logs) and traces;
-* grants come from the plans only (send, consume, publish, start, respond).
+* grants come from the plans only (send, consume, publish, start, respond);
+* the lease sweep runs every minute (an EventBridge rule invoking the sweeper
+  function, its failed invocations in a DLQ); callback deliveries have their own
+  queue, DLQ and alarm like every other queue.
 
 State machine ARNs are formatted from their (fixed) names, so a worker can know
 its workflow's ARN while the workflow refers to the worker: no cycle.
@@ -23,8 +26,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda_event_sources as event_sources
@@ -40,7 +46,16 @@ from infra.config import StageConfig
 from infra.constructs.agent_function import StratusFunction, StratusFunctions
 from infra.constructs.logs import RETENTION
 from infra.constructs.nag_rules import default_policy, suppress
-from infra.topology import JobResources, QueuePlan, WorkflowPlan, queue_plans, workflow_plans
+from infra.definitions import JOBS
+from infra.topology import (
+    SWEEP_INTERVAL_S,
+    JobResources,
+    QueuePlan,
+    WorkflowPlan,
+    pascal,
+    queue_plans,
+    workflow_plans,
+)
 from stratus.agents import AgentSpec
 
 DLQ_NO_REDRIVE = NagPackSuppression(
@@ -64,6 +79,14 @@ CALLBACK_KEY_NO_ROTATION = NagPackSuppression(
         "An HMAC key shared with every callback receiver: automatic rotation would "
         "break their signature checks without notice. Rotate by agreement with the "
         "receivers (put-secret-value; receivers accept old and new during rollover)."
+    ),
+)
+SWEEP_DLQ_IS_A_DLQ = NagPackSuppression(
+    id="AwsSolutions-SQS3",
+    reason=(
+        "This queue is the dead-letter queue of the lease sweep's EventBridge target "
+        "(failed scheduled invocations land here, alarmed on its first message); "
+        "it is not a redrive source, so cdk-nag cannot see that it is a DLQ."
     ),
 )
 STATE_MACHINE_WILDCARD = NagPackSuppression(
@@ -203,6 +226,9 @@ class StratusJobs(Construct):
         """Event sources, workflows and grants, once the functions exist."""
         by_key = functions.by_key
         for plan in self.queue_plans:
+            if plan.consumer not in by_key:
+                Annotations.of(self).add_error(f"no function {plan.consumer} consumes {plan.name}")
+                continue
             consumer = by_key[plan.consumer].function
             before = {child.node.id for child in consumer.node.children}
             consumer.add_event_source(
@@ -220,6 +246,10 @@ class StratusJobs(Construct):
                     suppress(mapping, SQS_MAPPING_NO_DESTINATION)
         for workflow in self.workflow_plans:
             self._workflow(workflow, functions)
+        if "sweeper" in by_key:
+            self._schedule_sweep(by_key["sweeper"])
+        else:
+            Annotations.of(self).add_error("no sweeper function: expired job leases stay stuck")
         for fn in by_key.values():
             needs = fn.plan
             for name in needs.send_queues:
@@ -246,6 +276,73 @@ class StratusJobs(Construct):
                     iam.PolicyStatement(actions=actions, resources=resources)
                 )
             self._suppress_execution_wildcard(fn)
+            self._suppress_jobs_index_wildcard(fn)
+
+    def _schedule_sweep(self, sweeper: StratusFunction) -> None:
+        """The lease sweep every ``SWEEP_INTERVAL_S``; invocations that fail go to a DLQ."""
+        dlq = sqs.Queue(
+            self,
+            "SweepDlq",
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        suppress(dlq, DLQ_NO_REDRIVE, SWEEP_DLQ_IS_A_DLQ)
+        cloudwatch.Alarm(
+            self,
+            "SweepDlqAlarm",
+            alarm_description="Failed lease sweep invocations: check the sweeper's logs.",
+            metric=dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.sweep_dlq = dlq
+        self.sweep_rule = events.Rule(
+            self,
+            "LeaseSweep",
+            description=(
+                f"Stratus {self.stage.name}: re-queue or fail jobs whose worker lease expired"
+            ),
+            schedule=events.Schedule.rate(Duration.seconds(SWEEP_INTERVAL_S)),
+            targets=[
+                targets.LambdaFunction(
+                    sweeper.function,
+                    dead_letter_queue=dlq,
+                    retry_attempts=2,
+                    max_event_age=Duration.minutes(5),
+                )
+            ],
+        )
+
+    def _suppress_jobs_index_wildcard(self, fn: StratusFunction) -> None:
+        """Table grants cover the jobs table's indexes (``<arn>/index/*``): the lease index."""
+        if JOBS.name not in fn.plan.tables:
+            return
+        stack = Stack.of(self)
+        tables = [
+            c
+            for c in stack.node.find_all()
+            if isinstance(c, dynamodb.CfnTable)
+            and c.node.scope is not None
+            and c.node.scope.node.id == pascal(JOBS.name)
+        ]
+        if len(tables) != 1:
+            return
+        suppress(
+            default_policy(fn.role),
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason=(
+                    "CDK's table grant covers the jobs table's indexes (<arn>/index/*): the "
+                    "sparse 'leases' index the lease sweep queries; no other table."
+                ),
+                applies_to=[f"Resource::<{stack.get_logical_id(tables[0])}.Arn>/index/*"],
+            ),
+        )
 
     def _suppress_execution_wildcard(self, fn: StratusFunction) -> None:
         """Stopping and describing executions needs a wildcard over one machine's executions."""

@@ -10,6 +10,9 @@ Pieces, all on loopback:
   stack, with the environment the CDK stack gives it, in warm worker processes.
 * **the API Gateway** (``infra.local.gateway``): the stack's routes and authorizer.
 * **SQS pollers** (``infra.local.sqs_poller``) for every event source mapping.
+* **the lease sweep schedule**: a thread that invokes the sweeper function every
+  ``sweep_interval_s`` (the stack's EventBridge rule; ``STRATUS_LOCAL_SWEEP_INTERVAL_S``,
+  0 turns it off); :meth:`LocalCloud.sweep` runs one sweep now (tests).
 * **the model**: the real endpoint when ``OPENAI_API_KEY`` is set, otherwise the
   offline fake model server, which says so.
 
@@ -64,6 +67,7 @@ from infra.local.provision import (
 from infra.local.sqs_poller import EventSourceMapping, SqsPoller
 from infra.paths import REPO_ROOT
 from infra.topology import (
+    SWEEP_INTERVAL_S,
     JobResources,
     QueuePlan,
     api_routes,
@@ -75,6 +79,10 @@ from stratus.agents import AgentSpec
 from stratus.tenants import TenantStore
 
 log = logging.getLogger("stratus.local")
+
+
+#: Batches each SQS mapping keeps in flight (Lambda's mapping starts with five pollers).
+MAPPING_POLLERS = 5
 
 
 class LocalCloud:
@@ -91,6 +99,8 @@ class LocalCloud:
         extras: Extras | None = None,
         log_sink: Callable[[str], None] | None = None,
         environ: Mapping[str, str] | None = None,
+        sweep_interval_s: float | None = None,
+        function_env: Mapping[str, str] | None = None,
     ) -> None:
         from functions.agents import load_all
 
@@ -102,6 +112,15 @@ class LocalCloud:
         self._extras = extras or Extras()
         self._log_sink = log_sink
         self._environ = dict(os.environ if environ is None else environ)
+        if sweep_interval_s is None:
+            raw = self._environ.get("STRATUS_LOCAL_SWEEP_INTERVAL_S", "")
+            sweep_interval_s = float(raw) if raw else float(SWEEP_INTERVAL_S)
+        #: Seconds between two scheduled lease sweeps (0: only :meth:`sweep`).
+        self.sweep_interval_s = sweep_interval_s
+        self._sweeps = threading.Event()
+        #: Variables every function gets besides its plan's (tests: shorter sweep grace,
+        #: retry backoff); the plan's own values win.
+        self._function_env = dict(function_env or {})
         self._stack: list[Callable[[], None]] = []
         self._previous_moto_port: str | None = None
         self.facts: LocalFacts | None = None
@@ -209,6 +228,8 @@ class LocalCloud:
         }
         machine_arns.update(create_state_machines(clients, self._extras.state_machines, names))
 
+        self._schedule_sweeps()
+
         gateway = LocalApiGateway(
             api_routes(self.specs),
             {key: name for key, name in names.items()},
@@ -294,6 +315,7 @@ class LocalCloud:
                 "STRATUS_CALLBACK_ALLOW_PRIVATE": "true",
             }
         )
+        env.update(self._function_env)
         return env
 
     def _function_configs(
@@ -352,10 +374,45 @@ class LocalCloud:
         return urls
 
     def _start_poller(self, clients: LocalClients, mapping: EventSourceMapping) -> SqsPoller:
-        poller = SqsPoller(mapping, self._invoke, sqs_client=clients.sqs, region=REGION)
+        poller = SqsPoller(
+            mapping, self._invoke, sqs_client=clients.sqs, region=REGION, pollers=MAPPING_POLLERS
+        )
         poller.start()
         self._stack.append(poller.stop)
         return poller
+
+    # -- the lease sweep (the stack's EventBridge schedule) ---------------------------
+
+    def sweep(self) -> dict[str, Any]:
+        """Run one lease sweep now, through the sweeper function; what it did."""
+        result = self._invoke(
+            self._function_names()["sweeper"],
+            {"source": "stratus.local", "detail-type": "Scheduled Event", "detail": {}},
+        )
+        if not result.ok:
+            raise RuntimeError(f"the lease sweep failed: {result.error}")
+        return dict(result.payload or {})
+
+    def _schedule_sweeps(self) -> None:
+        if self.sweep_interval_s <= 0:
+            return
+        self._sweeps.clear()
+
+        def loop() -> None:
+            while not self._sweeps.wait(self.sweep_interval_s):
+                try:
+                    self.sweep()
+                except Exception:  # keep the schedule going, as EventBridge does
+                    log.exception("scheduled lease sweep failed")
+
+        thread = threading.Thread(target=loop, name="stratus-lease-sweep", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            self._sweeps.set()
+            thread.join(5)
+
+        self._stack.append(stop)
 
     def _invoke(self, name: str, event: Any) -> InvokeResult:
         if self.runtime is None:

@@ -60,7 +60,7 @@ def function_config(plan: FunctionPlan, name: str, env: dict[str, str]) -> Funct
         environment=env,
         timeout_s=float(plan.timeout_s),
         memory_mb=plan.memory_mb,
-        max_concurrency=plan.reserved_concurrency or 4,
+        max_concurrency=plan.reserved_concurrency,
     )
 
 

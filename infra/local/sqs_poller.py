@@ -70,44 +70,53 @@ class SqsPoller:
         sqs_client: Any,
         region: str = "us-east-1",
         wait_time_s: int = 1,
+        pollers: int = 1,
     ) -> None:
         if not 0 <= wait_time_s <= 20:
             raise ValueError("wait_time_s must be 0..20 (SQS long polling)")
+        if pollers < 1:
+            raise ValueError("pollers must be at least 1")
+        #: Batches in flight at once (Lambda's SQS mapping starts with five pollers).
+        self.pollers = pollers
         self.mapping = mapping
         self._invoke = invoke
         self._sqs = sqs_client
         self._region = region
         self._wait_time_s = wait_time_s
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._stats = {"received": 0, "deleted": 0, "failed_records": 0, "invoke_errors": 0}
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> SqsPoller:
-        """Poll in a daemon thread until :meth:`stop`."""
-        if self._thread is not None and self._thread.is_alive():
+        """Poll in ``pollers`` daemon threads until :meth:`stop`."""
+        if self.running:
             return self
         self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run,
-            name=f"sqs-poller-{self.mapping.function_name}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._run,
+                name=f"sqs-poller-{self.mapping.function_name}-{index}",
+                daemon=True,
+            )
+            for index in range(self.pollers)
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop polling; returns within about one long poll (``wait_time_s``)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
     @property
     def stats(self) -> dict[str, int]:

@@ -24,15 +24,22 @@ API_HANDLER = "functions.handlers.api.lambda_handler"
 AUTHORIZER_HANDLER = "functions.handlers.authorizer.lambda_handler"
 WORKER_HANDLER = "functions.handlers.worker.lambda_handler"
 INGEST_HANDLER = "functions.handlers.ingest.lambda_handler"
+SWEEPER_HANDLER = "functions.handlers.sweeper.lambda_handler"
+CALLBACKS_HANDLER = "functions.handlers.callbacks.lambda_handler"
 MODEL_SECRET_ENV = "STRATUS_MODEL_SECRET_NAME"  # noqa: S105 - a variable name
 JOB_QUEUES_ENV = "STRATUS_JOB_QUEUES"
 JOBS_TOPIC_ENV = "STRATUS_JOBS_TOPIC_ARN"
 WORKFLOWS_ENV = "STRATUS_WORKFLOWS"
 CALLBACK_SECRET_ENV = "STRATUS_CALLBACK_SECRET_NAME"  # noqa: S105 - a variable name
 INGEST_QUEUE = "ingest"
+#: Callback deliveries: finishing a job enqueues one; the callbacks function posts it.
+CALLBACK_QUEUE = "callbacks"
+CALLBACK_QUEUE_ENV = "STRATUS_CALLBACK_QUEUE_URL"
 WORKFLOWS_DIR = REPO_ROOT / "infra" / "workflows"
 
-FunctionKind = Literal["agent", "platform", "authorizer", "worker", "ingest"]
+FunctionKind = Literal[
+    "agent", "platform", "authorizer", "worker", "ingest", "sweeper", "callbacks"
+]
 #: ``start`` starts executions; ``respond`` answers task tokens and stops executions.
 WorkflowAccess = Literal["start", "respond"]
 #: ``describe`` is DescribeTable only: what a health check needs, nothing more.
@@ -70,6 +77,15 @@ GATEWAY_TABLES: Mapping[str, TableAccess] = {
 
 #: The ingest function's timeout; its queue's visibility timeout is 6x this.
 INGEST_TIMEOUT_S = 30
+#: The callbacks function's timeout (a batch of 5 posts of at most 5 s each, in turn).
+CALLBACKS_TIMEOUT_S = 60
+CALLBACKS_BATCH_SIZE = 5
+#: Attempts of one callback delivery before it is recorded failed and dead-lettered.
+CALLBACK_MAX_RECEIVE_COUNT = 5
+#: The lease sweep: its function's timeout, and its schedule (EventBridge; the local
+#: cloud runs the same function every ``SWEEP_INTERVAL_S``).
+SWEEPER_TIMEOUT_S = 60
+SWEEP_INTERVAL_S = 60
 
 
 def pascal(name: str) -> str:

@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.config import StageConfig
-from infra.definitions import IDEMPOTENCY, JOBS, SESSIONS, TENANTS, USAGE
+from infra.definitions import BUDGETS, IDEMPOTENCY, JOBS, SESSIONS, TENANTS, USAGE
 from infra.topology.common import (
     AGENT_RESOURCES,
     API_HANDLER,
     AUTHORIZER_HANDLER,
+    CALLBACK_MAX_RECEIVE_COUNT,
+    CALLBACK_QUEUE,
+    CALLBACK_QUEUE_ENV,
     CALLBACK_SECRET_ENV,
+    CALLBACKS_HANDLER,
+    CALLBACKS_TIMEOUT_S,
     GATEWAY_TABLES,
     INGEST_HANDLER,
     INGEST_QUEUE,
@@ -22,6 +27,8 @@ from infra.topology.common import (
     JOBS_TOPIC_ENV,
     MODEL_SECRET_ENV,
     POWERTOOLS_ENV,
+    SWEEPER_HANDLER,
+    SWEEPER_TIMEOUT_S,
     TABLE_ENV,
     WORKER_HANDLER,
     WORKFLOWS_ENV,
@@ -163,6 +170,13 @@ def _base_env(stage: StageConfig, agent: str) -> dict[str, str]:
     return {"STRATUS_STAGE": stage.name, "STRATUS_AGENT": agent, **POWERTOOLS_ENV}
 
 
+#: What every function that finishes jobs needs to enqueue their callback deliveries.
+NOTIFIES: Mapping[str, Any] = {
+    "publish_jobs_topic": True,
+    "queue_url_env": {CALLBACK_QUEUE_ENV: CALLBACK_QUEUE},
+}
+
+
 def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
     """The function of one agent: sized by its spec, granted what its tools need."""
     tables: dict[str, TableAccess] = {IDEMPOTENCY.name: "read_write", **GATEWAY_TABLES}
@@ -227,12 +241,11 @@ def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = No
         names = tuple(sorted(specs))
         env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
         jobs = {
-            "send_queues": tuple(agent_queue(a) for a in names),
+            "send_queues": (*(agent_queue(a) for a in names), CALLBACK_QUEUE),
             "job_queue_agents": names,
             "workflows": {a: "respond" for a in names if specs[a].workflow},
             # Cancelling announces the job like any other completion.
-            "publish_jobs_topic": True,
-            "callback_secret": True,
+            **NOTIFIES,
         }
     return FunctionPlan(
         key="platform",
@@ -283,6 +296,8 @@ def worker_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
     env.pop("STRATUS_IDEMPOTENCY_TTL_S", None)
     env["STRATUS_JOB_MAX_RECEIVE_COUNT"] = str(stage.job_max_receive_count)
     env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
+    # The lease covers the invocation; retries come back after a backoff (its own queue).
+    queue_urls = {"STRATUS_JOB_QUEUE_URL": agent_queue(spec.name), **NOTIFIES["queue_url_env"]}
     if spec.workflow:
         env["STRATUS_APPROVAL_TIMEOUT_S"] = str(stage.approval_timeout_s)
     targets = tuple(sorted(set(spec.routes.values())))
@@ -299,12 +314,12 @@ def worker_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
         tables=tables,
         model_secret=True,
         agent=spec.name,
-        send_queues=tuple(agent_queue(a) for a in targets),
+        send_queues=(*(agent_queue(a) for a in targets), CALLBACK_QUEUE),
+        queue_url_env=queue_urls,
         job_queue_agents=targets,
         consumes=agent_queue(spec.name),
         publish_jobs_topic=True,
         workflows={spec.name: "start"} if spec.workflow else {},
-        callback_secret=True,
         budget_alerts=sync.budget_alerts,
     )
 
@@ -332,9 +347,62 @@ def ingest_plan(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> FunctionP
     )
 
 
+def sweeper_plan(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> FunctionPlan:
+    """The sweeps, on a schedule: re-queues (any agent's queue) or fails expired jobs, and
+    gives back expired budget reservations of every tenant and agent."""
+    names = tuple(sorted(specs))
+    env = _base_env(stage, "")
+    env["STRATUS_JOB_MAX_RECEIVE_COUNT"] = str(stage.job_max_receive_count)
+    env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
+    return FunctionPlan(
+        key="sweeper",
+        kind="sweeper",
+        construct_id="Sweeper",
+        handler=SWEEPER_HANDLER,
+        description="Stratus sweeps: expired job leases and budget reservations",
+        memory_mb=256,
+        timeout_s=SWEEPER_TIMEOUT_S,
+        # One sweep at a time (they would only race on the same conditional writes).
+        reserved_concurrency=None,
+        static_env=env,
+        tables={JOBS.name: "read_write", BUDGETS.name: "read_write", TENANTS.name: "read"},
+        send_queues=(*(agent_queue(a) for a in names), CALLBACK_QUEUE),
+        job_queue_agents=names,
+        **NOTIFIES,
+    )
+
+
+def callbacks_plan(stage: StageConfig) -> FunctionPlan:
+    """Delivers job callbacks from the callback queue: signed, pinned, retried, recorded."""
+    env = _base_env(stage, "")
+    env["STRATUS_CALLBACK_MAX_RECEIVE_COUNT"] = str(CALLBACK_MAX_RECEIVE_COUNT)
+    env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
+    return FunctionPlan(
+        key="callbacks",
+        kind="callbacks",
+        construct_id="Callbacks",
+        handler=CALLBACKS_HANDLER,
+        description="Stratus job callbacks: signed POSTs to the jobs' callback URLs",
+        memory_mb=256,
+        timeout_s=CALLBACKS_TIMEOUT_S,
+        reserved_concurrency=None,
+        static_env=env,
+        tables={JOBS.name: "read_write"},
+        queue_url_env={CALLBACK_QUEUE_ENV: CALLBACK_QUEUE},
+        consumes=CALLBACK_QUEUE,
+        callback_secret=True,
+    )
+
+
+def job_function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[FunctionPlan]:
+    """The functions of asynchronous jobs besides the workers: ingest, sweeper, callbacks."""
+    return [ingest_plan(stage, specs), sweeper_plan(stage, specs), callbacks_plan(stage)]
+
+
 def function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[FunctionPlan]:
-    """Every function: platform, authorizer, ingest, and an API and a worker function per agent."""
-    plans = [platform_plan(stage, specs), authorizer_plan(stage), ingest_plan(stage, specs)]
+    """Every function: platform, authorizer, ingest, sweeper, callbacks, and an API and a
+    worker function per agent."""
+    plans = [platform_plan(stage, specs), authorizer_plan(stage), *job_function_plans(stage, specs)]
     plans.extend(agent_plan(specs[name], stage) for name in sorted(specs))
     plans.extend(worker_plan(specs[name], stage) for name in sorted(specs))
     return plans

@@ -1,4 +1,5 @@
-"""Queue plans: the ingest queue and one job queue per agent, each with its DLQ."""
+"""Queue plans: the ingest queue, one job queue per agent and the callback deliveries,
+each with its DLQ."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from infra.config import StageConfig
-from infra.topology.common import INGEST_QUEUE, INGEST_TIMEOUT_S, agent_queue, dlq, pascal
+from infra.topology.common import (
+    CALLBACK_MAX_RECEIVE_COUNT,
+    CALLBACK_QUEUE,
+    CALLBACKS_BATCH_SIZE,
+    CALLBACKS_TIMEOUT_S,
+    INGEST_QUEUE,
+    INGEST_TIMEOUT_S,
+    agent_queue,
+    dlq,
+    pascal,
+)
 from stratus.agents import AgentSpec
 
 
@@ -36,7 +47,7 @@ class QueuePlan:
 
 
 def queue_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[QueuePlan]:
-    """The ingest queue, then one queue per agent (each with its own DLQ)."""
+    """The ingest queue, the callback queue, then one queue per agent (each with its DLQ)."""
     plans = [
         QueuePlan(
             name=INGEST_QUEUE,
@@ -46,7 +57,16 @@ def queue_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[Queu
             max_receive_count=stage.job_max_receive_count,
             consumer="ingest",
             batch_size=10,
-        )
+        ),
+        QueuePlan(
+            name=CALLBACK_QUEUE,
+            construct_id="Callbacks",
+            description="Job callback deliveries (retried with backoff, then dead-lettered)",
+            visibility_timeout_s=6 * CALLBACKS_TIMEOUT_S,
+            max_receive_count=CALLBACK_MAX_RECEIVE_COUNT,
+            consumer="callbacks",
+            batch_size=CALLBACKS_BATCH_SIZE,
+        ),
     ]
     for name in sorted(specs):
         plans.append(

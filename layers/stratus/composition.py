@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from stratus.gateway import ModelGateway
     from stratus.health import Probe
     from stratus.invoke import InvokeService
+    from stratus.jobs.callbacks import CallbackDelivery
     from stratus.jobs.ingest import Ingest
     from stratus.jobs.notifications import Notifier
     from stratus.jobs.ports import MessageQueue, WorkflowEngine
     from stratus.jobs.service import JobService
     from stratus.jobs.store import JobStore
+    from stratus.jobs.sweep import LeaseSweeper
     from stratus.jobs.workflow import WorkflowTasks
     from stratus.keys import KeyProvider
     from stratus.ledger import CompletionStore
@@ -284,16 +286,23 @@ class Runtime:
 
     @cached_property
     def job_notifier(self) -> Notifier:
-        from stratus.jobs.aws_adapters import SecretsManagerSource, SnsPublisher
-        from stratus.jobs.notifications import Notifier, UrllibCallbackSender
+        from stratus.jobs.aws_adapters import SnsPublisher
+        from stratus.jobs.notifications import Notifier
 
         topic = self.settings.jobs_topic_arn
-        return Notifier(
-            publisher=SnsPublisher(self.clients, topic) if topic else None,
-            callbacks=UrllibCallbackSender(),
+        return Notifier(publisher=SnsPublisher(self.clients, topic) if topic else None)
+
+    @cached_property
+    def job_callbacks(self) -> CallbackDelivery:
+        from stratus.jobs.aws_adapters import SecretsManagerSource
+        from stratus.jobs.callbacks import CallbackDelivery, PinnedHttpSender
+
+        return CallbackDelivery(
+            self.job_store,
+            self.job_queue,
+            PinnedHttpSender(),
+            settings=self.settings,
             secrets=SecretsManagerSource(self.clients),
-            callback_secret_name=self.settings.callback_secret_name,
-            allow_private=self.settings.callback_allow_private,
             clock=self.clock,
         )
 
@@ -308,7 +317,14 @@ class Runtime:
             settings=self.settings,
             workflows=self.job_workflows,
             clients=self.clients,
+            budgets=self.budgets if self.settings.budgets_table else None,
         )
+
+    @cached_property
+    def job_sweeper(self) -> LeaseSweeper:
+        from stratus.jobs.sweep import LeaseSweeper
+
+        return LeaseSweeper(self.jobs)
 
     @cached_property
     def job_ingest(self) -> Ingest:

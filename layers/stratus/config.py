@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     budget_alert_thresholds: tuple[int, ...] = (50, 75, 90, 100)
     #: Past this percentage, agents that allow it move to a cheaper tier.
     budget_downgrade_at: int = Field(default=90, ge=1, le=100)
+    #: A reservation is held until the calling function's deadline plus this margin
+    #: (clock skew between hosts); after that an unsettled one is given back.
+    budget_hold_margin_s: float = Field(default=30.0, ge=0, le=3600)
+    #: The hold of a call without a deadline (scripts, local runs): Lambda's longest run.
+    budget_max_hold_s: float = Field(default=900.0, gt=0, le=86_400)
+    #: Open reservations per budget item (about 40 bytes each; the item's limit is 400 KB).
+    budget_max_open_reservations: int = Field(default=1000, ge=1, le=5000)
     #: SNS topic (name, in this account and region) for budget alerts; empty: log only.
     alerts_topic_name: str = ""
     #: Per-key limits, enforced fleet-wide (token buckets in the limits table).
@@ -112,6 +119,24 @@ class Settings(BaseSettings):
     job_max_receive_count: int = Field(default=3, ge=1)
     job_retention_days: int = Field(default=30, ge=1)
     approval_timeout_s: int = Field(default=86_400, ge=1)
+    #: The job queue this worker consumes (retry backoff changes its messages' visibility).
+    job_queue_url: str = ""
+    #: Retryable job failures come back after uniform(d/2, d) seconds,
+    #: d = min(cap, base * 2**(receive count - 1)) (ChangeMessageVisibility).
+    job_retry_base_s: float = Field(default=10.0, ge=0, le=43_200)
+    job_retry_cap_s: float = Field(default=300.0, ge=0, le=43_200)
+    #: UTF-8 bytes of a job's input plus metadata accepted at submission (``input_too_large``);
+    #: with results capped at 96 KiB, no job item can reach DynamoDB's 400 KB.
+    job_max_input_bytes: int = Field(default=128 * 1024, ge=1, le=192 * 1024)
+    #: The lease sweep: a lease counts as expired this long after ``lease_until``; a job it
+    #: re-queues is held this long before it may be re-queued again.
+    job_sweep_grace_s: float = Field(default=30.0, ge=0)
+    job_sweep_hold_s: float = Field(default=300.0, ge=1)
+    #: The callback delivery queue (finishing a job enqueues its callback there).
+    callback_queue_url: str = ""
+    #: The callback queue's maxReceiveCount: the last failed attempt records ``failed``.
+    callback_max_receive_count: int = Field(default=5, ge=1)
+    callback_timeout_s: float = Field(default=5.0, gt=0, le=30)
 
     @field_validator("agent")
     @classmethod

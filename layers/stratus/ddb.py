@@ -271,6 +271,31 @@ class Table:
                 return
             start = page.last_key
 
+    def scan_all(
+        self,
+        *,
+        filter: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+        projection: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of the table, page after page (maintenance paths only, never requests)."""
+        args: dict[str, Any] = {
+            "TableName": self.name,
+            **_expression_args(names=names, values=values),
+        }
+        if filter:
+            args["FilterExpression"] = filter
+        if projection:
+            args["ProjectionExpression"] = projection
+        while True:
+            response = self.client.scan(**args)
+            yield from (unmarshal(raw) for raw in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return
+            args["ExclusiveStartKey"] = last
+
     def batch_get(
         self, keys: Sequence[Mapping[str, Any]], *, consistent: bool = False
     ) -> list[dict[str, Any]]:

@@ -57,6 +57,7 @@ class TenantDirectory(Protocol):
     def create(self, name: str) -> tuple[Tenant, str]: ...
     def authenticate(self, key: str) -> Tenant | None: ...
     def is_active(self, tenant_id: str) -> bool: ...
+    def tenant_ids(self) -> list[str]: ...
 
 
 def _well_formed(key: str) -> bool:
@@ -128,6 +129,16 @@ class TenantStore:
         item = self._table.get({"pk": f"TENANT#{tenant_id}"})
         return item is not None and item.get("status") == "active"
 
+    def tenant_ids(self) -> list[str]:
+        """Every tenant's id (a scan of the small tenants table: for sweeps, not requests)."""
+        ids = (
+            str(item["pk"]).removeprefix("TENANT#")
+            for item in self._table.scan_all(
+                filter="begins_with(pk, :t)", values={":t": "TENANT#"}, projection="pk"
+            )
+        )
+        return sorted(ids)
+
 
 class MemoryTenants:
     """:class:`TenantDirectory` in process (unit tests)."""
@@ -154,3 +165,7 @@ class MemoryTenants:
         with self._lock:
             tenant = self._tenants.get(tenant_id)
         return tenant is not None and tenant.status == "active"
+
+    def tenant_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._tenants)

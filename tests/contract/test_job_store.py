@@ -161,3 +161,63 @@ def test_steps_are_recorded_once_and_add_up(subject: Subject) -> None:
     assert store.step_output("job_1", "review") is None
     assert not store.record_step("job_missing", "main", usage=usage, cost_usd=Decimal(1))
     assert store.steps("job_missing") == []
+
+
+def test_the_lease_index_holds_only_leased_jobs(subject: Subject) -> None:
+    """The sweep's sparse index (a real GSI on moto): claimed jobs in, finished ones out."""
+    store, clock = subject.store, subject.clock
+    for job_id in ("job_a", "job_b", "job_c", "job_d"):
+        create(store, job_id)
+    for job_id in ("job_a", "job_b", "job_c"):
+        assert store.claim(job_id, lease_s=60) is not None
+    assert store.finish("job_b", "succeeded", result="ok") is not None
+    assert store.set_execution("job_c", "arn:x") is not None
+    assert store.expired_leases(clock.now) == []  # live leases only
+    clock.now += 61
+    (expired,) = store.expired_leases(clock.now)
+    assert expired["job_id"] == "job_a" and expired["status"] == "running"
+    finished = store.get("job_b")
+    assert finished is not None and "lease_shard" not in finished
+
+
+def test_requeue_and_expire_are_conditional_on_the_lease_seen(subject: Subject) -> None:
+    store, clock = subject.store, subject.clock
+    create(store)
+    store.claim("job_1", lease_s=60)
+    clock.now += 61
+    (seen,) = store.expired_leases(clock.now)
+    moved = store.requeue_expired("job_1", seen["lease_until"], 300)
+    assert moved is not None and moved["status"] == "queued" and moved["sweeps"] == 1
+    assert moved["lease_until"] == Decimal(str(clock.now)) + 300
+    # A second sweeper that saw the same lease loses.
+    assert store.requeue_expired("job_1", seen["lease_until"], 300) is None
+    assert store.expire("job_1", seen["lease_until"], {"code": "lease_expired"}) is None
+    assert store.expired_leases(clock.now) == []  # held
+    clock.now += 301
+    (held,) = store.expired_leases(clock.now)
+    failed = store.expire("job_1", held["lease_until"], {"code": "lease_expired", "message": "m"})
+    assert failed is not None and failed["status"] == "failed" and "lease_shard" not in failed
+    assert failed["error"] == {"code": "lease_expired", "message": "m"}
+    assert store.expired_leases(clock.now + 1000) == []
+
+
+def test_release_holds_the_lease_for_the_backoff(subject: Subject) -> None:
+    store, clock = subject.store, subject.clock
+    create(store)
+    store.claim("job_1", lease_s=600)
+    store.release("job_1", hold_s=20)
+    assert store.claim("job_1", lease_s=60) is None  # the backoff has not passed
+    clock.now += 21
+    assert store.claim("job_1", lease_s=60) is not None
+
+
+def test_non_ascii_text_is_stored_unescaped(subject: Subject) -> None:
+    store = subject.store
+    text = "漢" * 30_000  # 90 KB as UTF-8 (as \\uXXXX escapes: 180 KB)
+    create(store, request=JobRequest(agent="triage", input=text, metadata={"city": "東京"}))
+    got = store.get("job_1")
+    assert got is not None and got["input"] == json.dumps(text, ensure_ascii=False)
+    assert "東京" in got["metadata"]
+    store.claim("job_1", lease_s=60)
+    done = store.finish("job_1", "succeeded", result=text)
+    assert done is not None and json.loads(done["result"]) == text

@@ -47,3 +47,9 @@ def test_tenants_are_apart(directory: TenantDirectory) -> None:
 
 def test_an_unknown_tenant_is_not_active(directory: TenantDirectory) -> None:
     assert not directory.is_active("0" * 32)
+
+
+def test_tenant_ids_lists_every_tenant_and_no_key(directory: TenantDirectory) -> None:
+    assert directory.tenant_ids() == []
+    ids = sorted(directory.create(name)[0].tenant_id for name in ("one", "two", "three"))
+    assert directory.tenant_ids() == ids

@@ -210,6 +210,15 @@ def test_http_job_succeeds_with_result_usage_cost_event_and_signed_callback(
     assert not verify(b"another key", headers[SIGNATURE_HEADER], raw)
     assert json.loads(raw)["job"]["status"] == "succeeded"
 
+    # Delivered by the callbacks function from its queue; the attempt is on the job.
+    def delivered() -> Any:
+        callback = get_job(cloud, job["job_id"]).body.get("callback") or {}
+        return callback if callback.get("state") == "delivered" else None
+
+    callback = wait_for(delivered)
+    assert callback["attempts"] == 1 and callback["last_status"] == 204
+    assert callback["delivered_at"]
+
     # Another tenant cannot see the job; unknown jobs and agents are 404s.
     _, other_key = TenantStore(facts.tables["tenants"], aws("dynamodb")).create("other")
     other = get_job(cloud, job["job_id"], {"Authorization": f"Bearer {other_key}"})

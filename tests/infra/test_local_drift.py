@@ -170,7 +170,7 @@ def test_local_queues_and_mappings_match_the_template(
             )
         )
     assert sorted(running) == deployed
-    assert len(deployed) == len(local.specs) + 1  # the ingest queue and one per agent
+    assert len(deployed) == len(local.specs) + 2  # ingest, callbacks and one per agent
     # Visibility timeout at least 6x the consumer's timeout, in both.
     functions = {
         logical: r for logical, r in resources.items() if r["Type"] == "AWS::Lambda::Function"

@@ -350,3 +350,29 @@ def test_mapping_settings_are_validated_like_aws() -> None:
     with pytest.raises(ValueError):
         EventSourceMapping("f", "url", "arn", batch_size=100)  # > 10 needs a window
     EventSourceMapping("f", "url", "arn", batch_size=100, maximum_batching_window_s=1)
+
+
+def test_several_pollers_keep_several_batches_in_flight(sqs: Any) -> None:
+    url, arn, _ = make_queue(sqs, max_receive_count=5)
+    for index in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m-{index}")
+    together = threading.Barrier(3, timeout=10)
+
+    def invoke(name: str, event: Any) -> InvokeResult:
+        together.wait()  # only returns once three batches are in flight at the same time
+        return InvokeResult(
+            request_id="r",
+            payload={"batchItemFailures": []},
+            error=None,
+            duration_ms=1.0,
+            cold_start=False,
+        )
+
+    mapping = EventSourceMapping("sqs-partial", url, arn, batch_size=1)
+    poller = SqsPoller(mapping, invoke, sqs_client=sqs, region=REGION, pollers=3).start()
+    try:
+        until(lambda: poller.stats["deleted"] >= 3)
+    finally:
+        poller.stop()
+    assert not together.broken
+    assert counts(sqs, url) == (0, 0)

@@ -10,7 +10,7 @@ import pytest
 from stratus.config import Settings
 from stratus.jobs import JobService, Notifier, PoisonMessage, parse_producer_message
 from stratus.jobs.ingest import Ingest
-from stratus.jobs.memory import MemoryCallbacks, MemoryJobStore, MemoryQueue
+from stratus.jobs.memory import MemoryJobStore, MemoryQueue
 from stratus.tenants import MemoryTenants
 
 DLQ = "https://sqs.test/ingest-dlq"
@@ -25,7 +25,7 @@ def ingest() -> tuple[Ingest, MemoryQueue, str]:
     jobs = JobService(
         MemoryJobStore(),
         queue,
-        Notifier(publisher=None, callbacks=MemoryCallbacks()),
+        Notifier(publisher=None),
         settings=Settings(job_queues={"triage": "https://sqs.test/triage"}),
     )
     return Ingest(jobs, tenants, queue, DLQ), queue, tenant.tenant_id
@@ -100,3 +100,28 @@ def test_accept_submits_once_and_dead_letters_poison(
     assert [a["stratus_reason"] for url, _, a in queue.sent if url == DLQ][-1] == (
         "idempotency_key_reused"
     )
+
+
+def test_json_nested_too_deeply_is_invalid_json_not_a_recursion_error() -> None:
+    deep = '{"version": "1", "tenant_id": "t", "agent": "triage", "input": ' + "[" * 100_000
+    deep += "]" * 100_000 + "}"
+    with pytest.raises(PoisonMessage) as poison:
+        parse_producer_message(deep)
+    assert poison.value.reason == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("fields", "limit"),
+    [({"input": "x" * 9000}, 8000), ({"input": "漢" * (225 * 1024 // 3)}, None)],
+)
+def test_an_input_over_the_limits_is_dead_lettered_at_once(
+    ingest: tuple[Ingest, MemoryQueue, str], fields: dict[str, Any], limit: int | None
+) -> None:
+    admission, queue, tenant = ingest
+    raw = body(tenant_id=tenant, **fields)
+    created = admission.accept(raw, message_id="m-1", input_limit=lambda agent: limit)
+    assert created is None
+    ((url, sent, attributes),) = queue.sent  # the DLQ copy only: no job queued
+    assert url == DLQ and sent == raw
+    assert attributes["stratus_reason"] == "input_too_large"
+    assert admission.jobs.store.get("job_x") is None

@@ -19,7 +19,6 @@ from stratus.errors import (
 )
 from stratus.jobs import JobBusy, JobMessage, JobRequest, JobService, Notifier, failure_action
 from stratus.jobs.memory import (
-    MemoryCallbacks,
     MemoryEvents,
     MemoryJobStore,
     MemoryQueue,
@@ -30,6 +29,7 @@ from stratus.usage import Usage
 QUEUES = {"triage": "https://sqs.test/triage", "order_status": "https://sqs.test/order_status"}
 ARN = "arn:aws:states:eu-west-1:123456789012:stateMachine:researcher"
 MAX_RECEIVES = 3
+CALLBACK_QUEUE = "https://sqs.test/callbacks"
 
 
 class Clock:
@@ -94,10 +94,15 @@ def world() -> World:
     store = MemoryJobStore(clock=clock)
     queue, events, workflows = MemoryQueue(), MemoryEvents(), MemoryWorkflows()
     settings = Settings(
-        job_queues=QUEUES, workflows={"researcher": ARN}, job_max_receive_count=MAX_RECEIVES
+        job_queues=QUEUES,
+        workflows={"researcher": ARN},
+        job_max_receive_count=MAX_RECEIVES,
+        callback_queue_url=CALLBACK_QUEUE,
     )
-    notifier = Notifier(publisher=events, callbacks=MemoryCallbacks(), clock=clock)
-    service = JobService(store, queue, notifier, settings=settings, workflows=workflows)
+    notifier = Notifier(publisher=events)
+    service = JobService(
+        store, queue, notifier, settings=settings, workflows=workflows, rng=lambda: 0.5
+    )
     return World(service, store, queue, events, workflows, clock)
 
 
@@ -315,8 +320,10 @@ def test_a_retryable_error_before_the_last_delivery_releases_and_reraises(world:
         run(world, job, Runner(ModelUnavailable("down")), receives=MAX_RECEIVES - 1)
     released = world.store.get(job["job_id"])
     assert released is not None and released["status"] == "running"
-    assert released["lease_until"] == 0
-    assert world.claim(job) is not None  # the next delivery claims it at once
+    # The lease is shortened to the retry's backoff (receive 2: 10-20 s; rng 0.5 -> 15 s).
+    assert released["lease_until"] == Decimal(str(world.clock.now)) + 15
+    world.clock.now += 15.5
+    assert world.claim(job) is not None  # the delivery after the backoff claims it
     assert world.events.published == []
 
 

@@ -12,8 +12,12 @@
   route, cancel, approve, finish and notify, the retry decision);
 * :mod:`~stratus.jobs.ingest`: producer messages become jobs, poison goes to the DLQ;
 * :mod:`~stratus.jobs.workflow`: the task actions of a supervised workflow;
-* :mod:`~stratus.jobs.notifications`: ``Notifier``, the callback destination
-  check, ``sign`` and ``verify``.
+* :mod:`~stratus.jobs.notifications`: ``Notifier`` (the jobs topic), the
+  destination check, ``sign`` and ``verify``;
+* :mod:`~stratus.jobs.callbacks`: callbacks delivered asynchronously (queue,
+  pinned address, ports 80/443, no redirects, status on the job);
+* :mod:`~stratus.jobs.retries`: the retry decision and its backoff;
+  :mod:`~stratus.jobs.sweep`: the lease sweep.
 
 The composition root (:class:`stratus.composition.Runtime`, ``jobs`` section)
 wires them; nothing here knows Lambda or HTTP.
@@ -49,7 +53,6 @@ from stratus.jobs.contracts import (
 from stratus.jobs.dynamo import DynamoJobStore
 from stratus.jobs.memory import MemoryJobStore
 from stratus.jobs.notifications import (
-    CALLBACK_TIMEOUT_S,
     SIGNATURE_HEADER,
     Notifier,
     callback_allowed,
@@ -57,13 +60,13 @@ from stratus.jobs.notifications import (
     sign,
     verify,
 )
-from stratus.jobs.service import BadJobMessage, JobBusy, JobService, failure_action
+from stratus.jobs.retries import Delivery, failure_action, retry_delay_s
+from stratus.jobs.service import BadJobMessage, JobBusy, JobService
 from stratus.jobs.store import JobStore
 
 __all__ = [
     "ACTIVE",
     "AGENT_NAME",
-    "CALLBACK_TIMEOUT_S",
     "JOB_SK",
     "PRODUCER_VERSIONS",
     "SIGNATURE_HEADER",
@@ -71,6 +74,7 @@ __all__ = [
     "TERMINAL",
     "ApprovalRequest",
     "BadJobMessage",
+    "Delivery",
     "DynamoJobStore",
     "JobBudgetExceeded",
     "JobBusy",
@@ -96,6 +100,7 @@ __all__ = [
     "producer_contract_schema",
     "public_destination",
     "request_hash",
+    "retry_delay_s",
     "sign",
     "usage_of",
     "verify",

@@ -33,6 +33,11 @@ class SqsQueue:
             QueueUrl=queue_url, MessageBody=body, MessageAttributes=_string_attributes(attributes)
         )
 
+    def change_visibility(self, queue_url: str, receipt_handle: str, timeout_s: int) -> None:
+        self._clients.client("sqs").change_message_visibility(
+            QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=int(timeout_s)
+        )
+
 
 class StepFunctionsEngine:
     """:class:`~stratus.jobs.ports.WorkflowEngine` on Step Functions."""

@@ -20,8 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stratus.agents import CallScope
-from stratus.contracts import MAX_IDEMPOTENCY_KEY_LEN
-from stratus.errors import JobBudgetExceeded
+from stratus.contracts import MAX_IDEMPOTENCY_KEY_LEN, MAX_JSON_DEPTH, json_too_deep
+from stratus.errors import InputTooLarge, JobBudgetExceeded
 from stratus.usage import Usage
 
 JobStatus = Literal["queued", "running", "waiting_approval", "succeeded", "failed", "cancelled"]
@@ -45,6 +45,7 @@ class _JobFields(BaseModel):
     callback_url: str | None = Field(
         default=None,
         max_length=2048,
+        pattern=r"^https?://[^\s/?#]+",
         description="POSTed the completion event, signed with X-Stratus-Signature (http/https).",
     )
     max_cost_usd: float | None = Field(
@@ -115,12 +116,17 @@ class PoisonMessage(Exception):
 
 
 def parse_producer_message(body: str) -> ProducerMessage:
-    """The message, or :class:`PoisonMessage` (``invalid_json``, ``invalid_message``,
-    ``unsupported_version``) saying why it can never become a job."""
+    """The message, or :class:`PoisonMessage` (``invalid_json``, also for JSON nested too
+    deeply, ``invalid_message``, ``unsupported_version``) saying why it can never become
+    a job."""
+    if json_too_deep(body):
+        raise PoisonMessage("invalid_json", f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         raw = json.loads(body)
     except ValueError as exc:
         raise PoisonMessage("invalid_json", str(exc)) from None
+    except RecursionError:
+        raise PoisonMessage("invalid_json", "the JSON is nested too deeply") from None
     if not isinstance(raw, dict):
         raise PoisonMessage("invalid_message", "the body must be a JSON object")
     if str(raw.get("version")) not in PRODUCER_VERSIONS:
@@ -130,6 +136,8 @@ def parse_producer_message(body: str) -> ProducerMessage:
         )
     try:
         return ProducerMessage.model_validate(raw)
+    except RecursionError:
+        raise PoisonMessage("invalid_json", "the JSON is nested too deeply") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
@@ -170,6 +178,17 @@ class StepView(BaseModel):
     updated_at: str
 
 
+class CallbackStatus(BaseModel):
+    """The delivery of a job's callback (``state``: pending, retrying, delivered, failed,
+    refused)."""
+
+    state: str
+    attempts: int = 0
+    last_status: int | None = None
+    delivered_at: str | None = None
+    error: str | None = None
+
+
 class JobView(BaseModel):
     """Body of ``GET /v1/jobs/{job_id}``."""
 
@@ -186,10 +205,38 @@ class JobView(BaseModel):
     attempts: int = 0
     parent_job_id: str | None = None
     routed_to: JsonObject | None = None
+    callback: CallbackStatus | None = None
     steps: list[StepView] | None = None
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+def dump_json(value: Any) -> str:
+    """JSON as stored on job items: sorted keys, non-ASCII text as is (not ``\\uXXXX``)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def check_input(request: JobRequest, *, max_input_chars: int | None, max_bytes: int) -> None:
+    """Refuse at submission what the agent's runner (or DynamoDB) would refuse later.
+
+    Characters are counted as the runner counts them (``limits.max_input_chars``);
+    bytes are the UTF-8 JSON of input and metadata as stored.
+    """
+    raw = request.input
+    text = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
+    if max_input_chars is not None and len(text) > max_input_chars:
+        raise InputTooLarge(
+            f"input is {len(text)} characters; agent {request.agent} accepts at most "
+            f"{max_input_chars}",
+            details={"limit": max_input_chars, "size": len(text), "unit": "characters"},
+        )
+    size = len(dump_json(request.input).encode()) + len(dump_json(request.metadata).encode())
+    if size > max_bytes:
+        raise InputTooLarge(
+            f"input and metadata are {size} bytes; a job accepts at most {max_bytes}",
+            details={"limit": max_bytes, "size": size, "unit": "bytes"},
+        )
 
 
 def now_iso(clock: Clock = time.time) -> str:
@@ -266,7 +313,21 @@ def view(job: Mapping[str, Any], steps: Iterable[Mapping[str, Any]] | None = Non
         attempts=int(job.get("attempts", 0)),
         parent_job_id=job.get("parent_job_id"),
         routed_to=dict(job["routed_to"]) if job.get("routed_to") else None,
+        callback=_callback_status(job.get("callback")),
         steps=step_views,
+    )
+
+
+def _callback_status(raw: Any) -> CallbackStatus | None:
+    if not isinstance(raw, Mapping) or "state" not in raw:
+        return None
+    last = raw.get("last_status")
+    return CallbackStatus(
+        state=str(raw["state"]),
+        attempts=int(raw.get("attempts", 0)),
+        last_status=int(last) if last is not None else None,
+        delivered_at=raw.get("delivered_at"),
+        error=raw.get("error"),
     )
 
 

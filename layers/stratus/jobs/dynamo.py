@@ -9,7 +9,15 @@ from typing import Any
 
 from stratus import ddb
 from stratus.jobs.contracts import JOB_SK, STEP_PREFIX, Clock, now_iso
-from stratus.jobs.store import Item, JobItems, output_of
+from stratus.jobs.store import (
+    LEASE_INDEX,
+    LEASE_SHARD,
+    LEASE_SHARDS,
+    Item,
+    JobItems,
+    lease_shard,
+    output_of,
+)
 from stratus.observability import logger
 from stratus.usage import Usage
 
@@ -50,11 +58,16 @@ class DynamoJobStore(JobItems):
         values: Mapping[str, Any],
         add: Mapping[str, Any] | None = None,
     ) -> Item | None:
-        """SET (and ADD) the fields if ``condition`` holds; the new item, or None."""
-        fields = {**set_, "updated_at": now_iso(self.clock)}
-        names = {f"#{k}": k for k in [*fields, *(add or {})]}
+        """SET (REMOVE the None ones, and ADD) the fields if ``condition`` holds; the new
+        item, or None."""
+        every = {**set_, "updated_at": now_iso(self.clock)}
+        fields = {k: v for k, v in every.items() if v is not None}
+        removed = [k for k, v in every.items() if v is None]
+        names = {f"#{k}": k for k in [*every, *(add or {})]}
         names["#status"] = "status"
         expression = "SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+        if removed:
+            expression += " REMOVE " + ", ".join(f"#{k}" for k in removed)
         if add:
             expression += " ADD " + ", ".join(f"#{k} :{k}" for k in add)
         attr_values = {f":{k}": v for k, v in {**fields, **(add or {})}.items()} | dict(values)
@@ -73,19 +86,63 @@ class DynamoJobStore(JobItems):
         now = Decimal(str(round(self.clock(), 3)))
         return self._update(
             job_id,
-            set_={"status": "running", "lease_until": now + Decimal(str(round(lease_s, 3)))},
+            set_={
+                "status": "running",
+                "lease_until": now + Decimal(str(round(lease_s, 3))),
+                LEASE_SHARD: lease_shard(job_id),
+            },
             add={"attempts": 1},
             condition="#status = :queued OR (#status = :running AND lease_until < :now)",
             values={":queued": "queued", ":running": "running", ":now": now},
         )
 
-    def _set_if_status(self, job_id: str, allowed: list[str], fields: Item) -> Item | None:
-        return self._update(
-            job_id,
-            set_=fields,
-            condition=" OR ".join(f"#status = :from{i}" for i in range(len(allowed))),
-            values={f":from{i}": s for i, s in enumerate(allowed)},
-        )
+    def _set_if_status(
+        self,
+        job_id: str,
+        allowed: list[str],
+        fields: Item,
+        *,
+        lease_is: Any = None,
+        add: Mapping[str, int] | None = None,
+    ) -> Item | None:
+        condition = " OR ".join(f"#status = :from{i}" for i in range(len(allowed)))
+        values: dict[str, Any] = {f":from{i}": s for i, s in enumerate(allowed)}
+        if lease_is is not None:
+            condition = f"({condition}) AND lease_until = :seen_lease"
+            values[":seen_lease"] = lease_is
+        return self._update(job_id, set_=fields, condition=condition, values=values, add=add)
+
+    def expired_leases(self, before: float, limit: int = 100) -> list[Item]:
+        found: list[Item] = []
+        cutoff = Decimal(str(round(before, 3)))
+        for shard in range(LEASE_SHARDS):
+            page = self.table.query(
+                f"{LEASE_SHARD} = :shard AND lease_until < :before",
+                values={":shard": f"L{shard}", ":before": cutoff},
+                index=LEASE_INDEX,
+                limit=limit,
+            )
+            found.extend(page.items)
+        return found[:limit]
+
+    def record_callback(
+        self, job_id: str, status: Mapping[str, Any], *, only_new: bool = False
+    ) -> bool:
+        condition = "attribute_exists(job_id)"
+        if only_new:
+            condition += " AND attribute_not_exists(#callback)"
+        try:
+            self.table.update(
+                {"job_id": job_id, "sk": JOB_SK},
+                "SET #callback = :callback",
+                condition=condition,
+                names={"#callback": "callback"},
+                values={":callback": dict(status)},
+                returns="NONE",
+            )
+        except ddb.ConditionFailed:
+            return False
+        return True
 
     def mark_notified(self, job_id: str) -> None:
         self._update(

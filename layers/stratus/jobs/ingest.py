@@ -4,8 +4,9 @@ Each valid message becomes a job (idempotent: the job id derives from the
 message's ``idempotency_key``, or from its SQS message id, so a redelivered
 message never creates a second job) and is sent on to its agent's own queue.
 
-A message that can never succeed (not JSON, not the contract, unknown version,
-unknown agent, unknown or inactive tenant, a reused idempotency key) is a
+A message that can never succeed (not JSON or nested too deeply, not the contract,
+unknown version, unknown agent, unknown or inactive tenant, a reused idempotency
+key, an input over the agent's limits) is a
 *poison* message: it is copied to the ingest DLQ with the reason in message
 attributes (``stratus_reason``, ``stratus_detail``, ...) and acknowledged, so it
 never blocks its batch and is never retried pointlessly. Transient failures
@@ -15,7 +16,9 @@ to the same DLQ.
 
 from __future__ import annotations
 
-from stratus.errors import ConfigurationError, IdempotencyKeyReused
+from collections.abc import Callable
+
+from stratus.errors import ConfigurationError, IdempotencyKeyReused, InputTooLarge
 from stratus.jobs.contracts import PoisonMessage, ProducerMessage, parse_producer_message
 from stratus.jobs.ports import MessageQueue, TenantCheck
 from stratus.jobs.service import JobService
@@ -43,7 +46,8 @@ class Ingest:
         """The message, or :class:`PoisonMessage` with its reason code.
 
         Reasons: ``invalid_json``, ``invalid_message``, ``unsupported_version``,
-        ``unknown_agent``, ``unknown_tenant``.
+        ``unknown_agent``, ``unknown_tenant`` (and, at submission, ``input_too_large``,
+        ``idempotency_key_reused``).
         """
         message = parse_producer_message(body)
         if not self.jobs.knows(message.agent):
@@ -55,9 +59,18 @@ class Ingest:
         return message
 
     def accept(
-        self, body: str, *, message_id: str, source_queue: str = "", receive_count: str = "1"
+        self,
+        body: str,
+        *,
+        message_id: str,
+        source_queue: str = "",
+        receive_count: str = "1",
+        input_limit: Callable[[str], int | None] | None = None,
     ) -> bool | None:
-        """Submit the message's job: True if it is new, False if it existed, None if poison."""
+        """Submit the message's job: True if it is new, False if it existed, None if poison.
+
+        ``input_limit``: agent -> its ``limits.max_input_chars`` (the handler knows specs).
+        """
         try:
             message = self.admit(body)
             try:
@@ -66,9 +79,12 @@ class Ingest:
                     tenant_id=message.tenant_id,
                     idempotency_key=message.idempotency_key or f"sqs:{message_id}",
                     source="sqs",
+                    max_input_chars=input_limit(message.agent) if input_limit else None,
                 )
             except IdempotencyKeyReused as exc:
                 raise PoisonMessage("idempotency_key_reused", exc.message) from None
+            except InputTooLarge as exc:
+                raise PoisonMessage("input_too_large", exc.message) from None
         except PoisonMessage as poison:
             self.dead_letter(
                 body,

@@ -16,8 +16,10 @@ from typing import Any
 
 from stratus.jobs.contracts import JOB_SK, STEP_PREFIX, Clock, now_iso
 from stratus.jobs.store import (
+    LEASE_SHARD,
     Item,
     JobItems,
+    lease_shard,
     output_of,
 )
 from stratus.usage import Usage
@@ -67,9 +69,21 @@ class MemoryJobStore(JobItems):
                 and job["status"] == "running"
                 and Decimal(str(job.get("lease_until", 0))) < lease_expired
             )
+            lease_is = also.get("lease_is")
+            if lease_is is not None and Decimal(str(job.get("lease_until", 0))) != Decimal(
+                str(lease_is)
+            ):
+                ok = False
             if not ok:
                 return None
-            job.update(copy.deepcopy(dict(fields)), updated_at=now_iso(self.clock))
+            for name, value in fields.items():
+                if value is None:
+                    job.pop(name, None)
+                else:
+                    job[name] = copy.deepcopy(value)
+            job["updated_at"] = now_iso(self.clock)
+            for name, delta in (also.get("add") or {}).items():
+                job[name] = int(job.get(name, 0)) + int(delta)
             if also.get("count_attempt"):
                 job["attempts"] = int(job.get("attempts", 0)) + 1
             return copy.deepcopy(job)
@@ -79,13 +93,47 @@ class MemoryJobStore(JobItems):
         return self._transition(
             job_id,
             ("queued",),
-            {"status": "running", "lease_until": now + Decimal(str(round(lease_s, 3)))},
+            {
+                "status": "running",
+                "lease_until": now + Decimal(str(round(lease_s, 3))),
+                LEASE_SHARD: lease_shard(job_id),
+            },
             lease_expired_before=now,
             count_attempt=True,
         )
 
-    def _set_if_status(self, job_id: str, allowed: list[str], fields: Item) -> Item | None:
-        return self._transition(job_id, allowed, fields)
+    def _set_if_status(
+        self,
+        job_id: str,
+        allowed: list[str],
+        fields: Item,
+        *,
+        lease_is: Any = None,
+        add: Mapping[str, int] | None = None,
+    ) -> Item | None:
+        return self._transition(job_id, allowed, fields, lease_is=lease_is, add=add)
+
+    def expired_leases(self, before: float, limit: int = 100) -> list[Item]:
+        cutoff = Decimal(str(round(before, 3)))
+        with self._lock:
+            found = [
+                copy.deepcopy(item)
+                for (_, sk), item in self._items.items()
+                if sk == JOB_SK
+                and LEASE_SHARD in item
+                and Decimal(str(item.get("lease_until", 0))) < cutoff
+            ]
+        return found[:limit]
+
+    def record_callback(
+        self, job_id: str, status: Mapping[str, Any], *, only_new: bool = False
+    ) -> bool:
+        with self._lock:
+            job = self._items.get((job_id, JOB_SK))
+            if job is None or (only_new and "callback" in job):
+                return False
+            job["callback"] = copy.deepcopy(dict(status))
+        return True
 
     def mark_notified(self, job_id: str) -> None:
         with self._lock:
@@ -115,12 +163,17 @@ class MemoryJobStore(JobItems):
 
 @dataclass
 class MemoryQueue:
-    """:class:`~stratus.jobs.ports.MessageQueue`: keeps ``(queue_url, body, attributes)``."""
+    """:class:`~stratus.jobs.ports.MessageQueue`: keeps ``(queue_url, body, attributes)``
+    and ``(queue_url, receipt_handle, timeout_s)`` of visibility changes."""
 
     sent: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    visibility: list[tuple[str, str, int]] = field(default_factory=list)
 
     def send(self, queue_url: str, body: str, attributes: Mapping[str, str]) -> None:
         self.sent.append((queue_url, body, dict(attributes)))
+
+    def change_visibility(self, queue_url: str, receipt_handle: str, timeout_s: int) -> None:
+        self.visibility.append((queue_url, receipt_handle, timeout_s))
 
 
 @dataclass
@@ -162,12 +215,18 @@ class MemoryEvents:
 
 @dataclass
 class MemoryCallbacks:
-    """:class:`~stratus.jobs.ports.CallbackSender`: keeps ``(url, body, headers)``."""
+    """:class:`~stratus.jobs.ports.CallbackSender`: keeps ``(destination, body, headers)``
+    and answers the next of ``statuses`` (204 when they run out)."""
 
-    posted: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+    posted: list[tuple[Any, bytes, dict[str, str]]] = field(default_factory=list)
+    statuses: list[int | Exception] = field(default_factory=list)
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> None:
-        self.posted.append((url, body, dict(headers)))
+    def post(self, dest: Any, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
+        self.posted.append((dest, body, dict(headers)))
+        outcome = self.statuses.pop(0) if self.statuses else 204
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
 
 @dataclass

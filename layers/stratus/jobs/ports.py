@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
-from stratus.agents import ToolContext
+from stratus.agents import CallScope, ToolContext
 from stratus.deadline import Deadline
 from stratus.usage import Usage
 
@@ -18,10 +18,21 @@ from stratus.usage import Usage
 Resolver = Callable[[str, int], list[str]]
 
 
+class TaskBudgets(Protocol):
+    """The budget ledger's side of a finished job (``stratus.budgets.BudgetLedger``)."""
+
+    def close_task(self, scope: CallScope) -> object:
+        """Give back what the job's dead attempts still hold on its per-task budget."""
+        ...
+
+
 class MessageQueue(Protocol):
-    """Sends a message to a queue (the agents' job queues, the ingest DLQ)."""
+    """Sends a message to a queue (the agents' job queues, the ingest DLQ, callbacks), and
+    sets when a received message comes back (``ChangeMessageVisibility``: retry backoff)."""
 
     def send(self, queue_url: str, body: str, attributes: Mapping[str, str]) -> None: ...
+
+    def change_visibility(self, queue_url: str, receipt_handle: str, timeout_s: int) -> None: ...
 
 
 class WorkflowEngine(Protocol):
@@ -45,9 +56,11 @@ class EventPublisher(Protocol):
 
 
 class CallbackSender(Protocol):
-    """POSTs a body to a URL without following redirects; raises ``OSError`` on failure."""
+    """POSTs a body to a checked destination (``stratus.jobs.callbacks.Destination``: the
+    one address that was resolved and checked), never following redirects; the HTTP
+    status, or ``OSError`` when there is none."""
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> None: ...
+    def post(self, dest: Any, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int: ...
 
 
 class SecretSource(Protocol):

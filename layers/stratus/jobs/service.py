@@ -11,18 +11,22 @@
 * **run** a step: budget check, the model call under
   ``CallScope(kind="job", scope_id=job_id, step=...)`` (a takeover replays what
   the dead worker paid for from the call ledger), record the step once.
-* the **retry decision** by receive count (:func:`failure_action`).
+* the **retry decision** by receive count (:mod:`stratus.jobs.retries`), over the
+  whole worker path; a retry comes back after an exponential backoff
+  (``ChangeMessageVisibility`` on the record's message).
 * **finish and notify**: only the writer that wins the final transition
-  publishes; ``notified`` marks that it did, :meth:`JobService.ensure_notified`
-  catches up when it did not.
+  publishes and queues the callback (:mod:`stratus.jobs.callbacks`); ``notified``
+  marks that it did, :meth:`JobService.ensure_notified` catches up when it did not.
 * **cancel** and **approve**, each one conditional transition.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any, Literal
+import random
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
 
 from stratus.agents import CallScope, ToolContext
 from stratus.aws import AwsClients
@@ -32,16 +36,13 @@ from stratus.deadline import Deadline
 from stratus.errors import (
     AgentNotFound,
     ConfigurationError,
-    DeadlineExceeded,
     JobAlreadyFinished,
     JobNotFound,
     JobNotWaitingApproval,
-    ModelProviderError,
-    ModelRateLimited,
-    ModelUnavailable,
     StratusError,
     ValidationFailed,
 )
+from stratus.jobs.callbacks import queue_callback
 from stratus.jobs.contracts import (
     TERMINAL,
     FinalStatus,
@@ -49,58 +50,62 @@ from stratus.jobs.contracts import (
     JobRequest,
     JobView,
     check_budget,
+    check_input,
     job_id_for,
     job_input,
     job_metadata,
     view,
 )
 from stratus.jobs.notifications import Notifier
-from stratus.jobs.ports import MessageQueue, StepResult, StepRunner, WorkflowEngine
+from stratus.jobs.ports import (
+    MessageQueue,
+    StepResult,
+    StepRunner,
+    TaskBudgets,
+    WorkflowEngine,
+)
+from stratus.jobs.retries import (
+    RETRYABLE,
+    Delivery,
+    FailureAction,
+    failure_action,
+    retry_delay_s,
+)
 from stratus.jobs.store import Item, JobStore
 from stratus.observability import logger, metrics
 
-#: Failures worth another delivery: the provider or the clock, not the request.
-RETRYABLE: tuple[type[StratusError], ...] = (
-    ModelUnavailable,
-    ModelRateLimited,
-    ModelProviderError,
-    DeadlineExceeded,
-)
 CANCELLED = {"code": "cancelled", "message": "cancelled by the client"}
 
 
 class JobBusy(Exception):
-    """Another worker holds the job's lease; the message comes back after its visibility timeout."""
+    """Another worker holds the job's lease; the message comes back when the lease ends."""
+
+    def __init__(self, message: str, retry_after_s: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class BadJobMessage(Exception):
     """The message is not a job of this agent; after maxReceiveCount it lands in the DLQ."""
 
 
-FailureAction = Literal["release", "retry", "fail"]
-
-
-def failure_action(exc: BaseException, receives: int, max_receives: int) -> FailureAction:
-    """What a failed run does on delivery ``receives`` of ``max_receives``.
-
-    ``release``: drop the lease and raise (a retryable error before the last
-    delivery); ``retry``: raise, keeping the lease (an unexpected error before the
-    last delivery); ``fail``: fail the job (a non-retryable :class:`StratusError`,
-    or any error on the last delivery, rather than leave it running while its
-    message goes to the DLQ).
-    """
-    last = receives >= max_receives
-    if isinstance(exc, RETRYABLE):
-        return "fail" if last else "release"
-    if isinstance(exc, StratusError):
-        return "fail"
-    return "fail" if last else "retry"
-
-
 def job_error(exc: BaseException) -> dict[str, str]:
     if isinstance(exc, StratusError):
         return {"code": exc.code, "message": exc.message}
     return {"code": "internal_error", "message": "the job failed"}
+
+
+def job_scope(job: Mapping[str, Any], step: str) -> CallScope:
+    """``CallScope(kind="job", scope_id=job_id, step=step, max_cost_usd=<the job's cap>)``."""
+    cap = job.get("max_cost_usd")
+    return CallScope(
+        tenant_id=job["tenant_id"],
+        agent=job["agent"],
+        kind="job",
+        scope_id=job["job_id"],
+        step=step,
+        max_cost_usd=Decimal(str(cap)) if cap is not None else None,
+    )
 
 
 class JobService:
@@ -115,13 +120,17 @@ class JobService:
         settings: Settings,
         workflows: WorkflowEngine | None = None,
         clients: AwsClients | None = None,
+        budgets: TaskBudgets | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
+        self.budgets = budgets
         self.queue = queue
         self.notifier = notifier
         self.settings = settings
         self.workflows = workflows
         self.clients = clients
+        self.rng = rng
 
     # -- submission
 
@@ -136,8 +145,13 @@ class JobService:
         idempotency_key: str | None,
         source: str,
         parent_job_id: str | None = None,
+        max_input_chars: int | None = None,
     ) -> tuple[Item, bool]:
-        """Create (or find) the job and make sure its message is on the agent's queue."""
+        """Create (or find) the job and make sure its message is on the agent's queue.
+
+        Raises :class:`InputTooLarge` (413 ``input_too_large``) over the agent's
+        ``max_input_chars`` or the ``job_max_input_bytes`` cap.
+        """
         if idempotency_key is not None and (
             not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LEN
         ):
@@ -149,6 +163,9 @@ class JobService:
             raise AgentNotFound(
                 f"no agent named {request.agent!r}", details={"agent": request.agent}
             )
+        check_input(
+            request, max_input_chars=max_input_chars, max_bytes=self.settings.job_max_input_bytes
+        )
         job, created = self.store.create(
             job_id=job_id_for(tenant_id, idempotency_key),
             tenant_id=tenant_id,
@@ -158,7 +175,7 @@ class JobService:
             parent_job_id=parent_job_id,
         )
         if job["status"] == "queued":
-            self._enqueue(job)
+            self.enqueue(job)
         logger.info(
             "job submitted",
             extra={
@@ -171,7 +188,7 @@ class JobService:
         )
         return job, created
 
-    def _enqueue(self, job: Mapping[str, Any]) -> None:
+    def enqueue(self, job: Mapping[str, Any]) -> None:
         agent = job["agent"]
         url = self.settings.job_queues.get(agent)
         if not url:
@@ -212,9 +229,9 @@ class JobService:
             raise JobAlreadyFinished(f"job {job_id} is already {latest['status']}")
         if done.get("execution_arn") and self.workflows is not None:
             self._stop_workflow(done, job.get("task_token"))
-        self._notify(done)
+        self.notify(done)
         logger.info("job cancelled", extra={"job_id": job_id})
-        return view(done)
+        return view(self.store.get(job_id) or done)  # with its callback's status
 
     def _stop_workflow(self, job: Mapping[str, Any], task_token: str | None) -> None:
         assert self.workflows is not None
@@ -261,16 +278,25 @@ class JobService:
         done = self.store.finish(job_id, status, **kwargs)
         if done is not None:
             metrics.add_metric(name=f"Jobs{status.capitalize()}", unit="Count", value=1)
-            self._notify(done)
+            self.notify(done)
         return done
 
     def ensure_notified(self, job: Mapping[str, Any]) -> None:
         """A finished job whose event was never sent (the worker died right after finishing)."""
         if job["status"] in TERMINAL and not job.get("notified"):
-            self._notify(job)
+            self.notify(job)
 
-    def _notify(self, job: Mapping[str, Any]) -> None:
-        if self.notifier.job_finished(job):
+    def notify(self, job: Mapping[str, Any]) -> None:
+        """The job event, and its callback queued for asynchronous delivery; ``notified``
+        once both are done (:meth:`ensure_notified` retries what was not)."""
+        if self.budgets is not None:
+            try:  # a finished job spends no more: what dead attempts hold is given back
+                self.budgets.close_task(job_scope(job, "main"))
+            except Exception:
+                logger.exception("closing the job's task budget failed")
+        published = self.notifier.job_finished(job)
+        queued = queue_callback(self.store, self.queue, self.settings, job)
+        if published and queued:
             self.store.mark_notified(job["job_id"])
 
     # -- the worker
@@ -297,7 +323,12 @@ class JobService:
             return None
         claimed = self.store.claim(message.job_id, lease_s=lease_s)
         if claimed is None:
-            raise JobBusy(f"job {message.job_id} is running under another worker's lease")
+            latest = self.store.get(message.job_id) or job
+            remaining = float(latest.get("lease_until", 0)) - self.store.clock()
+            raise JobBusy(
+                f"job {message.job_id} is running under another worker's lease",
+                retry_after_s=max(1, min(43_200, int(remaining) + 1)),
+            )
         return claimed
 
     def start_workflow(self, job: Mapping[str, Any]) -> None:
@@ -316,19 +347,14 @@ class JobService:
         logger.info("workflow started", extra={"execution_arn": execution_arn})
 
     def tool_context(self, job: Mapping[str, Any], step: str, request_id: str) -> ToolContext:
-        """The context of one model step: scoped to the job's tenant, billed to job + step."""
+        """The context of one model step: scoped to the job's tenant, billed to job + step,
+        its ``max_cost_usd`` a budget scope the gateway reserves against."""
         return ToolContext(
             tenant_id=job["tenant_id"],
             agent=job["agent"],
             request_id=request_id,
             settings=self.settings,
-            scope=CallScope(
-                tenant_id=job["tenant_id"],
-                agent=job["agent"],
-                kind="job",
-                scope_id=job["job_id"],
-                step=step,
-            ),
+            scope=job_scope(job, step),
             clients=self.clients,
         )
 
@@ -368,36 +394,98 @@ class JobService:
         request_id: str,
         receives: int,
         deadline: Deadline | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
-        """Run a claimed single-step job to its end, or raise for another delivery."""
+        """Run a claimed single-step job to its end, or raise for another delivery.
+
+        The whole path (budget check, the run, recording the step, routing, finishing
+        and notifying) is under the failure decision: on the last delivery any error
+        fails the job rather than leave it ``running`` while its message is
+        dead-lettered. A takeover whose step was recorded already reuses its output.
+        """
         job_id = job["job_id"]
         try:
-            result = self.call_step(
-                job, runner, "main", job_input(job), request_id=request_id, deadline=deadline
-            )
+            output = self._main_step(job, runner, request_id=request_id, deadline=deadline)
+            extra: dict[str, Any] = {}
+            routed = self.route(job, output, routes)
+            if routed is not None:
+                extra["routed_to"] = routed
+            if self.finish_and_notify(job_id, "succeeded", result=output, extra=extra) is None:
+                logger.info("job was cancelled while it ran; its result is discarded")
         except Exception as exc:
-            action = failure_action(exc, receives, self.settings.job_max_receive_count)
+            if self.on_failure(job, exc, receives, delivery) != "fail":
+                raise
+
+    def launch_workflow(
+        self, job: Mapping[str, Any], *, receives: int, delivery: Delivery | None = None
+    ) -> None:
+        """:meth:`start_workflow` under the same failure decision as :meth:`run`."""
+        try:
+            self.start_workflow(job)
+        except Exception as exc:
+            if self.on_failure(job, exc, receives, delivery) != "fail":
+                raise
+
+    def _main_step(
+        self,
+        job: Mapping[str, Any],
+        runner: StepRunner,
+        *,
+        request_id: str,
+        deadline: Deadline | None,
+    ) -> Any:
+        if int(job.get("attempts", 1)) > 1:
+            recorded = self.store.step_output(job["job_id"], "main")
+            if recorded is not None:
+                logger.info("step recorded by an earlier attempt; its output is reused")
+                return recorded
+        result = self.call_step(
+            job, runner, "main", job_input(job), request_id=request_id, deadline=deadline
+        )
+        return self.record(job, "main", result)
+
+    def on_failure(
+        self,
+        job: Mapping[str, Any],
+        exc: BaseException,
+        receives: int,
+        delivery: Delivery | None,
+    ) -> FailureAction:
+        """Apply :func:`failure_action`: release or keep the lease and bring the message
+        back after the backoff, or fail the job (and notify)."""
+        job_id = job["job_id"]
+        action = failure_action(exc, receives, self.settings.job_max_receive_count)
+        if action != "fail":
+            delay = retry_delay_s(
+                receives,
+                base_s=self.settings.job_retry_base_s,
+                cap_s=self.settings.job_retry_cap_s,
+                rng=self.rng,
+            )
+            logger.warning(
+                "job failed; it will be retried",
+                extra={"code": job_error(exc)["code"], "retry_in_s": delay, "action": action},
+            )
             if action == "release":
-                logger.warning(
-                    "job failed; it will be retried", extra={"code": job_error(exc)["code"]}
-                )
-                self.store.release(job_id)
-                raise
-            if action == "retry":
-                raise
-            if isinstance(exc, StratusError) and not isinstance(exc, RETRYABLE):
-                logger.info("job failed", extra={"code": exc.code, "error": exc.message})
-            elif not isinstance(exc, StratusError):
-                logger.exception("job failed on its last delivery")
-            self.finish_and_notify(job_id, "failed", error=job_error(exc))
+                self.store.release(job_id, hold_s=delay)
+            self.retry_later(delivery, delay)
+            return action
+        if isinstance(exc, StratusError) and not isinstance(exc, RETRYABLE):
+            logger.info("job failed", extra={"code": exc.code, "error": exc.message})
+        else:
+            logger.exception("job failed on its last delivery")
+        self.finish_and_notify(job_id, "failed", error=job_error(exc))
+        return action
+
+    def retry_later(self, delivery: Delivery | None, delay_s: int) -> None:
+        """Make the record's message visible again in ``delay_s`` (best effort: if this
+        fails, it comes back after the queue's visibility timeout)."""
+        if delivery is None or not delivery.queue_url or not delivery.receipt_handle:
             return
-        output = self.record(job, "main", result)
-        extra: dict[str, Any] = {}
-        routed = self.route(job, output, routes)
-        if routed is not None:
-            extra["routed_to"] = routed
-        if self.finish_and_notify(job_id, "succeeded", result=output, extra=extra) is None:
-            logger.info("job was cancelled while it ran; its result is discarded")
+        try:
+            self.queue.change_visibility(delivery.queue_url, delivery.receipt_handle, delay_s)
+        except Exception:
+            logger.exception("changing the message visibility failed")
 
     def route(
         self, job: Mapping[str, Any], output: Any, routes: Mapping[str, str]

@@ -17,6 +17,7 @@ contract tests run the same suite against both.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ from stratus.jobs.contracts import (
     Clock,
     FinalStatus,
     JobRequest,
+    dump_json,
     now_iso,
     request_hash,
 )
@@ -38,10 +40,40 @@ from stratus.usage import Usage
 Item = dict[str, Any]
 #: The statuses a job may be finished from by default (the worker and the workflow).
 RUNNING_STATUSES = ("running", "waiting_approval")
+#: The sparse index of leased jobs: ``lease_shard`` exists only while a worker's lease
+#: (or a sweep's re-queue hold) is on the job, so the sweep never scans the table.
+LEASE_INDEX = "leases"
+LEASE_SHARD = "lease_shard"
+LEASE_SHARDS = 4
+#: A JSON result or step output stored larger than this is replaced by a truncated
+#: preview (``{"truncated": true, "bytes": n, "preview": "..."}``): with the input cap
+#: at submission (``job_max_input_bytes``) no job item can reach DynamoDB's 400 KB.
+MAX_STORED_JSON_BYTES = 96 * 1024
+#: Set in ``fields`` of a transition: the attribute is removed.
+REMOVE: Any = None
+
+
+def capped_json(value: Any, limit: int = MAX_STORED_JSON_BYTES) -> str:
+    """:func:`dump_json`, or a truncated preview object if it is over ``limit`` bytes."""
+    text = dump_json(value)
+    size = len(text.encode())
+    if size <= limit:
+        return text
+    preview = text.encode()[: max(0, limit - 1024)].decode(errors="ignore")
+    return dump_json({"truncated": True, "bytes": size, "preview": preview})
+
+
+def lease_shard(job_id: str) -> str:
+    """The lease index partition of a job (spreads the index over a few partitions)."""
+    digest = hashlib.sha256(job_id.encode()).digest()
+    return f"L{digest[0] % LEASE_SHARDS}"
 
 
 class JobStore(Protocol):
     """The jobs table: reads, and conditional transitions (None/False: it did not hold)."""
+
+    #: The store's clock (leases are compared with it).
+    clock: Clock
 
     def create(
         self,
@@ -69,8 +101,22 @@ class JobStore(Protocol):
         """queued -> running under a lease, or take over a running job whose lease expired."""
         ...
 
-    def release(self, job_id: str) -> None:
-        """Drop the lease of a running job, so that a redelivery may claim it at once."""
+    def release(self, job_id: str, hold_s: float = 0) -> None:
+        """Shorten the lease of a running job to ``hold_s`` from now (its retry's backoff),
+        so that the redelivery after that backoff may claim it."""
+        ...
+
+    def expired_leases(self, before: float, limit: int = 100) -> list[Item]:
+        """Jobs whose lease (or re-queue hold) ended before ``before`` (the lease index)."""
+        ...
+
+    def requeue_expired(self, job_id: str, seen_lease: Any, hold_s: float) -> Item | None:
+        """An expired job back to ``queued`` (held ``hold_s``, ``sweeps`` + 1), if its lease
+        is still the one the sweep saw; None if a worker took it meanwhile."""
+        ...
+
+    def expire(self, job_id: str, seen_lease: Any, error: Mapping[str, Any]) -> Item | None:
+        """Fail an expired job (its lease still the one seen); the new item, or None."""
         ...
 
     def set_execution(self, job_id: str, execution_arn: str) -> Item | None:
@@ -99,6 +145,12 @@ class JobStore(Protocol):
         ...
 
     def mark_notified(self, job_id: str) -> None: ...
+
+    def record_callback(
+        self, job_id: str, status: Mapping[str, Any], *, only_new: bool = False
+    ) -> bool:
+        """Set the job's ``callback`` delivery status (``only_new``: unless it has one)."""
+        ...
 
     def record_step(
         self,
@@ -149,19 +201,48 @@ class JobItems:
         or the job does not; False then."""
         raise NotImplementedError
 
-    def _set_if_status(self, job_id: str, allowed: list[str], fields: Item) -> Item | None:
-        """Set ``fields`` if the job's status is one of ``allowed``; the new item, or None."""
+    def _set_if_status(
+        self,
+        job_id: str,
+        allowed: list[str],
+        fields: Item,
+        *,
+        lease_is: Any = None,
+        add: Mapping[str, int] | None = None,
+    ) -> Item | None:
+        """Set ``fields`` (``REMOVE`` values remove) and add ``add`` if the job's status is
+        one of ``allowed`` (and its ``lease_until`` is ``lease_is``, if given); the new
+        item, or None."""
         raise NotImplementedError
 
-    def release(self, job_id: str) -> None:
-        self._set_if_status(job_id, ["running"], {"lease_until": 0})
+    def _now(self) -> Decimal:
+        return Decimal(str(round(self.clock(), 3)))
+
+    def release(self, job_id: str, hold_s: float = 0) -> None:
+        until = self._now() + Decimal(str(round(hold_s, 3))) if hold_s > 0 else 0
+        self._set_if_status(job_id, ["running"], {"lease_until": until})
+
+    def requeue_expired(self, job_id: str, seen_lease: Any, hold_s: float) -> Item | None:
+        fields = {
+            "status": "queued",
+            "lease_until": self._now() + Decimal(str(round(hold_s, 3))),
+            LEASE_SHARD: lease_shard(job_id),
+        }
+        return self._set_if_status(
+            job_id, ["queued", "running"], fields, lease_is=seen_lease, add={"sweeps": 1}
+        )
+
+    def expire(self, job_id: str, seen_lease: Any, error: Mapping[str, Any]) -> Item | None:
+        fields = finish_fields("failed", None, error, None)
+        return self._set_if_status(job_id, ["queued", "running"], fields, lease_is=seen_lease)
 
     def set_execution(self, job_id: str, execution_arn: str) -> Item | None:
-        fields = {"execution_arn": execution_arn, "lease_until": 0}
+        # The workflow owns the job from here (Step Functions retries and times out).
+        fields = {"execution_arn": execution_arn, "lease_until": 0, LEASE_SHARD: REMOVE}
         return self._set_if_status(job_id, ["running"], fields)
 
     def await_approval(self, job_id: str, task_token: str) -> Item | None:
-        fields = {"status": "waiting_approval", "task_token": task_token}
+        fields = {"status": "waiting_approval", "task_token": task_token, LEASE_SHARD: REMOVE}
         return self._set_if_status(job_id, ["running"], fields)
 
     def answer_approval(self, job_id: str, approved: bool, comment: str) -> Item | None:
@@ -246,8 +327,8 @@ def new_job_item(
         "tenant_id": tenant_id,
         "agent": request.agent,
         "status": "queued",
-        "input": json.dumps(request.input, sort_keys=True),
-        "metadata": json.dumps(request.metadata, sort_keys=True),
+        "input": dump_json(request.input),
+        "metadata": dump_json(request.metadata),
         "route": request.route,
         "require_approval": request.require_approval,
         "request_hash": request_hash(request),
@@ -290,9 +371,9 @@ def finish_fields(
     extra: Mapping[str, Any] | None,
 ) -> Item:
     """The fields ``finish`` sets (besides ``updated_at``)."""
-    fields: Item = {"status": status, "lease_until": 0, **(extra or {})}
+    fields: Item = {"status": status, "lease_until": 0, LEASE_SHARD: REMOVE, **(extra or {})}
     if result is not None:
-        fields["result"] = json.dumps(result, sort_keys=True, default=str)
+        fields["result"] = capped_json(result)
     if error is not None:
         fields["error"] = dict(error)
     return fields
@@ -321,7 +402,7 @@ def new_step_item(
     if model:
         item["model"] = model
     if output is not None:
-        item["output"] = json.dumps(output, sort_keys=True, default=str)
+        item["output"] = capped_json(output)
     return item
 
 
