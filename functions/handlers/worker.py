@@ -21,15 +21,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.agents import load_agent
+from functions.handlers.batches import sqs_batch
 from stratus import composition
 from stratus.agents import AgentSpec
 from stratus.deadline import LambdaDeadline
@@ -41,8 +37,6 @@ from stratus.workflows import SupervisedWorkflow
 #: Seconds added to the invocation's remaining time for the lease.
 LEASE_MARGIN_S = 5.0
 
-#: A batch whose records all fail is reported record by record, not raised as one error.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 __all__ = ["BadJobMessage", "JobBusy", "lambda_handler", "record_handler"]
 
@@ -110,9 +104,5 @@ def workflow_task(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     set_agent_dimension(composition.current().settings.agent or "unknown")
     if "Records" in event:
-        return dict(
-            process_partial_response(
-                event=event, record_handler=record_handler, processor=processor, context=context
-            )
-        )
+        return sqs_batch(event, context, record_handler)
     return workflow_task(event, context)

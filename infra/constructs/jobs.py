@@ -197,20 +197,11 @@ class StratusJobs(Construct):
             ),
             removal_policy=removal,
         )
-        alarm = cloudwatch.Alarm(
-            self,
+        alarm = self._dlq_alarm(
             f"{plan.construct_id}DlqAlarm",
-            alarm_description=(
-                f"Messages in the DLQ of {plan.name} ({plan.description}): inspect with "
-                f"`stratus dlq list --queue <url>`, fix, then `stratus dlq redrive`."
-            ),
-            metric=dlq.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            dlq,
+            f"Messages in the DLQ of {plan.name} ({plan.description}): inspect with "
+            f"`stratus dlq list --queue <url>`, fix, then `stratus dlq redrive`.",
         )
         self.queues[plan.name] = queue
         self.dlqs[plan.name] = dlq
@@ -288,17 +279,8 @@ class StratusJobs(Construct):
             enforce_ssl=True,
         )
         suppress(dlq, DLQ_NO_REDRIVE, SWEEP_DLQ_IS_A_DLQ)
-        cloudwatch.Alarm(
-            self,
-            "SweepDlqAlarm",
-            alarm_description="Failed lease sweep invocations: check the sweeper's logs.",
-            metric=dlq.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        self._dlq_alarm(
+            "SweepDlqAlarm", dlq, "Failed lease sweep invocations: check the sweeper's logs."
         )
         self.sweep_dlq = dlq
         self.sweep_rule = events.Rule(
@@ -412,3 +394,18 @@ class StratusJobs(Construct):
         )
         self.workflows[plan.agent] = machine
         self.workflow_logs[plan.agent] = log_group
+
+    def _dlq_alarm(self, construct_id: str, dlq: sqs.IQueue, description: str) -> cloudwatch.Alarm:
+        """An alarm on the first message in ``dlq``."""
+        return cloudwatch.Alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            metric=dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )

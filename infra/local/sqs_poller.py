@@ -85,6 +85,7 @@ class SqsPoller:
         self._wait_time_s = wait_time_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._receiving = threading.Lock()
         self._lock = threading.Lock()
         self._stats = {"received": 0, "deleted": 0, "failed_records": 0, "invoke_errors": 0}
 
@@ -156,7 +157,10 @@ class SqsPoller:
 
         Returns the number of messages handled (0 if the queue had none).
         """
-        messages = self._receive_batch()
+        # One receive at a time per mapping (moto's ReceiveMessage is not safe against a
+        # concurrent one on the same queue); the invocations themselves overlap.
+        with self._receiving:
+            messages = self._receive_batch()
         if not messages:
             return 0
         self._count(received=len(messages))
