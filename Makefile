@@ -6,6 +6,7 @@
 #   make synth   synthesize the CDK app (no AWS credentials, no Docker)
 #   make deploy  deploy a stage to AWS: make deploy STAGE=prod
 #   make bench   write bench/report.md
+#   make soak    chaos soak: 1,000 jobs under kills and model faults (bench/report.md)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -17,7 +18,7 @@ PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export UV_LINK_MODE := copy
 
-.PHONY: env dev demo test lint typecheck synth deploy diff bench lock clean
+.PHONY: env dev demo test lint typecheck synth deploy diff bench soak lock clean
 
 env: $(VENV)/.synced node_modules/.installed
 
@@ -65,6 +66,9 @@ deploy: env
 
 bench: env
 	$(PY) -m bench.run
+
+soak: env
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(data), encoding="utf-8")
+    soak = out.with_name("soak.json")
+    if soak.exists():  # make soak's section is its own run: keep it in the new report
+        from bench.soak_report import write_section
+
+        write_section(out, json.loads(soak.read_text(encoding="utf-8")))
     twin = out.with_suffix(".json")
     twin.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     log(f"wrote {out} and {twin} in {data['process']['elapsed_s']} s")
