@@ -53,8 +53,10 @@ class SoakParams:
     duplicate_share: float = 0.1
     #: Share of producer messages without an idempotency key (job id from the message id).
     unkeyed_share: float = 0.2
-    #: The job workers' timeout; the job queues' visibility timeout is 6x this.
-    worker_timeout_s: int = 6
+    #: The job workers' timeout; the job queues' visibility timeout is 6x this. A batch of
+    #: five jobs must fit in it with the machine loaded by the whole soak (2 cores): at 6 s
+    #: a 1,000-job run mostly timed out and the model's breaker opened for the fleet.
+    worker_timeout_s: int = 15
     http_threads: int = 4
     #: Bound on the wait for every job to be final, and then for the queues to be quiet.
     wait_s: float = 900.0
@@ -393,6 +395,7 @@ def start_cloud(params: SoakParams) -> Any:
         sweep_interval_s=SWEEP_INTERVAL_S,
         function_env={
             "STRATUS_JOB_SWEEP_GRACE_S": "2",
+            "STRATUS_JOB_SWEEP_HOLD_S": "20",
             "STRATUS_BUDGET_HOLD_MARGIN_S": str(HOLD_MARGIN_S),
         },
     ).start()

@@ -266,11 +266,13 @@ class Runtime:
 
         if not self.settings.jobs_table:
             raise ConfigurationError("STRATUS_JOBS_TABLE is not set")
-        return DynamoJobStore(
+        store = DynamoJobStore(
             self.clients.table(self.settings.jobs_table),
             retention_days=self.settings.job_retention_days,
             clock=self.clock,
         )
+        store.queued_hold_s = self.settings.job_sweep_hold_s
+        return store
 
     @cached_property
     def job_queue(self) -> MessageQueue:

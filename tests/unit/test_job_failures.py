@@ -211,6 +211,26 @@ def test_the_sweep_leaves_live_finished_and_workflow_jobs_alone(world: World) ->
     assert sweeper(world).sweep().seen == 0
 
 
+def test_a_job_whose_message_never_arrived_is_sent_again_and_never_failed(
+    world: World,
+) -> None:
+    job = world.submit()  # recorded; say its sender died before the message left
+    world.queue.sent.clear()
+    hold = world.store.queued_hold_s
+    for _ in range(MAX_RECEIVES + 2):
+        world.clock.now += hold + 31
+        assert sweeper(world).sweep().as_dict() == {
+            "seen": 1,
+            "requeued": 1,
+            "failed": 0,
+            "skipped": 0,
+        }
+    assert len(world.queue.sent) == MAX_RECEIVES + 2  # sent again each hold
+    assert world.status(job) == "queued"  # no worker ever tried it: not lease_expired
+    claimed = world.claim(job)
+    assert claimed is not None and claimed["attempts"] == 1
+
+
 # -- 4. oversized inputs are refused at submission; stored JSON is not escaped ---------
 
 

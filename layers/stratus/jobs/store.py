@@ -182,6 +182,12 @@ class JobItems:
     ``step_output``).
     """
 
+    #: A new job is in the sweep's lease index until a worker claims it, for this long: a
+    #: job whose queue message never arrived (its sender died after recording it) is
+    #: re-sent by the sweep instead of staying queued forever. The root sets it from
+    #: ``job_sweep_hold_s``.
+    queued_hold_s: float = 300.0
+
     def __init__(self, *, retention_days: int = 30, clock: Clock = time.time) -> None:
         self.retention_s = retention_days * 24 * 3600
         self.clock = clock
@@ -283,6 +289,8 @@ class JobItems:
             stamp=now_iso(self.clock),
             expires_at=self._expires(),
         )
+        item["lease_until"] = Decimal(str(round(self.clock() + self.queued_hold_s, 3)))
+        item[LEASE_SHARD] = lease_shard(job_id)
         if self._put_new(item):
             return item, True
         return existing_job(self.get(job_id), item)

@@ -10,7 +10,9 @@ conditional on the lease it saw (a worker that took the job meanwhile wins):
 
 * **re-queues** it (``queued``, a new message on the agent's queue, ``sweeps`` + 1,
   held ``job_sweep_hold_s`` before another re-queue) while claims and sweeps are
-  below the queue's ``maxReceiveCount``; the next worker replays every model step
+  below the queue's ``maxReceiveCount``, and always for a job still ``queued`` (new
+  jobs are in the index for ``job_sweep_hold_s`` until claimed, so one whose message
+  never arrived is sent again); the next worker replays every model step
   already paid for from the call ledger and reuses recorded steps;
 * **fails** it with ``{"code": "lease_expired"}`` (and notifies) once they are not.
 """
@@ -57,7 +59,10 @@ class LeaseSweeper:
                 continue
             attempts, sweeps = int(job.get("attempts", 0)), int(job.get("sweeps", 0))
             budget = settings.job_max_receive_count
-            if attempts >= budget or sweeps >= budget:
+            # A queued job was never claimed: its message is late or was never sent. It is
+            # sent again, never failed (no worker has tried it yet).
+            running = job.get("status") == "running"
+            if running and (attempts >= budget or sweeps >= budget):
                 error = {
                     "code": LEASE_EXPIRED,
                     "message": f"the job's worker stopped {attempts} times before finishing",
