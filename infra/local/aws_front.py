@@ -140,6 +140,15 @@ class AwsFront(LoopbackServer):
             connection.request(request.command, request.path, body=body or None, headers=headers)
             response = connection.getresponse()
             data = response.read()
+        except OSError as exc:
+            log.warning("moto did not answer %s %s: %s", request.command, request.path, exc)
+            data, response = b"", None
+        finally:
+            connection.close()
+        try:
+            if response is None:
+                request.send_error(502, "the local AWS backend (moto) did not answer")
+                return
             request.send_response(response.status, response.reason)
             for key, value in response.getheaders():
                 if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
@@ -148,8 +157,6 @@ class AwsFront(LoopbackServer):
             request.end_headers()
             if request.command != "HEAD":
                 request.wfile.write(data)
-        except OSError as exc:
-            log.warning("moto did not answer %s %s: %s", request.command, request.path, exc)
-            request.send_error(502, "the local AWS backend (moto) did not answer")
-        finally:
-            connection.close()
+        except (BrokenPipeError, ConnectionResetError):
+            # The caller went away (a worker killed or timed out mid-call): nobody to answer.
+            log.debug("client left before %s %s was answered", request.command, request.path)
