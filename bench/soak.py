@@ -285,7 +285,7 @@ class Soak:
             items = self.job_items()
             if all(items.get(j, {}).get("status") in TERMINAL for j in expected):
                 break
-            time.sleep(2.0)
+            time.sleep(5.0)  # each look scans the jobs table: not too often
         self.timings["wait_final_s"] = time.monotonic() - started
         return items
 

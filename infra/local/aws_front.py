@@ -74,7 +74,8 @@ class AwsFront(LoopbackServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self._moto_port = moto_port
+        #: Where everything but Lambda Invoke goes (settable: moto may start after the front).
+        self.moto_port = moto_port
         self._invoke = invoke
         self._known = known
         super().__init__("aws-front", self._handle, host=host, port=port, log=log)
@@ -134,7 +135,7 @@ class AwsFront(LoopbackServer):
             request.wfile.write(data)
 
     def _forward(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self._moto_port, timeout=120)
+        connection = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=120)
         try:
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
             connection.request(request.command, request.path, body=body or None, headers=headers)

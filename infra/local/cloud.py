@@ -2,10 +2,12 @@
 
 Pieces, all on loopback:
 
-* **moto** in server mode, behind **the AWS front** (``infra.local.aws_front``),
-  whose URL is the AWS endpoint for everything: boto3 in the handlers, producers,
-  ``aws --endpoint-url``, and moto's own Step Functions interpreter (it calls
-  Lambda at ``localhost:$MOTO_PORT``, so ``MOTO_PORT`` names the front).
+* **moto** in server mode, in a process of its own (``infra.local.moto_process``),
+  behind **the AWS front** (``infra.local.aws_front``), whose URL is the AWS
+  endpoint for everything: producers, ``aws --endpoint-url``, and moto's own Step
+  Functions interpreter (it calls Lambda at ``localhost:$MOTO_PORT``, so
+  ``MOTO_PORT`` names the front). The functions and the cloud's own pollers reach
+  every service but Lambda on moto directly (one hop instead of two).
 * **the Lambda runtime** (``infra.local.lambda_runtime``): every function of the
   stack, with the environment the CDK stack gives it, in warm worker processes.
 * **the API Gateway** (``infra.local.gateway``): the stack's routes and authorizer.
@@ -34,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import StageConfig, load_stage
-from infra.local import moto_atomic
 from infra.local.aws_front import AwsFront
 from infra.local.facts import (
     ACCOUNT_ID,
@@ -54,6 +55,7 @@ from infra.local.facts import (
 from infra.local.fake_model import FakeModelServer
 from infra.local.gateway import LocalApiGateway
 from infra.local.lambda_runtime import FunctionConfig, InvokeResult, LambdaRuntime
+from infra.local.moto_process import MotoProcess
 from infra.local.provision import (
     LocalClients,
     create_app_queues,
@@ -83,6 +85,8 @@ log = logging.getLogger("stratus.local")
 
 #: Batches each SQS mapping keeps in flight (Lambda's mapping starts with five pollers).
 MAPPING_POLLERS = 5
+#: boto3 service ids (``AWS_ENDPOINT_URL_<ID>``) the functions reach on moto directly.
+DIRECT_SERVICES = ("DYNAMODB", "SQS", "SNS", "SECRETS_MANAGER", "SFN", "CLOUDWATCH", "S3")
 
 
 class LocalCloud:
@@ -122,7 +126,6 @@ class LocalCloud:
         #: retry backoff); the plan's own values win.
         self._function_env = dict(function_env or {})
         self._stack: list[Callable[[], None]] = []
-        self._previous_moto_port: str | None = None
         self.facts: LocalFacts | None = None
         self.runtime: LambdaRuntime | None = None
         self.fake_model: FakeModelServer | None = None
@@ -158,35 +161,28 @@ class LocalCloud:
                     log.exception("error while stopping the local cloud")
 
     def _start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        # DynamoDB makes each request atomic; moto's threaded server does not
-        # (concurrent conditional writes could both pass). Budgets and session
-        # locks rely on it, so the local cloud restores DynamoDB's guarantee.
-        moto_atomic.install()
-        moto_port = free_port()
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
-        moto.start()
-        self._stack.append(moto.stop)
-        # moto keeps its state in process-wide backends: clear them before stopping so
-        # a later local cloud (or moto mock) in this process starts empty.
-        self._stack.append(lambda: self._moto_api(moto_port, "reset", {}))
-        self._moto_api(moto_port, "config", {"stepfunctions": {"execute_state_machine": True}})
-
         names = self._function_names()
+        # The front first: moto's Step Functions interpreter calls Lambda at
+        # localhost:$MOTO_PORT, so moto's process is started knowing the front's port.
         front = AwsFront(
-            moto_port, self._invoke, known=lambda n: n in set(names.values()), port=self._aws_port
+            0, self._invoke, known=lambda n: n in set(names.values()), port=self._aws_port
         )
         front.start()
         self._stack.append(front.stop)
-        # moto's Step Functions interpreter calls Lambda at localhost:$MOTO_PORT.
-        self._previous_moto_port = os.environ.get("MOTO_PORT")
-        os.environ["MOTO_PORT"] = str(front.port)
-        self._stack.append(self._restore_moto_port)
+        # moto in a process of its own (a core to itself), with DynamoDB's per-request
+        # atomicity restored (``infra.local.moto_atomic``): budgets and session locks
+        # rely on conditional writes that cannot both pass.
+        moto = MotoProcess(lambda_port=front.port, cwd=REPO_ROOT, env=self._moto_env()).start()
+        self._stack.append(moto.stop)
+        front.moto_port = moto.port
+        self._moto_api(moto.port, "config", {"stepfunctions": {"execute_state_machine": True}})
         aws_url = front.url
+        moto_url = moto.url
 
         model_url, model_key, fake = self._model()
         clients = LocalClients(aws_url)
+        # The cloud's own pollers talk to moto directly (no hop through the front).
+        direct = LocalClients(moto_url)
         tables = create_tables(clients, self.stage)
         secret_arn = clients.secretsmanager.create_secret(
             Name=f"stratus/{self.stage.name}/model-keys",
@@ -215,14 +211,17 @@ class LocalCloud:
 
         functions = self._function_configs(names, tables, secret_arn, model_url, jobs)
         runtime = LambdaRuntime(
-            functions, base_env=self._base_env(aws_url), log_sink=self._log_sink, cwd=REPO_ROOT
+            functions,
+            base_env=self._base_env(aws_url, moto_url),
+            log_sink=self._log_sink,
+            cwd=REPO_ROOT,
         )
         self.runtime = runtime
         self._stack.append(runtime.stop)
 
         for plan in app_queues:
-            self._poll(clients, queue_urls[plan.name], names[plan.consumer], plan)
-        queue_urls.update(self._create_queues(clients, names))
+            self._poll(direct, queue_urls[plan.name], names[plan.consumer], plan)
+        queue_urls.update(self._create_queues(clients, names, direct))
         machine_arns = {
             plan.agent: workflow_arns[plan.agent] for plan in workflow_plans(self.specs)
         }
@@ -274,11 +273,9 @@ class LocalCloud:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
             response.read()
 
-    def _restore_moto_port(self) -> None:
-        if self._previous_moto_port is None:
-            os.environ.pop("MOTO_PORT", None)
-        else:
-            os.environ["MOTO_PORT"] = self._previous_moto_port
+    def _moto_env(self) -> dict[str, str]:
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+        return {k: v for k, v in self._environ.items() if k in keep or k.startswith("MOTO_")}
 
     def _model(self) -> tuple[str, str, bool]:
         """(base URL, API key, is fake): a real endpoint if a key is configured."""
@@ -299,7 +296,7 @@ class LocalCloud:
         names.update({f.name: f.name for f in self._extras.functions})
         return names
 
-    def _base_env(self, aws_url: str) -> dict[str, str]:
+    def _base_env(self, aws_url: str, moto_url: str) -> dict[str, str]:
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
         env = {k: v for k, v in self._environ.items() if k in keep}
         env.update(LOCAL_CREDENTIALS)
@@ -308,6 +305,9 @@ class LocalCloud:
                 "AWS_REGION": REGION,
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_ENDPOINT_URL": aws_url,
+                # Only Lambda needs the front; every other service goes straight to moto
+                # (boto3's per-service endpoint variables), one HTTP hop instead of two.
+                **{f"AWS_ENDPOINT_URL_{service}": moto_url for service in DIRECT_SERVICES},
                 # No X-Ray daemon here; the SDK would log an error per segment.
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "AWS_XRAY_SDK_ENABLED": "false",
@@ -353,7 +353,9 @@ class LocalCloud:
         )
         self.pollers[plan.name] = poller
 
-    def _create_queues(self, clients: LocalClients, names: Mapping[str, str]) -> dict[str, str]:
+    def _create_queues(
+        self, clients: LocalClients, names: Mapping[str, str], direct: LocalClients
+    ) -> dict[str, str]:
         """The extra queues, and a poller for each one that feeds a function."""
         urls = create_extra_queues(clients, self._extras.queues)
         for queue in self._extras.queues:
@@ -361,7 +363,7 @@ class LocalCloud:
                 continue
             url = urls[queue.name]
             self._start_poller(
-                clients,
+                direct,
                 EventSourceMapping(
                     function_name=names[queue.function],
                     queue_url=url,

@@ -4,7 +4,7 @@ The tenant's daily limit is set with ``stratus budget set`` through the local AW
 endpoint; 50 requests then arrive at once through the local API Gateway, run in
 the agent function's warm worker processes, and reserve on the budgets table of
 moto's server. moto's DynamoDB is made as atomic per request as DynamoDB
-(``infra.local.moto_atomic``; the server runs in this process).
+(``infra.local.moto_atomic``, installed in moto's server process).
 """
 
 from __future__ import annotations
