@@ -36,7 +36,7 @@ node_modules/.installed: package.json package-lock.json
 
 lock: $(UV)
 	$(UV) lock
-	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --no-annotate \
+	$(UV) export --frozen --no-default-groups --no-emit-project --no-hashes --no-header --no-annotate \
 		--format requirements-txt > layers/requirements.txt
 
 dev: env
