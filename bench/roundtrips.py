@@ -1,0 +1,104 @@
+"""Sequential AWS round trips on a request's critical path, measured from the SDK.
+
+:func:`recording` wraps ``botocore.client.BaseClient._make_api_call`` (every
+boto3 client of the process, Powertools' included) and records each call's
+service, operation and start and end times. :meth:`Trace.round_trips` counts
+the *sequential* round trips: calls whose time intervals overlap were in flight
+together and count once (a wave); a call that starts after every earlier call
+ended starts a new wave. With ``latency_s`` every call first sleeps that long,
+so a fixed per-request latency (DynamoDB's few milliseconds) can be injected and
+its cost on the critical path seen: ``latency_s * round_trips`` when calls that
+can run together do. Tests that count round trips inject a few milliseconds, so
+that calls issued together reliably overlap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+
+@dataclass(frozen=True)
+class TimedCall:
+    service: str
+    operation: str
+    started: float
+    ended: float
+    table: str = ""
+
+
+@dataclass
+class Trace:
+    calls: list[TimedCall] = field(default_factory=list)
+
+    def of(self, service: str | None = None, table: str | None = None) -> list[TimedCall]:
+        """The calls to ``service`` (and ``table``, a substring of the table name)."""
+        return [
+            c
+            for c in self.calls
+            if (service is None or c.service == service) and (table is None or table in c.table)
+        ]
+
+    def requests(self, service: str | None = None, table: str | None = None) -> int:
+        """Calls made in all (each concurrent one counts)."""
+        return len(self.of(service, table))
+
+    def waves(self, service: str | None = None, table: str | None = None) -> list[list[TimedCall]]:
+        """The calls grouped into waves of overlapping intervals, in time order."""
+        waves: list[list[TimedCall]] = []
+        wave_end = float("-inf")
+        for call in sorted(self.of(service, table), key=lambda c: c.started):
+            if waves and call.started < wave_end:
+                waves[-1].append(call)
+                wave_end = max(wave_end, call.ended)
+            else:
+                waves.append([call])
+                wave_end = call.ended
+        return waves
+
+    def round_trips(self, service: str | None = None, table: str | None = None) -> int:
+        """Sequential round trips: concurrent calls count once."""
+        return len(self.waves(service, table))
+
+    def describe(self, service: str | None = None, table: str | None = None) -> list[str]:
+        """One line per wave: its operations (and tables), for reports and test failures."""
+        lines = []
+        for n, wave in enumerate(self.waves(service, table), 1):
+            ops = ", ".join(f"{c.operation}{f'({c.table})' if c.table else ''}" for c in wave)
+            lines.append(f"{n}: {ops}")
+        return lines
+
+
+@contextlib.contextmanager
+def recording(*, latency_s: float = 0.0) -> Iterator[Trace]:
+    """Record every botocore API call made while inside (any thread)."""
+    from botocore.client import BaseClient
+
+    trace = Trace()
+    lock = threading.Lock()
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
+
+    def timed(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            if latency_s:
+                time.sleep(latency_s)
+            return original(client, operation, params)
+        finally:
+            call = TimedCall(
+                service=client.meta.service_model.service_name,
+                operation=operation,
+                started=started,
+                ended=time.perf_counter(),
+                table=str(params.get("TableName", "")) if isinstance(params, dict) else "",
+            )
+            with lock:
+                trace.calls.append(call)
+
+    with mock.patch.object(BaseClient, "_make_api_call", timed):
+        yield trace
