@@ -58,6 +58,11 @@ class SoakParams:
     #: a 1,000-job run mostly timed out and the model's breaker opened for the fleet.
     worker_timeout_s: int = 15
     http_threads: int = 4
+    #: Backpressure: submission pauses while the ingest and job queues hold more messages
+    #: (visible + in flight) than this. A 1,000-job burst on 2 cores otherwise queues so
+    #: much work on moto that batches outlive their timeout: the soak measures what is
+    #: lost under chaos, not how deep a backlog this machine can hold.
+    max_backlog: int = 60
     #: Bound on the wait for every job to be final, and then for the queues to be quiet.
     wait_s: float = 900.0
     quiet_s: float = 60.0
@@ -141,6 +146,10 @@ class Soak:
         self.jobs = plan_jobs(params, self.run)
         self.chaos = ModelChaos(cloud.fake_model, candidates=worker_pids)
         self.counts: Counter[str] = Counter()
+        #: Markers of jobs whose worker invocation the runtime ended at its timeout: a
+        #: crash the harness did not aim, which may fall in the ledger's crash window.
+        self.timed_out: set[str] = set()
+        self._markers: dict[str, str] = {}  # job id -> marker, filled at submission
         self.errors: list[str] = []
         self.timings: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -214,6 +223,7 @@ class Soak:
         if job_id is None:
             return
         job.job_id, job.submitted = job_id, True
+        self._markers[job_id] = job.marker
         self.count("submitted_http")
         if job.duplicate:
             again = self._post(job)
@@ -234,12 +244,41 @@ class Soak:
             if copy:
                 self.count("duplicates_sqs")
         job.job_id = self.job_id_for(self.tenant, job.key or f"sqs:{job.message_ids[0]}")
+        self._markers[job.job_id] = job.marker
         job.submitted = True
         self.count("submitted_sqs")
+
+    def watch_timeouts(self) -> Any:
+        """Wrap the runtime's invoke: note the jobs of every worker batch that timed out."""
+        runtime = self.cloud.runtime
+        original = runtime.invoke
+
+        def invoke(name: str, event: Any) -> Any:
+            result = original(name, event)
+            error = getattr(result, "error", None) or {}
+            if "-worker-" in name and error.get("errorType") == "Sandbox.Timedout":
+                for record in (event or {}).get("Records", []):
+                    try:
+                        job_id = json.loads(record.get("body") or "{}").get("job_id")
+                    except ValueError:
+                        continue
+                    marker = self._markers.get(job_id)
+                    if marker:
+                        with self._lock:
+                            self.timed_out.add(marker)
+            return result
+
+        runtime.invoke = invoke
+        return lambda: setattr(runtime, "invoke", original)
+
+    def backlog(self) -> int:
+        """Messages on the ingest and job queues, visible or in flight."""
+        return self.queue_depth()
 
     def submit_all(self) -> None:
         faults = self.fault_schedule()
         started = time.monotonic()
+        paused = 0.0
         with concurrent.futures.ThreadPoolExecutor(self.params.http_threads) as pool:
             futures = []
             for job in self.jobs:
@@ -252,9 +291,20 @@ class Soak:
                 # Keep the HTTP side in step with the producer (both halves interleave).
                 while sum(not f.done() for f in futures) > 4 * self.params.http_threads:
                     time.sleep(0.01)
+                if job.index % 10 == 9:
+                    paused += self._hold_back()
             for future in futures:
                 future.result()
         self.timings["submit_s"] = time.monotonic() - started
+        self.timings["submit_paused_s"] = paused
+
+    def _hold_back(self) -> float:
+        """Wait (bounded) while the queues hold more than ``max_backlog`` messages."""
+        waited = 0.0
+        while waited < self.params.wait_s and self.backlog() > self.params.max_backlog:
+            time.sleep(0.5)
+            waited += 0.5
+        return waited
 
     # -- waiting
 
@@ -308,7 +358,9 @@ class Soak:
         """Until no message is left on the job and ingest queues (redeliveries acknowledged)."""
         started = time.monotonic()
         quiet = False
-        while time.monotonic() - started < self.params.quiet_s:
+        # A killed batch's messages come back after the visibility timeout (6x the worker's).
+        bound = max(self.params.quiet_s, 6 * self.params.worker_timeout_s + 15)
+        while time.monotonic() - started < bound:
             if self.queue_depth() == 0:
                 quiet = True
                 break
@@ -348,12 +400,14 @@ class Soak:
 
     def execute(self) -> dict[str, Any]:
         self.chaos.install()
+        unwatch = self.watch_timeouts()
         try:
             self.aim_kills()
             self.submit_all()
             items = self.wait_final()
             quiet = self.wait_quiet()
         finally:
+            unwatch()
             self.chaos.uninstall()
         self.final_sweep()
         items = self.job_items()

@@ -77,6 +77,9 @@ def compute_figures(soak: Soak, items: dict[str, dict[str, Any]], quiet: bool) -
         if name.startswith("agent-") and name.endswith("-dlq")
     )
     window = {k.marker for k in soak.chaos.kills if k.phase == "after_answer"}
+    # A batch the runtime ended at its timeout is a crash the harness did not aim: if it
+    # fell between the provider's answer and the ledger write, it is the same window.
+    timed_out = set(soak.timed_out) - window
 
     f: Counter[str] = Counter()
     failed: Counter[str] = Counter()
@@ -107,8 +110,12 @@ def compute_figures(soak: Soak, items: dict[str, dict[str, Any]], quiet: bool) -
         paid_steps = ledger.get(job.job_id, {})
         extra = answered[job.marker] - len(paid_steps)
         if extra > 0:
-            f["extra_calls_window" if job.marker in window else "extra_calls_outside"] += extra
-            if job.marker not in window:
+            if job.marker in window:
+                f["extra_calls_window"] += extra
+            elif job.marker in timed_out:
+                f["extra_calls_timeout"] += extra
+            else:
+                f["extra_calls_outside"] += extra
                 problems.append(f"paid {extra} extra call(s) outside the window: {job.marker}")
         ledger_nusd = sum(costs[0] for costs in paid_steps.values())
         step_nusd = sum(_nano(s.get("cost_usd")) for s in steps.get(job.job_id, []))
@@ -122,7 +129,8 @@ def compute_figures(soak: Soak, items: dict[str, dict[str, Any]], quiet: bool) -
             problems.append(f"billed twice: {job.marker} {job.job_id}")
         over = task_spent.get(job.job_id, 0) - ledger_nusd
         if over > 0:
-            f["budget_over_window" if job.marker in window else "budget_over_outside"] += 1
+            in_window = job.marker in window or job.marker in timed_out
+            f["budget_over_window" if in_window else "budget_over_outside"] += 1
     extra_jobs = [
         j
         for j, item in items.items()
@@ -150,6 +158,8 @@ def compute_figures(soak: Soak, items: dict[str, dict[str, Any]], quiet: bool) -
         "provider_calls": sum(answered.values()),
         "extra_provider_calls_outside_window": f["extra_calls_outside"],
         "extra_provider_calls_in_crash_window": f["extra_calls_window"],
+        "worker_batches_timed_out_jobs": len(timed_out),
+        "extra_provider_calls_after_runtime_timeout": f["extra_calls_timeout"],
         "budget_spend_beyond_ledger_jobs_outside_window": f["budget_over_outside"],
         "budget_spend_beyond_ledger_jobs_in_window": f["budget_over_window"],
         "reservations_open": len(open_items),

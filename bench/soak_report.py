@@ -19,8 +19,10 @@ ROWS = (
     "second jobs from a redelivery or a repeat|{second_jobs_from_redelivery}",
     "provider calls beyond one per step, outside the crash window"
     "|{extra_provider_calls_outside_window}",
-    "provider calls beyond one per step, in the crash window"
+    "provider calls beyond one per step, in the crash window (aimed kills)"
     "|{extra_provider_calls_in_crash_window}",
+    "provider calls beyond one per step, after a worker batch timed out (jobs in such batches)"
+    "|{extra_provider_calls_after_runtime_timeout} ({worker_batches_timed_out_jobs})",
     "reservations left open (committed != spent)|{reservations_open} (${reservations_open_usd})",
     "steps billed twice|{billed_twice}",
     "workers SIGKILLed mid-step (before / after the model answered)"
@@ -58,14 +60,18 @@ def render_section(result: dict[str, Any]) -> str:
         f"twice, job worker timeout {p['worker_timeout_s']} s (visibility "
         f"{6 * p['worker_timeout_s']} s), seed {p['seed']}. Submitting took "
         f"{t.get('submit_s')} s, every job final after {t.get('wait_final_s')} s more, queues "
-        f"quiet after {t.get('wait_quiet_s')} s more; {t.get('total_s')} s in all. "
+        f"quiet after {t.get('wait_quiet_s')} s more; {t.get('total_s')} s in all "
+        f"(submission held back {t.get('submit_paused_s', 0)} s while more than "
+        f"{p.get('max_backlog', '-')} messages were queued). "
         f"The required zeros {verdict}.",
         "",
         render_table(result),
         "",
         "The crash window: a worker killed after the model answered but before the call "
         "ledger entry was written pays once more on the redelivery; the soak kills half "
-        "its victims exactly there and counts those calls apart. Every other figure comes "
+        "its victims exactly there and counts those calls apart. A worker batch that the "
+        "runtime ends at its timeout is the same kind of crash, unaimed: the extra calls of "
+        "jobs in such a batch are counted apart too. Every other figure comes "
         "from the tables (jobs, steps, call ledger, usage rollups, budgets), the DLQs and "
         "the fake model's request log, after the queues were quiet.",
     ]
