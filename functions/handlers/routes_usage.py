@@ -1,8 +1,8 @@
 """``GET /v1/usage?period=day|month``: the caller tenant's spend, by agent.
 
-Served by the platform function from the usage rollups (one ``Query``); the
-tenant comes from the authorizer, never from the request, so a tenant only
-ever sees its own spend.
+Served by the platform function from the usage the tenant's budget item for the
+period carries (one read; ``stratus.rollups``); the tenant comes from the
+authorizer, never from the request, so a tenant only ever sees its own spend.
 """
 
 from __future__ import annotations

@@ -217,10 +217,12 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
 
 def _platform_tables(jobs: bool) -> dict[str, TableAccess]:
     # The health check reads the tenants table and describes the idempotency one.
-    # ... and serves GET /v1/usage from the usage rollups.
+    # GET /v1/usage reads the usage the settlements record on the budget items (and the
+    # job and session totals in the usage table).
     tables: dict[str, TableAccess] = {
         TENANTS.name: "read",
         IDEMPOTENCY.name: "describe",
+        BUDGETS.name: "read",
         USAGE.name: "read",
     }
     if jobs:

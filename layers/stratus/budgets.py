@@ -18,14 +18,16 @@ scope           key                            limit
 ``global_day``  ``GLOBAL#DAY#<date>``          ``budget_global_daily_usd``
 =============== ============================== ===================================
 
-**The reservation** is one conditional ``UpdateItem`` per scope, in that fixed
-order: ``ADD committed :r`` if ``committed <= limit - r`` (nano-USD integers;
-``limit - r`` is computed by the caller). ``committed`` is settled spend plus open
-reservations. A conditional write on one item is atomic, so concurrent callers
-are serialised on the item and ``committed`` never exceeds the limit; since every
-reservation is an upper bound of its call's cost, settled spend never exceeds it
-either (a low estimate would overrun by less than one reservation). If a later
-scope refuses, the earlier ones are released again; meanwhile a concurrent caller
+**The reservation** is one conditional ``UpdateItem`` per scope, all issued
+together (one round trip, :func:`stratus.fanout.run_all`): ``ADD committed :r`` if
+``committed <= limit - r`` (nano-USD integers; ``limit - r`` is computed by the
+caller). ``committed`` is settled spend plus open reservations. A conditional write
+on one item is atomic, so concurrent callers are serialised on the item and
+``committed`` never exceeds the limit; since every reservation is an upper bound of
+its call's cost, settled spend never exceeds it either (a low estimate would overrun
+by less than one reservation). If a scope refuses, the scopes that accepted are
+released again (one more wave, on the refusal path only) and the refusal of the
+first refusing scope in the order above is raised; meanwhile a concurrent caller
 may be refused although it would have fitted: conservative, never an overspend.
 
 Why not one ``TransactWriteItems`` across the scopes: it would be all-or-nothing,
@@ -34,11 +36,16 @@ transactions on the same item, so 50 callers on one tenant's day item would
 mostly fail with conflicts and need retry loops, at twice the write capacity;
 plain conditional updates serialise on the item: the property the bound needs.
 
-**Thresholds.** Settlement is an atomic ``ADD spent :cost`` that returns the new
-total, so exactly one call sees each threshold crossed (``before < t <= after``)
-and sends its one alert per threshold per period, with no marker item. The 100%
-alert comes either from spend reaching the limit or from the first refusal at
-it, so it takes a conditional marker on the item to be sent once.
+**Settlement and usage** is one round trip too: every scope's settlement at once,
+each write also adding the call's usage counters (calls, tokens, cost, hits; see
+:data:`stratus.gateway_stores.ports.USAGE_PREFIX`) to the breakdown its item
+carries: per agent on the tenant's day and month items, per model on the agent's
+day item. A carrier with no limit (no reservation on it) gets an unconditional
+``ADD`` in the same wave, so usage is recorded whatever limits are configured;
+:class:`stratus.rollups.UsageRollups` reads it from there. Replays and cache hits
+(:meth:`BudgetLedger.record_unpaid`) add their counters to the carriers, one wave.
+
+**Thresholds** alert once each per period (:mod:`stratus.budget_alerts`).
 
 **Reservations cannot leak.** The reservation's write also records it on the item
 as an open entry (no extra round trip), held until the caller's deadline plus
@@ -49,9 +56,10 @@ refusal returns the item for free: its expired entries are released and the
 reservation is tried once more) and **by sweep** (:meth:`BudgetLedger.sweep_expired`,
 items read by key, no scan). A settlement after its entry was given back records
 its real cost on its own: counted once, never given back twice. A dead call's or
-failed settlement's cost is missing from ``spent`` (the usage rollups keep what was
-recorded): the worst case is a reservation held until its expiry, never for the
-period. Entries per item are bounded (see :mod:`stratus.gateway_stores.ports`).
+failed settlement's cost is missing from ``spent`` (and from the usage that item
+carries; a job's or session's total keeps it): the worst case is a reservation
+held until its expiry, never for the period. Entries per item are bounded (see
+:mod:`stratus.gateway_stores.ports`).
 
 **A job's cap** (``CallScope.max_cost_usd``) is the limit of the job's task scope
 when lower than ``budget_task_usd``: every step reserves against it first, so
@@ -73,19 +81,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 from stratus.agents import CallScope
+from stratus.budget_alerts import ThresholdAlerts
 from stratus.budget_scopes import (
-    DAY_TTL,
-    MONTH_TTL,
     NANO,
-    TASK_TTL,
     BudgetScope,
     TenantLimits,
+    agent_day_key,
+    call_scopes,
+    carriers,
     from_nano,
-    iso,
     task_key,
+    tenant_day_key,
+    tenant_month_key,
     to_nano,
+    usage_counts,
 )
 from stratus.budget_scopes import decimal_or as _decimal
 from stratus.budget_scopes import exceeded as _exceeded
@@ -93,8 +105,17 @@ from stratus.budget_scopes import periods as _periods
 from stratus.config import Settings
 from stratus.deadline import Deadline
 from stratus.errors import BudgetExceeded, JobBudgetExceeded
-from stratus.gateway_stores.ports import AlertPublisher, BudgetItem, BudgetStore, OpenReservation
-from stratus.observability import NAMESPACE, SERVICE, logger
+from stratus.fanout import Outcome, run_all
+from stratus.gateway_stores.memory import MemoryBudgetStore
+from stratus.gateway_stores.ports import (
+    AlertPublisher,
+    BudgetItem,
+    BudgetStore,
+    OpenReservation,
+    UsageAdd,
+)
+from stratus.observability import logger
+from stratus.usage import Usage
 
 __all__ = [
     "NANO",
@@ -109,6 +130,11 @@ __all__ = [
 ]
 
 LIMITS_CACHE_S = 60.0
+#: How long this process keeps a request's own cap (a request lasts at most 15 minutes).
+LOCAL_CAP_KEEP_S = 3600.0
+
+#: Usage to add on one item (``member`` and counters) and the expiry of a new item.
+_Carried = dict[str, tuple[UsageAdd, int]]
 
 
 @dataclass
@@ -146,9 +172,13 @@ class BudgetLedger:
     ) -> None:
         self._settings = settings
         self._store = store
-        self._alerts = alerts
+        self._thresholds = ThresholdAlerts(settings, store, alerts)
         self._clock = clock
         self._limits: dict[str, tuple[float, TenantLimits]] = {}
+        # A synchronous request's own cap (``budget_task_usd``) lives in this process: one
+        # invocation serves the request, so the table would only add two writes per call.
+        self._local = MemoryBudgetStore()
+        self._local_seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @property
@@ -191,67 +221,16 @@ class BudgetLedger:
 
     def scopes(self, scope: CallScope | None, agent: str) -> list[BudgetScope]:
         """The budget scopes of a call, in reservation order, with their limits."""
-        now = datetime.fromtimestamp(self._clock(), tz=UTC)
-        day, month, next_day, next_month = _periods(now)
-        day_exp = int((next_day + DAY_TTL).timestamp())
-        month_exp = int((next_month + MONTH_TTL).timestamp())
         s = self._settings
-        found: list[BudgetScope] = []
-        caps = [
-            c for c in (s.budget_task_usd, scope.max_cost_usd if scope else None) if c is not None
-        ]
-        if scope is not None and caps:
-            job_cap = scope.max_cost_usd is not None and scope.max_cost_usd == min(caps)
-            found.append(
-                BudgetScope(
-                    "task",
-                    task_key(scope),
-                    min(caps),
-                    None,
-                    int((now + TASK_TTL).timestamp()),
-                    job_cap=job_cap,
-                )
-            )
-        if s.budget_agent_daily_usd is not None:
-            found.append(
-                BudgetScope(
-                    "agent_day",
-                    f"AGENT#{agent}#DAY#{day}",
-                    s.budget_agent_daily_usd,
-                    next_day,
-                    day_exp,
-                )
-            )
-        if scope is not None:
-            limits = self.tenant_limits(scope.tenant_id)
-            tenant = scope.tenant_id
-            if limits.daily_usd is not None:
-                found.append(
-                    BudgetScope(
-                        "tenant_day",
-                        f"TENANT#{tenant}#DAY#{day}",
-                        limits.daily_usd,
-                        next_day,
-                        day_exp,
-                    )
-                )
-            if limits.monthly_usd is not None:
-                found.append(
-                    BudgetScope(
-                        "tenant_month",
-                        f"TENANT#{tenant}#MONTH#{month}",
-                        limits.monthly_usd,
-                        next_month,
-                        month_exp,
-                    )
-                )
-        if s.budget_global_daily_usd is not None:
-            found.append(
-                BudgetScope(
-                    "global_day", f"GLOBAL#DAY#{day}", s.budget_global_daily_usd, next_day, day_exp
-                )
-            )
-        return found
+        return call_scopes(
+            datetime.fromtimestamp(self._clock(), tz=UTC),
+            scope,
+            agent,
+            task_usd=s.budget_task_usd,
+            agent_daily_usd=s.budget_agent_daily_usd,
+            tenant=self.tenant_limits(scope.tenant_id) if scope is not None else None,
+            global_daily_usd=s.budget_global_daily_usd,
+        )
 
     # -- reserve, settle, release
 
@@ -271,22 +250,36 @@ class BudgetLedger:
         )
         if self._store is None:
             return reservation
-        for budget in self.scopes(scope, agent):
-            try:
-                after = self._reserve_on(budget, reservation, now)
-            except BaseException:
-                self.release(reservation)
-                raise
-            if isinstance(after, BudgetItem):
-                self.release(reservation)
-                raise self._refused(budget, after, scope, agent, now)
-            reservation.scopes.append(budget)
-            committed = from_nano(after)
-            if budget.limit > 0:
-                reservation.utilisation = max(
-                    reservation.utilisation, float(committed / budget.limit * 100)
-                )
-        return reservation
+        budgets = self.scopes(scope, agent)
+        outcomes = run_all([partial(self._reserve_on, b, reservation, now) for b in budgets])
+        refused: tuple[BudgetScope, Outcome[int | BudgetItem]] | None = None
+        for budget, outcome in zip(budgets, outcomes, strict=True):
+            if outcome.ok and not isinstance(outcome.value, BudgetItem):
+                reservation.scopes.append(budget)
+                if budget.limit > 0:
+                    committed = from_nano(outcome.value)
+                    reservation.utilisation = max(
+                        reservation.utilisation, float(committed / budget.limit * 100)
+                    )
+            elif refused is None:  # the first in scope order: what the caller is told
+                refused = (budget, outcome)
+        if refused is None:
+            return reservation
+        budget, outcome = refused
+        if outcome.error is not None:
+            self.release(reservation)
+            raise outcome.error
+        item = outcome.get()
+        assert isinstance(item, BudgetItem)
+        # Give back what the other scopes accepted and build the refusal (which may set
+        # the 100% alert marker) together: one wave.
+        _, refusal = run_all(
+            [
+                partial(self.release, reservation),
+                partial(self._refused, budget, item, scope, agent, now),
+            ]
+        )
+        raise refusal.get()
 
     def _hold_until(self, now: float, deadline: Deadline | None) -> int:
         s = self._settings
@@ -301,7 +294,7 @@ class BudgetLedger:
             return BudgetItem()  # can never fit: no request
         outcome: int | BudgetItem = BudgetItem()
         for attempt in range(2):
-            outcome = self._items.reserve(
+            outcome = self._on(budget).reserve(
                 budget.key,
                 held.rid,
                 amount,
@@ -316,11 +309,29 @@ class BudgetLedger:
             expired = [e for e in outcome.open if e.expires_at < now]
             if not expired:
                 break
-            self._give_back(budget.key, expired)
+            self._give_back(budget.key, expired, self._on(budget))
         return outcome
 
-    def _give_back(self, key: str, expired: list[OpenReservation]) -> list[OpenReservation]:
-        released = self._items.give_back(key, expired)
+    def _on(self, budget: BudgetScope) -> BudgetStore:
+        """The store of a scope: the table, or this process for a request's own cap."""
+        if not budget.local:
+            return self._items
+        now = self._clock()
+        with self._lock:
+            if budget.key not in self._local_seen:
+                self._local_seen[budget.key] = now
+                while self._local_seen:
+                    oldest, seen = next(iter(self._local_seen.items()))
+                    if now - seen < LOCAL_CAP_KEEP_S:
+                        break
+                    del self._local_seen[oldest]
+                    self._local.forget(oldest)
+        return self._local
+
+    def _give_back(
+        self, key: str, expired: list[OpenReservation], store: BudgetStore | None = None
+    ) -> list[OpenReservation]:
+        released = (store or self._items).give_back(key, expired)
         if released:
             logger.warning(
                 "expired budget reservations given back",
@@ -357,59 +368,121 @@ class BudgetLedger:
                     "step": scope.step,
                 },
             )
-        self._exhausted(budget, scope, agent)
+        self._thresholds.exhausted(budget, scope, agent)
         return _exceeded(budget, now)
 
     def release(self, reservation: Reservation) -> None:
-        """Give a whole reservation back (the call failed or never ran)."""
-        self._close(reservation, Decimal(0))
+        """Give a whole reservation back (the call failed or never ran): one wave."""
+        self._close(reservation, Decimal(0), {})
 
     def settle(
-        self, reservation: Reservation, actual: Decimal, *, scope: CallScope | None, agent: str
+        self,
+        reservation: Reservation,
+        actual: Decimal,
+        *,
+        scope: CallScope | None,
+        agent: str,
+        model: str,
+        usage: Usage,
     ) -> None:
-        """Replace the reservation by the real cost; send threshold alerts it crosses."""
-        for budget, spent in self._close(reservation, actual):
-            if budget.job_cap:
-                continue  # the job's own cap: the client's limit, not an operator's budget
-            before = spent - actual
-            for threshold in self._settings.budget_alert_thresholds:
-                mark = budget.limit * threshold / 100
-                if before < mark <= spent:
-                    if threshold >= 100:
-                        # Shared with refusals at the limit: one marker, one alert.
-                        self._exhausted(budget, scope, agent)
-                    else:
-                        self._alert(budget, threshold, spent, scope, agent)
+        """Replace the reservation by the real cost and add the call's usage to the items
+        that carry it, in one wave; send the threshold alerts it crosses."""
+        counts = usage_counts(usage=usage, cost=actual)
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        carried = carriers(now, reservation.scopes, scope, agent=agent, model=model, counts=counts)
+        for budget, spent in self._close(reservation, actual, carried):
+            self._thresholds.settled(budget, spent, actual, scope, agent)
+
+    def record_unpaid(
+        self,
+        *,
+        scope: CallScope | None,
+        agent: str,
+        model: str,
+        ledger_hit: bool = False,
+        cache_hit: bool = False,
+        saved: Decimal = Decimal(0),
+    ) -> None:
+        """Count an answer the provider did not serve (a replay, a cache hit) on the items
+        that carry usage: one wave of unconditional adds, nothing reserved or spent."""
+        if self._store is None:
+            return
+        counts = usage_counts(ledger_hit=ledger_hit, cache_hit=cache_hit, saved=saved)
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        carried = carriers(now, [], scope, agent=agent, model=model, counts=counts)
+        run_all([partial(self._add_usage, key, add, exp) for key, (add, exp) in carried.items()])
 
     def _close(
-        self, reservation: Reservation, actual: Decimal
+        self, reservation: Reservation, actual: Decimal, carried: _Carried
     ) -> list[tuple[BudgetScope, Decimal]]:
+        """Settle (or release) every scope and add the usage of carriers that hold no
+        reservation, all in one wave; each settled scope with its new ``spent``."""
         if reservation.settled or self._store is None:
             return []
         reservation.settled = True
+        carried = dict(carried)
+        wave: list[Callable[[], object]] = [
+            partial(self._settle_on, budget, reservation, actual, carried.pop(budget.key, None))
+            for budget in reservation.scopes
+        ]
+        wave += [partial(self._add_usage, key, add, exp) for key, (add, exp) in carried.items()]
+        settled = run_all(wave)[: len(reservation.scopes)]
+        return [
+            (budget, outcome.value)
+            for budget, outcome in zip(reservation.scopes, settled, strict=True)
+            if outcome.value is not None
+        ]
+
+    def _settle_on(
+        self,
+        budget: BudgetScope,
+        reservation: Reservation,
+        actual: Decimal,
+        carried: tuple[UsageAdd, int] | None,
+    ) -> Decimal | None:
+        """One scope's settlement (with the usage it carries); its new ``spent``, or None
+        (nothing to report: released, or the write failed and was logged)."""
         reserved, cost = to_nano(reservation.amount), to_nano(actual)
         calls = 1 if cost > 0 else 0
-        done: list[tuple[BudgetScope, Decimal]] = []
-        for budget in reservation.scopes:
-            log = {"budget": budget.key, "reservation": reservation.rid, "cost_usd": str(actual)}
-            try:
-                spent = self._store.settle(
-                    budget.key, reservation.rid, reserved=reserved, actual=cost, calls=calls
-                )
-                if spent is None:  # given back already (it outlived its expiry)
-                    if not cost:
-                        continue
-                    spent = self._store.record_late(budget.key, cost, calls)
+        usage = carried[0] if carried else None
+        log = {"budget": budget.key, "reservation": reservation.rid, "cost_usd": str(actual)}
+        try:
+            store = self._on(budget)
+            spent = store.settle(
+                budget.key,
+                reservation.rid,
+                reserved=reserved,
+                actual=cost,
+                calls=calls,
+                usage=usage,
+            )
+            if spent is None:  # given back already (it outlived its expiry)
+                if not cost and usage is None:
+                    return None
+                spent = store.record_late(budget.key, cost, calls, usage=usage)
+                if cost:
                     logger.warning("budget settled after its reservation was given back", extra=log)
-            except Exception:
-                # The entry stays open and is given back at its expiry, not at period end.
-                logger.exception(
-                    "budget settlement failed; the reservation is held until it expires",
-                    extra={**log, "held_until": reservation.expires_at},
-                )
-                continue
-            done.append((budget, from_nano(spent)))
-        return done
+        except Exception:
+            # The entry stays open and is given back at its expiry, not at period end.
+            logger.exception(
+                "budget settlement failed; the reservation is held until it expires",
+                extra={**log, "held_until": reservation.expires_at},
+            )
+            return None
+        return from_nano(spent)
+
+    def _add_usage(self, key: str, usage: UsageAdd, expires_at: int) -> None:
+        try:
+            self._items.add_usage(key, usage, expires_at=expires_at)
+        except Exception:  # bookkeeping never fails a paid call
+            logger.exception("usage could not be recorded", extra={"budget": key})
+
+    def usage(self, key: str) -> dict[str, dict[str, int]]:
+        """The usage breakdown an item carries (member -> counters; ``{}`` if none)."""
+        if self._store is None:
+            return {}
+        item = self._store.read([key]).get(key)
+        return {m: dict(c) for m, c in item.usage.items()} if item is not None else {}
 
     # -- give-back by sweep
 
@@ -460,53 +533,7 @@ class BudgetLedger:
         for at in (now, back):
             day, month, _, _ = _periods(datetime.fromtimestamp(at, tz=UTC))
             for tenant in tenants:
-                keys += [f"TENANT#{tenant}#DAY#{day}", f"TENANT#{tenant}#MONTH#{month}"]
-            keys += [f"AGENT#{agent}#DAY#{day}" for agent in names]
+                keys += [tenant_day_key(tenant, day), tenant_month_key(tenant, month)]
+            keys += [agent_day_key(agent, day) for agent in names]
             keys.append(f"GLOBAL#DAY#{day}")
         return list(dict.fromkeys(keys))
-
-    # -- alerts
-
-    def _exhausted(self, budget: BudgetScope, scope: CallScope | None, agent: str) -> None:
-        """The 100% alert (spend reached the limit, or the limit refused a call), once."""
-        if 100 not in self._settings.budget_alert_thresholds:
-            return
-        try:
-            spent = self._items.mark_exhausted(budget.key)
-        except Exception:
-            logger.exception("budget alert marker failed", extra={"budget": budget.key})
-            return
-        if spent is not None:  # None: another call already sent this alert
-            self._alert(budget, 100, from_nano(spent), scope, agent)
-
-    def _alert(
-        self,
-        budget: BudgetScope,
-        threshold: int,
-        spent: Decimal,
-        scope: CallScope | None,
-        agent: str,
-    ) -> None:
-        message = {
-            "type": "stratus.budget.threshold",
-            "budget": budget.name,
-            "key": budget.key,
-            "threshold_percent": threshold,
-            "spent_usd": str(spent),
-            "limit_usd": str(budget.limit),
-            "resets_at": iso(budget.resets_at),
-            "tenant_id": scope.tenant_id if scope else None,
-            "agent": agent,
-            "stage": self._settings.stage,
-        }
-        logger.warning("budget threshold crossed", extra=message)
-        from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
-
-        metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-        metrics.add_dimension(name="budget", value=budget.name)
-        metrics.add_metric(name="BudgetAlerts", unit=MetricUnit.Count, value=1)
-        metrics.flush_metrics()
-        try:
-            self._alerts.publish(f"Stratus budget {budget.name} at {threshold}%", message)
-        except Exception:  # an alert must never fail the call that triggered it
-            logger.exception("budget alert could not be published")

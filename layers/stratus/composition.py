@@ -197,7 +197,7 @@ class Runtime:
 
         name = self.settings.usage_table
         store = DynamoRollupStore(self.clients.table(name)) if name else None
-        return UsageRollups(self.settings, store, clock=self.clock)
+        return UsageRollups(self.settings, store, clock=self.clock, budgets=self.budgets)
 
     @cached_property
     def buckets(self) -> KeyBuckets:

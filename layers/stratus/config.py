@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     #: Circuit breaker per (endpoint, model): opens after this many failures in a row.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_open_s: float = Field(default=30.0, gt=0)
+    #: How old a per-process copy of shared gateway state (breaker items, key-bucket
+    #: loads) may be before it is refreshed off the critical path; 0: read on every call.
+    gateway_state_cache_s: float = Field(default=2.0, ge=0, le=60)
     #: How long the call ledger keeps completions (replays of retried steps).
     ledger_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 

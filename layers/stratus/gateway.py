@@ -1,24 +1,40 @@
 """The model gateway: every model call of the runtime goes through here.
 
-Per call, in order:
+Per call:
 
-1. **Call ledger**: the same step of the same billable unit with the same
-   request (a retry) gets the stored completion; the provider is not called.
-2. **Response cache** (agents that opt in): an exact-match answer, counted
-   with the cost it saved.
-3. **Model choice**: the tier's model and its fallback chain; past the budget
+1. **The pre-call wave** (one DynamoDB round trip: its requests run together,
+   :func:`stratus.fanout.run_all`): the **call ledger** lookup (the same step of the
+   same billable unit with the same request, a retry, gets the stored completion;
+   the provider is not called), the opt-in **response cache** lookup, the **budget
+   reservation** of the worst case on every scope (``stratus.budgets``; refused with
+   ``429 budget_exceeded`` and the reset time, ``402 job_budget_exceeded`` at a
+   job's own ``max_cost_usd``), the **key-bucket take** on the least-loaded key
+   (fleet-wide RPM/TPM), and the circuit breaker's item when this process has no
+   copy of it yet. A ledger or cache answer wins over everything else: its
+   reservation is released and its bucket take given back (the hit path costs one
+   more wave). A budget refusal wins over a rate-limited key (the take is given
+   back); a refused take tries the other keys (the refusal path).
+2. **Model choice**: the tier's model and its fallback chain; past the budget
    downgrade threshold, the cheaper tier's chain if the agent allows it.
-4. **Budget reservation** of the worst case on every scope (``stratus.budgets``),
-   held until the deadline plus a margin; refused with ``429 budget_exceeded`` and
-   the reset time (``402 job_budget_exceeded`` at a job's own ``max_cost_usd``).
-5. **Key choice**: the least-loaded key under fleet-wide RPM/TPM buckets.
-6. **Circuit breaker** per (endpoint, model), shared by the fleet.
-7. **The call** (``ModelClient``, one attempt at a time). This is the runtime's
+3. **Circuit breaker** per (endpoint, model), shared by the fleet, read from a
+   per-process copy at most ``gateway_state_cache_s`` old (see
+   :mod:`stratus.breaker` for what that staleness lets through).
+4. **The call** (``ModelClient``, one attempt at a time). This is the runtime's
    one retry loop: exponential backoff with full jitter, or the provider's
    ``Retry-After``; another key on a key's 429; the next model when one keeps
-   failing; never past the deadline.
-8. **Settlement** of the budget to the real cost, the ledger entry, usage
-   rollups, metrics (dimensions agent and model) and one log line per call.
+   failing; never past the deadline. Retries take a key bucket each (one write).
+5. **The post-call wave** (one round trip): the budget settlement to the real cost
+   (which also adds the usage counters to the day and month items), the ledger
+   entry, the cache entry, the unused tokens back to the key's bucket, the usage
+   rollup of the unit, and the breaker's reset when there were failures. A failed
+   bookkeeping write is logged and never fails the paid call. Then metrics
+   (dimensions agent and model) and one log line per call.
+
+Inside :func:`deferred` (the idempotent invoke uses it) the post-call wave runs in
+the background and ``chat`` returns at once; leaving the context waits for every
+pending wave, and a later ``chat`` in the same context waits for the earlier waves
+first (so a unit's next reservation sees its last settlement). Outside it, when
+``chat`` returns everything is written.
 
 The stores are passed in, built by :mod:`stratus.composition`.
 """
@@ -28,11 +44,10 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from pydantic import BaseModel
 
 from stratus.agents import CallScope
@@ -49,9 +64,11 @@ from stratus.errors import (
     ModelUnavailable,
     StratusError,
 )
+from stratus.fanout import Outcome, run_all
+from stratus.gateway_bookkeeping import Write, deferred, drain, observe, post, write_all
 from stratus.ledger import CompletionStore, cache_key, call_key, request_hash
 from stratus.llm import MAX_RETRY_AFTER_S, MIN_CALL_S, ChatResult, ModelClient, retry_hint
-from stratus.observability import NAMESPACE, SERVICE, logger
+from stratus.observability import logger
 from stratus.prices import PriceTable
 from stratus.ratelimit import KeyBuckets, KeyLease
 from stratus.rollups import UsageRollups
@@ -66,8 +83,25 @@ class _NextModel(Exception):
     """This model is done for this call (breaker open, attempts used up)."""
 
 
+@dataclass
+class _Attempt:
+    """One call's key lease from the pre-call wave and what answered it."""
+
+    lease: KeyLease | None
+    used: KeyLease | None = None
+    admission: Admission | None = None
+    model: str = ""
+
+    def take_lease(self) -> KeyLease | None:
+        lease, self.lease = self.lease, None
+        return lease
+
+
 class ModelGateway:
     """Budgets, ledger, cache, keys, breaker and fallbacks around a ``ModelClient``."""
+
+    #: See :func:`deferred` (one ContextVar for every gateway of the process).
+    deferred = staticmethod(deferred)
 
     def __init__(
         self,
@@ -111,6 +145,7 @@ class ModelGateway:
         allow_downgrade: bool = False,
         cache_ttl_s: int | None = None,
     ) -> ChatResult:
+        drain()  # this unit's earlier settlements first: they free its budget room
         started = time.perf_counter()
         agent = agent or (scope.agent if scope else "")
         schema = response_format.model_json_schema() if response_format is not None else None
@@ -130,38 +165,54 @@ class ModelGateway:
             "scope": f"{scope.kind}:{scope.scope_id}" if scope else None,
             "step": step,
         }
-
-        # 1. The call ledger: a retried step is replayed, never paid twice.
         ledger_pk = call_key(scope, step, digest) if scope and scope.replayable else None
-        if ledger_pk and self.ledger.enabled:
-            stored = self.ledger.get(ledger_pk)
-            if stored is not None:
-                result, cost = stored
-                result = replace(result, replayed=True)
-                self._observe(result, cost, log, started, ledger_hit=True)
-                self._record_unpaid(scope, agent, result.model, ledger_hit=True)
-                return result
-
-        # 2. The opt-in response cache.
         cache_pk = cache_key(scope, agent, digest) if cache_ttl_s else None
-        if cache_pk and self.ledger.enabled:
-            stored = self.ledger.get(cache_pk)
-            if stored is not None:
-                cached, saved = stored
-                result = replace(cached, usage=Usage(), cache_hit=True, attempts=0)
-                self._observe(result, Decimal(0), log, started, cache_hit=True, saved=saved)
-                self._record_unpaid(scope, agent, result.model, cache_hit=True, saved=saved)
-                return result
+        lookups = [
+            (kind, pk)
+            for kind, pk in (("ledger", ledger_pk), ("cache", cache_pk))
+            if pk and self.ledger.enabled
+        ]
+        reads = [lambda pk=pk: self.ledger.get(pk) for _, pk in lookups]
 
-        # 3. The models: the tier's chain (the downgrade chain is decided after reserving).
-        chain = self._chain(model, tier)
+        # The models: the tier's chain (the downgrade chain is decided after reserving).
+        try:
+            chain = self._chain(model, tier)
+        except ConfigurationError:
+            # No price: fail before spending, unless the ledger or cache answers for free.
+            hit = self._hit(lookups, run_all(reads), scope, agent, log, started, [])
+            if hit is None:
+                raise
+            return hit
         cheaper = self._priced(self._settings.downgrade_chain(tier)) if tier else ()
         prompt_bound = estimate_prompt_tokens(messages, tools, schema)
         worst = self.worst_case((*chain, *cheaper), prompt_bound, max_output_tokens)
+        tokens = prompt_bound + max_output_tokens
 
-        # 4. Reserve the worst case on every budget scope (raises budget_exceeded), held
-        # until the deadline plus a margin: given back then if this process dies.
-        reservation = self.budgets.reserve(scope, agent, worst, deadline=deadline)
+        # The pre-call wave: lookups, the reservation (held until the deadline plus a
+        # margin: given back then if this process dies), the key take, breaker items.
+        endpoint = self.client.endpoint
+        outcomes = run_all(
+            [
+                *reads,
+                lambda: self.budgets.reserve(scope, agent, worst, deadline=deadline),
+                lambda: self.buckets.take_first(self.client.keys.keys(), tokens),
+                *self.breaker.warm(endpoint, (*chain, *(cheaper if allow_downgrade else ()))),
+            ]
+        )
+        reserved, taken = outcomes[len(lookups)], outcomes[len(lookups) + 1]
+        undo: list[Write] = []
+        if reserved.ok:
+            undo.append(("budget release", lambda: self.budgets.release(reserved.get())))
+        lease, refused_key = taken.get() if taken.ok else (None, "")
+        if lease is not None:
+            undo.append(("key bucket give-back", lambda: self.buckets.give_back(lease)))
+        hit = self._hit(lookups, outcomes[: len(lookups)], scope, agent, log, started, undo)
+        if hit is not None:
+            return hit
+        if not reserved.ok or not taken.ok:
+            write_all(undo)
+            raise (reserved.error or taken.error)  # type: ignore[misc]
+        reservation: Reservation = reserved.get()
         downgraded = False
         if (
             allow_downgrade
@@ -173,34 +224,113 @@ class ModelGateway:
                 "budget threshold passed: using the cheaper tier",
                 extra={**log, "utilisation_percent": round(reservation.utilisation, 1)},
             )
+        attempt = _Attempt(lease)
         try:
+            if lease is None:  # the refusal path: the other keys, one take each
+                attempt.lease = self.buckets.acquire(
+                    self.client.keys.keys(), tokens, skip={refused_key}
+                )
             result = self._call_chain(
                 chain,
+                attempt=attempt,
                 messages=messages,
                 max_output_tokens=max_output_tokens,
                 tools=tools,
                 tool_choice=tool_choice,
                 response_format=response_format,
                 deadline=deadline or NoDeadline(),
-                tokens=prompt_bound + max_output_tokens,
+                tokens=tokens,
                 log=log,
             )
         except BaseException:
-            self.budgets.release(reservation)
+            undo = [("budget release", lambda: self.budgets.release(reservation))]
+            unused = attempt.take_lease()
+            if unused is not None:
+                undo.append(("key bucket give-back", lambda: self.buckets.give_back(unused)))
+            write_all(undo)
             raise
         result = replace(result, downgraded=downgraded)
         cost = self._prices.cost(result.model, result.usage)
-        self._settle(reservation, cost, scope, agent)
-
+        writes: list[Write] = [
+            (
+                "budget settlement",
+                lambda: self.budgets.settle(
+                    reservation,
+                    cost,
+                    scope=scope,
+                    agent=agent,
+                    model=result.model,
+                    usage=result.usage,
+                ),
+            ),
+            (
+                "usage rollup",
+                lambda: self.rollups.record(
+                    scope=scope, agent=agent, model=result.model, usage=result.usage, cost=cost
+                ),
+            ),
+        ]
         if ledger_pk:
-            self.ledger.put(ledger_pk, result, cost)
+            writes.append(("call ledger", lambda: self.ledger.put(ledger_pk, result, cost)))
         if cache_pk:
-            self.ledger.put(cache_pk, result, cost, ttl_s=cache_ttl_s)
-        self.rollups.record(
-            scope=scope, agent=agent, model=result.model, usage=result.usage, cost=cost
-        )
-        self._observe(result, cost, log, started)
+            writes.append(
+                (
+                    "response cache",
+                    lambda: self.ledger.put(cache_pk, result, cost, ttl_s=cache_ttl_s),
+                )
+            )
+        writes.extend(self._key_and_breaker_writes(attempt, result))
+        post(writes)
+        observe(result, cost, log, started)
         return result
+
+    def _hit(
+        self,
+        lookups: Sequence[tuple[str, str]],
+        outcomes: Sequence[Outcome[Any]],
+        scope: CallScope | None,
+        agent: str,
+        log: dict[str, Any],
+        started: float,
+        undo: list[Write],
+    ) -> ChatResult | None:
+        """A ledger replay or a cache hit (the first that answered), after undoing the
+        wave's reservation and key take together with the usage count (one wave)."""
+        found: tuple[str, Any] | None = None
+        for (kind, _), outcome in zip(lookups, outcomes, strict=True):
+            if outcome.error is not None:
+                write_all(undo)
+                raise outcome.error
+            if outcome.value is not None:
+                found = (kind, outcome.value)
+                break
+        if found is None:
+            return None
+        kind, (stored, paid) = found
+        hit: dict[str, Any]
+        if kind == "ledger":
+            result, cost = replace(stored, replayed=True), paid
+            hit = {"ledger_hit": True}
+        else:
+            result, cost = replace(stored, usage=Usage(), cache_hit=True, attempts=0), Decimal(0)
+            hit = {"cache_hit": True, "saved": paid}
+        model = result.model
+        write_all([*undo, ("usage", lambda: self._record_unpaid(scope, agent, model, **hit))])
+        observe(result, cost, log, started, **hit)
+        return result
+
+    def _key_and_breaker_writes(self, attempt: _Attempt, result: ChatResult) -> list[Write]:
+        writes: list[Write] = []
+        used, admission = attempt.used, attempt.admission
+        if used is not None:
+            actual = result.usage.input_tokens + result.usage.output_tokens
+            writes.append(("key bucket settlement", lambda: self.buckets.settle(used, actual)))
+        if admission is not None and admission.needs_reset:
+            endpoint, model = self.client.endpoint, attempt.model
+            writes.append(
+                ("circuit breaker reset", lambda: self.breaker.success(endpoint, model, admission))
+            )
+        return writes
 
     def worst_case(
         self, models: Sequence[str], prompt_tokens: int, max_output_tokens: int
@@ -233,6 +363,7 @@ class ModelGateway:
         self,
         chain: Sequence[str],
         *,
+        attempt: _Attempt,
         deadline: Deadline,
         tokens: int,
         log: dict[str, Any],
@@ -248,7 +379,13 @@ class ModelGateway:
                 continue
             try:
                 result = self._call_model(
-                    model, admission, deadline=deadline, tokens=tokens, log=log, **request
+                    model,
+                    admission,
+                    attempt=attempt,
+                    deadline=deadline,
+                    tokens=tokens,
+                    log=log,
+                    **request,
                 )
             except DeadlineExceeded:
                 if last is None:
@@ -287,22 +424,26 @@ class ModelGateway:
         model: str,
         admission: Admission,
         *,
+        attempt: _Attempt,
         deadline: Deadline,
         tokens: int,
         log: dict[str, Any],
         **request: Any,
     ) -> ChatResult:
+        """One model's attempts; the answer's lease and admission go to ``attempt`` (the
+        key settlement and any breaker reset are the post-call wave's)."""
         endpoint = self.client.endpoint
         keys = self.client.keys.keys()
         attempts = self._settings.model_max_attempts
-        for attempt in range(1, attempts + 1):
-            lease: KeyLease = self.buckets.acquire(keys, tokens)
+        for n in range(1, attempts + 1):
+            # The first attempt uses the pre-call wave's take; a retry takes again.
+            lease: KeyLease = attempt.take_lease() or self.buckets.acquire(keys, tokens)
             try:
                 result = self.client.complete(
                     model=model, api_key=lease.api_key, deadline=deadline, **request
                 )
             except (ModelRateLimited, ModelAuthFailed) as exc:
-                wait = self._wait(exc, attempt)
+                wait = self._wait(exc, n)
                 if len(keys) > 1:
                     # A key-level problem: cool this key down fleet-wide, use another at once.
                     cool = retry_hint(exc).after_s or DEFAULT_KEY_COOLDOWN_S
@@ -313,24 +454,23 @@ class ModelGateway:
                         "model key refused, moving to another key",
                         extra={**log, "model": model, "error": exc.code, "key": lease.key_id},
                     )
-                    if attempt == attempts:
+                    if n == attempts:
                         if isinstance(exc, ModelAuthFailed):
                             raise
                         raise _NextModel() from exc  # this model's attempts are used up
                     continue
                 if isinstance(exc, ModelAuthFailed):
                     raise
-                self._pause(exc, wait, attempt, attempts, deadline, model, log)
+                self._pause(exc, wait, n, attempts, deadline, model, log)
                 continue
             except (ModelUnavailable, ModelProviderError) as exc:
                 opened = self.breaker.failure(endpoint, model, admission)
                 if opened or admission.probe:
                     raise _NextModel() from exc
-                self._pause(exc, self._wait(exc, attempt), attempt, attempts, deadline, model, log)
+                self._pause(exc, self._wait(exc, n), n, attempts, deadline, model, log)
                 continue
-            self.breaker.success(endpoint, model, admission)
-            self.buckets.settle(lease, result.usage.input_tokens + result.usage.output_tokens)
-            return replace(result, attempts=attempt)
+            attempt.used, attempt.admission, attempt.model = lease, admission, model
+            return replace(result, attempts=n)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, exc: StratusError, attempt: int) -> float | None:
@@ -379,78 +519,5 @@ class ModelGateway:
     # -- settlement and observability
 
     def _record_unpaid(self, scope: CallScope | None, agent: str, model: str, **hit: Any) -> None:
-        """Roll up an answer the provider did not serve (a replay or a cache hit)."""
-        self.rollups.record(
-            scope=scope, agent=agent, model=model, usage=Usage(), cost=Decimal(0), **hit
-        )
-
-    def _settle(
-        self, reservation: Reservation, cost: Decimal, scope: CallScope | None, agent: str
-    ) -> None:
-        try:
-            self.budgets.settle(reservation, cost, scope=scope, agent=agent)
-        except Exception:  # the answer is paid for; never lose it over bookkeeping
-            logger.exception("budget settlement failed")
-
-    def _observe(
-        self,
-        result: ChatResult,
-        cost: Decimal,
-        log: dict[str, Any],
-        started: float,
-        *,
-        ledger_hit: bool = False,
-        cache_hit: bool = False,
-        saved: Decimal = Decimal(0),
-    ) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        usage = result.usage
-        metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-        metrics.add_dimension(name="agent", value=str(log.get("agent") or "-"))
-        metrics.add_dimension(name="model", value=result.model)
-        if ledger_hit:
-            metrics.add_metric(name="LedgerHits", unit=MetricUnit.Count, value=1)
-        elif cache_hit:
-            metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=1)
-            metrics.add_metric(
-                name="CacheSavedMicroUSD", unit=MetricUnit.Count, value=float(saved * 10**6)
-            )
-        else:
-            metrics.add_metric(name="ModelCalls", unit=MetricUnit.Count, value=1)
-            metrics.add_metric(
-                name="ModelInputTokens", unit=MetricUnit.Count, value=usage.input_tokens
-            )
-            metrics.add_metric(
-                name="ModelCachedInputTokens",
-                unit=MetricUnit.Count,
-                value=usage.cached_input_tokens,
-            )
-            metrics.add_metric(
-                name="ModelOutputTokens", unit=MetricUnit.Count, value=usage.output_tokens
-            )
-            metrics.add_metric(
-                name="ModelReasoningTokens", unit=MetricUnit.Count, value=usage.reasoning_tokens
-            )
-            metrics.add_metric(
-                name="ModelCostMicroUSD", unit=MetricUnit.Count, value=float(cost * 10**6)
-            )
-            metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
-            if result.fallback_from:
-                metrics.add_metric(name="ModelFallbacks", unit=MetricUnit.Count, value=1)
-        metrics.flush_metrics()
-        logger.info(
-            "model call",
-            extra={
-                **log,
-                "model": result.model,
-                "usage": usage.model_dump(),
-                "cost_usd": str(cost),
-                "latency_ms": round(latency_ms, 1),
-                "attempts": result.attempts,
-                "ledger_hit": ledger_hit,
-                "cache_hit": cache_hit,
-                "saved_usd": str(saved),
-                "fallback_from": list(result.fallback_from),
-                "downgraded": result.downgraded,
-            },
-        )
+        """Count an answer the provider did not serve (a replay or a cache hit)."""
+        self.budgets.record_unpaid(scope=scope, agent=agent, model=model, **hit)

@@ -10,7 +10,9 @@ of the key, so two tenants choosing the same key never see each other's answer.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import (
@@ -42,9 +44,19 @@ class IdempotentOperation:
     """One operation made idempotent per (scope fields, key); built once per process."""
 
     def __init__(
-        self, name: str, settings: Settings, operation: Operation, *, scope_fields: Sequence[str]
+        self,
+        name: str,
+        settings: Settings,
+        operation: Operation,
+        *,
+        scope_fields: Sequence[str],
+        around: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
+        """``around``: a context the whole idempotent run (record put, operation, record
+        save) runs in; the gateway's ``deferred`` lets the operation's last writes overlap
+        Powertools' save of the record."""
         self._name = name
+        self._around = around
         self._settings = settings
         self._operation = operation
         self._scope_fields = tuple(scope_fields)
@@ -74,7 +86,8 @@ class IdempotentOperation:
             config.register_lambda_context(lambda_context)
         data = {**scope, "key": key, "body": body, "request_id": request_id}
         try:
-            return run(data=data, deadline=deadline)
+            with self._around():
+                return run(data=data, deadline=deadline)
         except IdempotencyValidationError as exc:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used with a different request body"

@@ -18,6 +18,7 @@ from stratus.aws import AwsClients
 from stratus.config import Settings
 from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse
 from stratus.deadline import Deadline
+from stratus.gateway_bookkeeping import deferred
 from stratus.idempotency import IdempotentOperation
 from stratus.observability import logger, metrics
 from stratus.runner import AgentRunner
@@ -43,6 +44,9 @@ class InvokeService:
             settings,
             self._replayable_invoke,
             scope_fields=("tenant", "agent"),
+            # Round trips: the record's put (1), the pre-call wave (2), then the post-call
+            # wave together with the record's save (3): chat returns before its wave.
+            around=deferred,
         )
 
     def invoke(

@@ -1,51 +1,49 @@
-"""Usage and cost rolled up per tenant, agent, day, month and billable unit.
+"""Usage and cost per tenant, agent, day, month and billable unit.
 
-The usage table (``pk``, ``sk``) holds counters that every model call adds to
-with ``ADD`` (atomic, no read), so concurrent calls never lose an update:
+A model call's usage is counted by its settlement, in the same round trip
+(:meth:`stratus.budgets.BudgetLedger.settle`): the budget items of the period carry
+it, per agent on the tenant's items, per model on the agent's item. This module
+reads them back, and keeps the one row the budget items do not have: the total of a
+job or a session, in the usage table (``pk``, ``sk``), added to with ``ADD``:
 
-================================ ================ =========================
-pk                               sk               what
-================================ ================ =========================
-``TENANT#<t>#DAY#<date>``        ``AGENT#<a>``    a tenant's day, per agent
-``TENANT#<t>#MONTH#<month>``     ``AGENT#<a>``    a tenant's month, per agent
-``AGENT#<a>#DAY#<date>``         ``MODEL#<m>``    an agent's day, all tenants
-``SCOPE#<t>#<kind>#<id>``        ``TOTAL``        one request, session or job
-================================ ================ =========================
+================================ ================ ================================
+item                             where            what
+================================ ================ ================================
+``TENANT#<t>#DAY#<date>``        budgets table    a tenant's day, per agent
+``TENANT#<t>#MONTH#<month>``     budgets table    a tenant's month, per agent
+``AGENT#<a>#DAY#<date>``         budgets table    an agent's day, all tenants, per model
+``SCOPE#<t>#<kind>#<id>``        usage table      one session or job (sk ``TOTAL``)
+================================ ================ ================================
 
-``GET /v1/usage?period=day|month`` is one ``Query`` on the caller's tenant row.
+``GET /v1/usage?period=day|month`` is one read of the caller's tenant item. A
+request's own usage is in its answer: no row is kept for it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from stratus.agents import CallScope
-from stratus.budgets import from_nano, to_nano
+from stratus.budget_scopes import COUNTERS, tenant_day_key, tenant_month_key, usage_counts
+from stratus.budgets import BudgetLedger, from_nano
 from stratus.config import Settings
 from stratus.gateway_stores.ports import RollupStore
 from stratus.observability import logger
 from stratus.usage import Usage
 
-#: Counters of every row; money in whole nano-USD (``*_nusd``), exact integers.
-COUNTERS = (
-    "calls",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_nusd",
-    "cache_hits",
-    "saved_nusd",
-    "ledger_hits",
-)
+__all__ = ["COUNTERS", "UsageRollups", "period_key", "usage_row"]
+
+#: The billable units whose totals are kept (a request's is in its answer).
+TOTALLED = ("job", "session")
+SCOPE_TTL = timedelta(days=90)
 
 
-def usage_row(item: dict[str, Any]) -> dict[str, Any]:
-    """A rollup item as the API shows it: counts, and money as USD strings."""
+def usage_row(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A member's counters as the API shows them: counts, and money as USD strings."""
     row: dict[str, Any] = {}
     for name in COUNTERS:
         if name.endswith("_nusd"):
@@ -60,7 +58,8 @@ def period_key(period: str, now: datetime) -> str:
 
 
 class UsageRollups:
-    """Usage counters; off (records nothing, reports zero) without a store."""
+    """Usage reports (from the budget items of ``budgets``) and job and session totals
+    (``store``); each part is off (reports zero, records nothing) without its store."""
 
     def __init__(
         self,
@@ -68,9 +67,11 @@ class UsageRollups:
         store: RollupStore | None,
         *,
         clock: Callable[[], float] = time.time,
+        budgets: BudgetLedger | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
+        self._budgets = budgets
 
     @property
     def enabled(self) -> bool:
@@ -88,65 +89,28 @@ class UsageRollups:
         saved: Decimal = Decimal(0),
         ledger_hit: bool = False,
     ) -> None:
-        if self._store is None:
+        """Add one call to its job's or session's total: one write (none for a request;
+        the tenant and agent breakdowns are the settlement's)."""
+        if self._store is None or scope is None or scope.kind not in TOTALLED:
             return
-        now = datetime.fromtimestamp(self._clock(), tz=UTC)
-        counts: dict[str, Any] = {
-            "calls": 0 if (cache_hit or ledger_hit) else 1,
-            "input_tokens": usage.input_tokens,
-            "cached_input_tokens": usage.cached_input_tokens,
-            "output_tokens": usage.output_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "cost_nusd": to_nano(cost),
-            "cache_hits": int(cache_hit),
-            "saved_nusd": to_nano(saved),
-            "ledger_hits": int(ledger_hit),
-        }
-        day = period_key("day", now)
-        month = period_key("month", now)
-        rows: list[tuple[str, str, int]] = [
-            (
-                f"AGENT#{agent}#DAY#{day}",
-                f"MODEL#{model}",
-                int((now + timedelta(days=400)).timestamp()),
-            )
-        ]
-        if scope is not None:
-            t = scope.tenant_id
-            rows += [
-                (
-                    f"TENANT#{t}#DAY#{day}",
-                    f"AGENT#{agent}",
-                    int((now + timedelta(days=400)).timestamp()),
-                ),
-                (
-                    f"TENANT#{t}#MONTH#{month}",
-                    f"AGENT#{agent}",
-                    int((now + timedelta(days=800)).timestamp()),
-                ),
-                (
-                    f"SCOPE#{t}#{scope.kind}#{scope.scope_id}",
-                    "TOTAL",
-                    int((now + timedelta(days=90)).timestamp()),
-                ),
-            ]
-        for pk, sk, expires in rows:
-            try:
-                self._store.add(pk, sk, counts, expires_at=expires)
-            except Exception:  # bookkeeping never fails a paid call
-                logger.exception("usage rollup failed", extra={"pk": pk})
+        counts = usage_counts(
+            usage=usage, cost=cost, cache_hit=cache_hit, saved=saved, ledger_hit=ledger_hit
+        )
+        pk = f"SCOPE#{scope.tenant_id}#{scope.kind}#{scope.scope_id}"
+        expires = int((datetime.fromtimestamp(self._clock(), tz=UTC) + SCOPE_TTL).timestamp())
+        try:
+            self._store.add(pk, "TOTAL", counts, expires_at=expires)
+        except Exception:  # bookkeeping never fails a paid call
+            logger.exception("usage rollup failed", extra={"pk": pk})
 
     def tenant_usage(self, tenant_id: str, period: str) -> dict[str, Any]:
-        """The tenant's spend in the current day or month, by agent."""
+        """The tenant's spend in the current day or month, by agent (one read)."""
         now = datetime.fromtimestamp(self._clock(), tz=UTC)
         key = period_key(period, now)
-        pk = f"TENANT#{tenant_id}#{'DAY' if period == 'day' else 'MONTH'}#{key}"
-        agents: dict[str, dict[str, Any]] = {}
-        total = Decimal(0)
-        for item in self._store.rows(pk) if self._store is not None else []:
-            agent = str(item["sk"]).removeprefix("AGENT#")
-            agents[agent] = usage_row(item)
-            total += from_nano(item.get("cost_nusd"))
+        pk = tenant_day_key(tenant_id, key) if period == "day" else tenant_month_key(tenant_id, key)
+        breakdown = self._budgets.usage(pk) if self._budgets is not None else {}
+        agents = {agent: usage_row(counts) for agent, counts in sorted(breakdown.items())}
+        total = sum((from_nano(c.get("cost_nusd")) for c in breakdown.values()), Decimal(0))
         return {
             "tenant_id": tenant_id,
             "period": period,

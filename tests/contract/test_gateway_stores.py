@@ -205,6 +205,54 @@ def test_the_exhausted_marker_is_set_once(budgets: ports.BudgetStore) -> None:
     assert budgets.mark_exhausted("B") is None
 
 
+#: Agent and model names may hold any of the separators a key or a path would use.
+ODD = "ft:gpt-4o:org#x.1-b"
+
+
+def test_a_settlement_adds_its_usage_in_the_same_write(budgets: ports.BudgetStore) -> None:
+    _reserve(budgets, "B", "a", 30)
+    _reserve(budgets, "B", "b", 30)
+    paid = ports.UsageAdd(ODD, {"calls": 1, "input_tokens": 20, "cost_nusd": 12, "cache_hits": 0})
+    assert budgets.settle("B", "a", reserved=30, actual=12, calls=1, usage=paid) == 12
+    assert budgets.settle("B", "a", reserved=30, actual=12, calls=1, usage=paid) is None
+    other = ports.UsageAdd("a", {"calls": 1, "input_tokens": 3})
+    assert budgets.settle("B", "b", reserved=30, actual=5, calls=1, usage=other) == 17
+    item = budgets.read(["B"])["B"]
+    # Zero counters are not written; the refused second settlement added nothing.
+    assert item.usage == {
+        "a": {"calls": 1, "input_tokens": 3},
+        ODD: {"calls": 1, "input_tokens": 20, "cost_nusd": 12},
+    }
+    assert (item.committed, item.spent, item.open) == (17, 17, ())
+
+
+def test_a_late_settlement_adds_its_usage(budgets: ports.BudgetStore) -> None:
+    _reserve(budgets, "B", "dead", 30, hold_until=100)
+    budgets.give_back("B", [ports.OpenReservation("dead", 30, 100)])
+    late = ports.UsageAdd("gpt-5", {"calls": 1, "output_tokens": 7, "cost_nusd": 25})
+    assert budgets.settle("B", "dead", reserved=30, actual=25, calls=1, usage=late) is None
+    assert budgets.record_late("B", 25, 1, usage=late) == 25
+    item = budgets.read(["B"])["B"]
+    assert item.usage == {"gpt-5": {"calls": 1, "output_tokens": 7, "cost_nusd": 25}}
+    assert (item.committed, item.spent) == (25, 25)
+
+
+def test_an_item_without_a_limit_carries_usage_unconditionally(
+    budgets: ports.BudgetStore,
+) -> None:
+    hit = ports.UsageAdd(ODD, {"calls": 0, "ledger_hits": 1, "saved_nusd": 0})
+    budgets.add_usage("AGENT#x#DAY#d", hit, expires_at=999)
+    budgets.add_usage("AGENT#x#DAY#d", hit, expires_at=1234)
+    budgets.add_usage("AGENT#x#DAY#d", ports.UsageAdd("m", {"calls": 0}), expires_at=1)  # no-op
+    item = budgets.read(["AGENT#x#DAY#d"])["AGENT#x#DAY#d"]
+    assert item == ports.BudgetItem(usage={ODD: {"ledger_hits": 2}})
+    # Usage next to open entries: neither is mistaken for the other.
+    _reserve(budgets, "AGENT#x#DAY#d", "a", 30)
+    item = budgets.read(["AGENT#x#DAY#d"])["AGENT#x#DAY#d"]
+    assert item.open == (ports.OpenReservation("a", 30, 500),)
+    assert item.usage == {ODD: {"ledger_hits": 2}} and item.committed == 30
+
+
 def test_tenant_limits_are_set_one_at_a_time(budgets: ports.BudgetStore) -> None:
     assert budgets.tenant_limits("t") == {}
     budgets.set_tenant_limits("t", {"daily_usd": Decimal("5"), "monthly_usd": None})

@@ -15,13 +15,15 @@ import pytest
 from functions.agents import load_agent
 from infra.local import moto_atomic
 from stratus.agents import AgentSpec, CallScope, ToolContext
+from stratus.breaker import CircuitBreaker, Spawn
 from stratus.budgets import BudgetLedger, from_nano
 from stratus.composition import Runtime
 from stratus.config import Settings
 from stratus.gateway import ModelGateway
-from stratus.gateway_stores.dynamo import DynamoBudgetStore
+from stratus.gateway_stores.dynamo import DynamoBreakerStore, DynamoBucketStore, DynamoBudgetStore
 from stratus.gateway_stores.memory import MemoryAlerts
 from stratus.prices import load_price_table
+from stratus.ratelimit import KeyBuckets
 from stratus.runner import AgentRunner
 from stratus.tokens import estimate_prompt_tokens
 
@@ -122,18 +124,35 @@ class Rig:
         return estimate_prompt_tokens(messages, self.runner(spec)._tools, schema)
 
 
+def run_now(fn: Callable[[], None]) -> None:
+    """A "background" refresh of shared gateway state that runs at once (deterministic)."""
+    fn()
+
+
 def make_rig(
-    cloud: dict[str, Any], *, jitter: Callable[[], float] = lambda: 0.0, **overrides: Any
+    cloud: dict[str, Any],
+    *,
+    jitter: Callable[[], float] = lambda: 0.0,
+    clock: Clock | None = None,
+    spawn: Spawn | None = None,
+    **overrides: Any,
 ) -> Rig:
     """A gateway over moto's tables and the fake model, with captured alerts and sleeps.
 
     The stores are the runtime's (DynamoDB on moto); the budget alerts go to a list.
+    ``clock``: shared by rigs that stand for processes of one fleet; ``spawn``: how the
+    breaker and key buckets refresh their per-process copies (``run_now``: inline).
     """
     settings = Settings(**overrides)
     alerts = MemoryAlerts()
     sleeps: list[float] = []
-    clock = Clock()
+    clock = clock or Clock()
     runtime = Runtime(settings, clock=clock, sleep=sleeps.append)
+    breaker, buckets = runtime.breaker, runtime.buckets
+    if spawn is not None:
+        limits = runtime.clients.table(settings.limits_table)
+        breaker = CircuitBreaker(settings, DynamoBreakerStore(limits), clock=clock, spawn=spawn)
+        buckets = KeyBuckets(settings, DynamoBucketStore(limits), clock=clock, spawn=spawn)
     budgets = BudgetLedger(
         settings,
         DynamoBudgetStore(runtime.clients.table(settings.budgets_table)),
@@ -146,8 +165,8 @@ def make_rig(
         runtime.prices,
         budgets=budgets,
         ledger=runtime.ledger,
-        buckets=runtime.buckets,
-        breaker=runtime.breaker,
+        buckets=buckets,
+        breaker=breaker,
         rollups=runtime.rollups,
         sleep=sleeps.append,
         jitter=jitter,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from stratus.breaker import PROBE_S, CircuitBreaker
+from stratus.breaker import PROBE_S, CircuitBreaker, wait_for_refreshes
 from stratus.budgets import BudgetLedger
 from stratus.config import Settings
 from stratus.errors import ModelRateLimited, ModelRequestRejected, StratusError
@@ -200,3 +201,191 @@ def test_a_provider_5xx_counts_and_opens_the_breaker() -> None:
     with pytest.raises(ModelProviderError):
         _call(gateway)
     assert not cb.before(E, M).allowed
+
+
+# -- the per-process copy of the breaker item (issue 11)
+
+
+class _CountingStore(MemoryBreakerStore):
+    """Counts reads; a read can be held (``gate``) or made to fail (``fail_reads``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+        self.fail_reads = 0
+
+    def read(self, key: str) -> dict[str, Any]:
+        self.reads += 1
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        if self.fail_reads:
+            self.fail_reads -= 1
+            raise RuntimeError("the limits table is unreachable")
+        return super().read(key)
+
+
+def _cached(clock: Clock, store: _CountingStore, **kw: Any) -> CircuitBreaker:
+    settings = Settings(breaker_failures=2, breaker_open_s=30.0, gateway_state_cache_s=2.0)
+    return CircuitBreaker(settings, store, clock=clock, **kw)
+
+
+def test_a_fresh_copy_costs_no_read() -> None:
+    clock, store = Clock(), _CountingStore()
+    cb = _cached(clock, store)
+    for _ in range(5):
+        assert cb.before(E, M).allowed
+        clock.now += 0.3
+    assert store.reads == 1
+
+
+def test_a_stale_copy_is_served_while_one_background_refresh_reads_it() -> None:
+    clock, store = Clock(), _CountingStore()
+    cb = _cached(clock, store)
+    cb.before(E, M)  # the copy: closed
+    store.open_until(cb._pk(E, M), clock.now + 30)  # another process opens it
+    clock.now += 2.5
+    store.gate, store.entered = threading.Event(), threading.Event()
+    assert cb.before(E, M).allowed  # stale copy served: no wait on the read
+    assert store.entered.wait(10)  # ...while a daemon thread reads
+    assert cb.before(E, M).allowed and cb.before(E, M).allowed
+    assert store.reads == 2  # single-flight: one refresh however many callers
+    store.gate.set()
+    wait_for_refreshes()
+    assert not cb.before(E, M).allowed  # the refreshed copy: open
+    assert store.reads == 2
+
+
+def test_a_refresh_that_dies_keeps_the_stale_copy_and_the_next_stale_read_retries() -> None:
+    clock, store = Clock(), _CountingStore()
+    cb = _cached(clock, store, spawn=lambda fn: fn())
+    cb.before(E, M)
+    store.open_until(cb._pk(E, M), clock.now + 30)
+    clock.now += 2.5
+    store.fail_reads = 1
+    assert cb.before(E, M).allowed  # the refresh failed halfway: the stale copy stays
+    assert store.reads == 2
+    assert not cb.before(E, M).allowed  # not stuck "refreshing": the next one reads
+    assert store.reads == 3
+
+
+def test_a_refresh_started_before_an_own_write_does_not_undo_it() -> None:
+    clock, store = Clock(), _CountingStore()
+    cb = _cached(clock, store)
+    cb.before(E, M)
+    clock.now += 2.5
+    store.gate, store.entered = threading.Event(), threading.Event()
+    assert cb.before(E, M).allowed  # a refresh starts, reading "closed"
+    assert store.entered.wait(10)
+    fail(cb)
+    assert fail(cb) is True  # this process opens it meanwhile (store.read is not used)
+    store.gate.set()
+    wait_for_refreshes()
+    assert not cb.before(E, M).allowed  # the older read did not overwrite the open copy
+
+
+def test_with_the_cache_off_every_check_reads_the_item() -> None:
+    clock, store = Clock(), _CountingStore()
+    settings = Settings(gateway_state_cache_s=0)
+    cb = CircuitBreaker(settings, store, clock=clock)
+    assert cb.warm(E, [M]) == []
+    for _ in range(3):
+        cb.before(E, M)
+    assert store.reads == 3
+
+
+def test_the_pre_call_wave_reads_only_missing_copies() -> None:
+    clock, store = Clock(), _CountingStore()
+    cb = _cached(clock, store)
+    reads = cb.warm(E, [M, "gpt-4.1-mini", M])
+    assert len(reads) == 2
+    for read in reads:
+        read()
+    assert cb.warm(E, [M, "gpt-4.1-mini"]) == []
+    cb.before(E, M)
+    cb.before(E, "gpt-4.1-mini")
+    assert store.reads == 2
+
+
+def test_the_state_cache_setting_is_validated() -> None:
+    from pydantic import ValidationError
+
+    assert Settings().gateway_state_cache_s == 2.0
+    with pytest.raises(ValidationError, match="gateway_state_cache_s"):
+        Settings(gateway_state_cache_s=-1)
+
+
+# -- key buckets from the per-process copy (issue 11)
+
+
+class _CountingBuckets(MemoryBucketStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.takes: list[int] = []
+
+    def read(self, key_ids: Any, window: int) -> Any:
+        self.reads += 1
+        return super().read(key_ids, window)
+
+    def take(self, key_id: str, window: int, tokens: int, **kw: Any) -> bool:
+        self.takes.append(tokens)
+        return super().take(key_id, window, tokens, **kw)
+
+
+def _buckets(clock: Clock, store: _CountingBuckets, **overrides: Any) -> KeyBuckets:
+    settings = Settings(gateway_state_cache_s=2.0, **overrides)
+    return KeyBuckets(settings, store, clock=clock, spawn=lambda fn: fn())
+
+
+def test_keys_are_ranked_from_the_copy_and_this_processes_takes() -> None:
+    from stratus.ratelimit import key_id
+
+    clock, store = Clock(), _CountingBuckets()
+    buckets = _buckets(clock, store)
+    used = [buckets.acquire(["sk-1", "sk-2"], 100).key_id for _ in range(6)]
+    assert used.count(key_id("sk-1")) == used.count(key_id("sk-2")) == 3
+    assert store.reads == 1  # the first call's copy; the rest came from it
+
+
+def test_unused_tokens_ride_on_the_next_take_and_the_bucket_stays_exact() -> None:
+    clock, store = Clock(), _CountingBuckets()
+    buckets = _buckets(clock, store)
+    lease = buckets.acquire(["sk-1"], 1000)
+    buckets.settle(lease, 100)  # 900 unused: no write now
+    second = buckets.acquire(["sk-1"], 1000)
+    assert store.takes == [1000, 100]  # the 900 came back with the next take
+    loads, _ = store.read([lease.key_id], lease.window)
+    assert loads[lease.key_id].tokens == 1100 and second.tokens == 1000
+
+
+def test_a_busy_bucket_gets_its_unused_tokens_back_at_once() -> None:
+    clock, store = Clock(), _CountingBuckets()
+    buckets = _buckets(clock, store, key_tpm=1500)
+    lease = buckets.acquire(["sk-1"], 1000)  # two thirds of the minute's tokens
+    buckets.settle(lease, 100)
+    loads, _ = store.read([lease.key_id], lease.window)
+    assert loads[lease.key_id].tokens == 100
+
+
+def test_a_refused_take_tries_the_next_key() -> None:
+    clock, store = Clock(), _CountingBuckets()
+    here = _buckets(clock, store, key_rpm=2)
+    there = _buckets(clock, store, key_rpm=2)  # another process on the same buckets
+    keys = ["sk-1", "sk-2"]
+    mine = here.acquire(keys, 10)  # its copy (both empty) is read once, here
+    other = next(k for k in keys if k != mine.api_key)
+    there.acquire([other], 10)
+    there.acquire([other], 10)  # the other process fills the other key
+    # This process's copy still shows the other key empty: it is ranked first, refused.
+    from stratus.ratelimit import key_id
+
+    lease, refused = here.take_first(keys, 10)
+    assert lease is None and refused == key_id(other)
+    retry = here.acquire(keys, 10, skip={refused})
+    assert retry.key_id == mine.key_id  # the refusal path: the next key
+    with pytest.raises(ModelRateLimited) as caught:
+        here.acquire(keys, 10)  # both full now
+    assert 1 <= int(caught.value.headers["Retry-After"]) <= 60

@@ -17,7 +17,8 @@ from stratus.budgets import BudgetLedger, from_nano, to_nano
 from stratus.config import Settings
 from stratus.errors import BudgetExceeded, JobBudgetExceeded
 from stratus.gateway_stores.memory import MemoryAlerts, MemoryBudgetStore
-from stratus.gateway_stores.ports import BudgetItem, OpenReservation
+from stratus.gateway_stores.ports import BudgetItem, OpenReservation, UsageAdd
+from stratus.usage import Usage
 
 #: Noon, so that no test crosses a day's end.
 NOON = datetime(2025, 6, 10, 12, 0, tzinfo=UTC).timestamp()
@@ -57,6 +58,10 @@ def job(max_cost_usd: Decimal | None = None, step: str = "main") -> CallScope:
     return CallScope("t", "triage", "job", "job-1", step=step, max_cost_usd=max_cost_usd)
 
 
+#: The usage every settlement here records besides its cost.
+USAGE = Usage(input_tokens=10)
+
+
 def test_a_reservation_is_held_until_the_deadline_plus_the_margin() -> None:
     budgets, store, _ = ledger()
     held = budgets.reserve(job(), "triage", Decimal("0.4"), deadline=Left(12.5))
@@ -89,7 +94,9 @@ def test_a_late_settlement_after_the_give_back_counts_the_cost_once() -> None:
     slow = budgets.reserve(job(), "triage", Decimal("0.7"), deadline=Left(10))
     clock.now += 100
     budgets.reserve(job(), "triage", Decimal("0.5"))  # gives the slow one back
-    budgets.settle(slow, Decimal("0.2"), scope=job(), agent="triage")
+    budgets.settle(
+        slow, Decimal("0.2"), scope=job(), agent="triage", model="gpt-5-mini", usage=USAGE
+    )
     item = store.read([TASK])[TASK]
     assert from_nano(item.spent) == Decimal("0.2")
     assert from_nano(item.committed) == Decimal("0.7")  # 0.5 still open + 0.2 spent
@@ -98,14 +105,25 @@ def test_a_late_settlement_after_the_give_back_counts_the_cost_once() -> None:
 class FailingSettlements(MemoryBudgetStore):
     """DynamoDB refuses every settlement (throttled past botocore's retries)."""
 
-    def settle(self, key: str, rid: str, *, reserved: int, actual: int, calls: int) -> int | None:
+    def settle(
+        self,
+        key: str,
+        rid: str,
+        *,
+        reserved: int,
+        actual: int,
+        calls: int,
+        usage: UsageAdd | None = None,
+    ) -> int | None:
         raise RuntimeError("ProvisionedThroughputExceededException")
 
 
 def test_a_failed_settlement_leaves_the_entry_open_until_its_expiry() -> None:
     budgets, store, clock = ledger(FailingSettlements())
     held = budgets.reserve(job(), "triage", Decimal("0.7"), deadline=Left(10))
-    budgets.settle(held, Decimal("0.2"), scope=job(), agent="triage")  # logged, not raised
+    budgets.settle(
+        held, Decimal("0.2"), scope=job(), agent="triage", model="gpt-5-mini", usage=USAGE
+    )  # logged, not raised
     assert [e.rid for e in store.read([TASK])[TASK].open] == [held.rid]  # not lost
     clock.now += 42
     report = budgets.sweep_expired(keys=[TASK])
@@ -120,7 +138,7 @@ def test_the_sweep_gives_back_only_expired_entries_of_the_current_periods() -> N
         budget_agent_daily_usd=Decimal("20"),
     )
     scope = CallScope("t", "triage", "request", "r-1")
-    dead = budgets.reserve(scope, "triage", Decimal("0.3"), deadline=Left(5))
+    budgets.reserve(scope, "triage", Decimal("0.3"), deadline=Left(5))
     clock.now += 20
     live = budgets.reserve(scope, "triage", Decimal("0.1"), deadline=Left(60))
     clock.now += 20  # dead expired (5 + 30 margin), live has 70 s to go
@@ -133,9 +151,8 @@ def test_the_sweep_gives_back_only_expired_entries_of_the_current_periods() -> N
         item = store.read([key])[key]
         assert [e.rid for e in item.open] == [live.rid]
         assert from_nano(item.committed) == Decimal("0.1")
-    # The per-task item of a request is never reused: the refusal path covers it.
-    task = store.read(["TASK#t#request#r-1"])["TASK#t#request#r-1"]
-    assert {e.rid for e in task.open} == {dead.rid, live.rid}
+    # A request's own cap lives in its process, never in the table: nothing to sweep.
+    assert store.read(["TASK#t#request#r-1"]) == {}
     assert budgets.sweep_expired(tenant_ids=["t"], agents=["triage"]).released == 0
 
 
@@ -168,7 +185,14 @@ def test_a_jobs_cap_is_the_limit_of_its_task_scope() -> None:
 def test_a_refusal_at_the_jobs_own_cap_is_job_budget_exceeded() -> None:
     budgets, _, _ = ledger()
     held = budgets.reserve(job(Decimal("0.25")), "triage", Decimal("0.2"))
-    budgets.settle(held, Decimal("0.15"), scope=job(Decimal("0.25")), agent="triage")
+    budgets.settle(
+        held,
+        Decimal("0.15"),
+        scope=job(Decimal("0.25")),
+        agent="triage",
+        model="gpt-5-mini",
+        usage=USAGE,
+    )
     with pytest.raises(JobBudgetExceeded) as caught:
         budgets.reserve(job(Decimal("0.25"), step="research-2"), "triage", Decimal("0.2"))
     assert caught.value.code == "job_budget_exceeded"
@@ -189,7 +213,9 @@ def test_closing_a_finished_job_gives_back_what_its_dead_attempts_held() -> None
     budgets.reserve(job(), "triage", Decimal("0.4"), deadline=Left(60))  # its worker died
     clock.now += 5  # the retry runs before the dead entry expires, and succeeds
     retry = budgets.reserve(job(), "triage", Decimal("0.4"), deadline=Left(60))
-    budgets.settle(retry, Decimal("0.1"), scope=job(), agent="triage")
+    budgets.settle(
+        retry, Decimal("0.1"), scope=job(), agent="triage", model="gpt-5-mini", usage=USAGE
+    )
     assert from_nano(store.read([TASK])[TASK].committed) == Decimal("0.5")  # 0.4 still held
     report = budgets.close_task(job())
     assert (report.released, report.released_usd) == (1, Decimal("0.4"))

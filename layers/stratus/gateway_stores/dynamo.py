@@ -17,7 +17,9 @@ from stratus.gateway_stores.ports import (
     BudgetItem,
     OpenReservation,
     StoredCompletion,
+    UsageAdd,
     budget_item,
+    usage_attribute,
 )
 
 #: Expired entries given back per conditional write (the expression stays under 4 KB).
@@ -187,18 +189,29 @@ class DynamoBudgetStore:
             return budget_item(refused.item or {})
         return int(new.get("committed", 0))
 
-    def settle(self, key: str, rid: str, *, reserved: int, actual: int, calls: int) -> int | None:
-        expression = "REMOVE #r ADD committed :d, open_n :minus"
+    def settle(
+        self,
+        key: str,
+        rid: str,
+        *,
+        reserved: int,
+        actual: int,
+        calls: int,
+        usage: UsageAdd | None = None,
+    ) -> int | None:
+        adds = ["committed :d", "open_n :minus"]
+        names: dict[str, str] = {"#r": OPEN_PREFIX + rid}
         values: dict[str, Any] = {":d": actual - reserved, ":minus": -1}
         if actual or calls:
-            expression += ", spent :a, calls :n"
+            adds += ["spent :a", "calls :n"]
             values.update({":a": actual, ":n": calls})
+        _usage_terms(usage, adds, names, values)
         try:
             new = self._table.update(
                 {"pk": key},
-                expression,
+                "REMOVE #r ADD " + ", ".join(adds),
                 condition="attribute_exists(#r)",
-                names={"#r": OPEN_PREFIX + rid},
+                names=names,
                 values=values,
                 returns="UPDATED_NEW",
             )
@@ -206,14 +219,36 @@ class DynamoBudgetStore:
             return None
         return int(new.get("spent", 0))
 
-    def record_late(self, key: str, actual: int, calls: int) -> int:
+    def record_late(
+        self, key: str, actual: int, calls: int, *, usage: UsageAdd | None = None
+    ) -> int:
+        adds = ["committed :a", "spent :a", "calls :n"]
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":a": actual, ":n": calls}
+        _usage_terms(usage, adds, names, values)
         new = self._table.update(
             {"pk": key},
-            "ADD committed :a, spent :a, calls :n",
-            values={":a": actual, ":n": calls},
+            "ADD " + ", ".join(adds),
+            names=names,
+            values=values,
             returns="UPDATED_NEW",
         )
         return int(new.get("spent", 0))
+
+    def add_usage(self, key: str, usage: UsageAdd, *, expires_at: int) -> None:
+        adds: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":exp": expires_at}
+        _usage_terms(usage, adds, names, values)
+        if not adds:
+            return
+        self._table.update(
+            {"pk": key},
+            "SET expires_at = if_not_exists(expires_at, :exp) ADD " + ", ".join(adds),
+            names=names,
+            values=values,
+            returns="NONE",
+        )
 
     def give_back(self, key: str, entries: Sequence[OpenReservation]) -> list[OpenReservation]:
         released: list[OpenReservation] = []
@@ -257,6 +292,19 @@ class DynamoBudgetStore:
         except ddb.ConditionFailed:
             return None
         return int(new.get("spent", 0))
+
+
+def _usage_terms(
+    usage: UsageAdd | None, adds: list[str], names: dict[str, str], values: dict[str, Any]
+) -> None:
+    """Append ``ADD`` terms for the usage counters (names and values placeholders only:
+    a member name can hold any character)."""
+    if usage is None:
+        return
+    for i, (counter, value) in enumerate(usage.nonzero()):
+        names[f"#u{i}"] = usage_attribute(counter, usage.member)
+        values[f":u{i}"] = value
+        adds.append(f"#u{i} :u{i}")
 
 
 class DynamoCompletionRecords:

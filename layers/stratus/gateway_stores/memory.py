@@ -17,7 +17,9 @@ from stratus.gateway_stores.ports import (
     BudgetItem,
     OpenReservation,
     StoredCompletion,
+    UsageAdd,
     budget_item,
+    usage_attribute,
 )
 
 
@@ -102,6 +104,11 @@ class MemoryBudgetStore:
         with self._lock:
             return dict(self._items.get(key, {}))
 
+    def forget(self, key: str) -> None:
+        """Drop one item (a request's in-process cap, once the request is long over)."""
+        with self._lock:
+            self._items.pop(key, None)
+
     def tenant_limits(self, tenant_id: str) -> dict[str, Any]:
         return self.item(f"LIMITS#{tenant_id}")
 
@@ -136,7 +143,16 @@ class MemoryBudgetStore:
             item.setdefault("expires_at", expires_at)
             return int(item["committed"])
 
-    def settle(self, key: str, rid: str, *, reserved: int, actual: int, calls: int) -> int | None:
+    def settle(
+        self,
+        key: str,
+        rid: str,
+        *,
+        reserved: int,
+        actual: int,
+        calls: int,
+        usage: UsageAdd | None = None,
+    ) -> int | None:
         with self._lock:
             item = self._items.setdefault(key, {})
             if item.pop(OPEN_PREFIX + rid, None) is None:
@@ -146,15 +162,27 @@ class MemoryBudgetStore:
             if actual or calls:
                 item["spent"] = item.get("spent", 0) + actual
                 item["calls"] = item.get("calls", 0) + calls
+            _add(item, usage)
             return int(item.get("spent", 0))
 
-    def record_late(self, key: str, actual: int, calls: int) -> int:
+    def record_late(
+        self, key: str, actual: int, calls: int, *, usage: UsageAdd | None = None
+    ) -> int:
         with self._lock:
             item = self._items.setdefault(key, {})
             item["committed"] = item.get("committed", 0) + actual
             item["spent"] = item.get("spent", 0) + actual
             item["calls"] = item.get("calls", 0) + calls
+            _add(item, usage)
             return int(item["spent"])
+
+    def add_usage(self, key: str, usage: UsageAdd, *, expires_at: int) -> None:
+        if not usage.nonzero():
+            return
+        with self._lock:
+            item = self._items.setdefault(key, {})
+            item.setdefault("expires_at", expires_at)
+            _add(item, usage)
 
     def give_back(self, key: str, entries: Sequence[OpenReservation]) -> list[OpenReservation]:
         released: list[OpenReservation] = []
@@ -179,6 +207,15 @@ class MemoryBudgetStore:
                 return None
             item["exhausted_alerted"] = True
             return int(item.get("spent", 0))
+
+
+def _add(item: dict[str, Any], usage: UsageAdd | None) -> None:
+    """``ADD`` the usage counters to an item, as the DynamoDB adapter's write does."""
+    if usage is None:
+        return
+    for counter, value in usage.nonzero():
+        name = usage_attribute(counter, usage.member)
+        item[name] = item.get(name, 0) + value
 
 
 class MemoryCompletionRecords:

@@ -9,7 +9,7 @@ for DynamoDB, across the fleet).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -83,11 +83,25 @@ class OpenReservation:
 
 @dataclass(frozen=True)
 class BudgetItem:
-    """A budget item as stored: ``committed`` (spent + open), ``spent``, open entries."""
+    """A budget item as stored: ``committed`` (spent + open), ``spent``, open entries, and
+    the usage breakdown it carries (member -> counter -> value; see :data:`USAGE_PREFIX`)."""
 
     committed: int = 0
     spent: int = 0
     open: tuple[OpenReservation, ...] = ()
+    usage: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsageAdd:
+    """Counters to add to one member of an item's usage breakdown: an agent on a tenant's
+    day and month items, a model on an agent's day item. Zero counters are not written."""
+
+    member: str
+    counts: Mapping[str, int]
+
+    def nonzero(self) -> list[tuple[str, int]]:
+        return [(name, int(value)) for name, value in self.counts.items() if value]
 
 
 #: Open reservations are top-level attributes ``o#<rid>`` = ``{"a": nano-USD, "x": until}``
@@ -100,6 +114,19 @@ class BudgetItem:
 #: make a busy scope's writes dearer (100 in flight: about 4 KB, 4 WCU per write).
 OPEN_PREFIX = "o#"
 
+#: The usage an item carries is top-level counters ``u#<counter>#<member>`` (number),
+#: added to with ``ADD`` by the settlement's own write (for the same reason as the open
+#: entries: nested maps would need to exist first). Counter names hold no ``#``, so the
+#: first ``#`` after the prefix ends the counter and the rest is the member, whatever it
+#: holds (``-``, ``.``, ``:``, ``#``); expressions name them through
+#: ExpressionAttributeNames only. Nine counters of a few dozen bytes per agent (tenant
+#: items) or per model (agent items): a few hundred bytes per member.
+USAGE_PREFIX = "u#"
+
+
+def usage_attribute(counter: str, member: str) -> str:
+    return f"{USAGE_PREFIX}{counter}#{member}"
+
 
 def budget_item(item: Mapping[str, Any]) -> BudgetItem:
     """A stored budget item as the port shows it (open entries sorted by id)."""
@@ -108,10 +135,16 @@ def budget_item(item: Mapping[str, Any]) -> BudgetItem:
         for name, value in item.items()
         if name.startswith(OPEN_PREFIX)
     )
+    usage: dict[str, dict[str, int]] = {}
+    for name, value in item.items():
+        if name.startswith(USAGE_PREFIX):
+            counter, _, member = name[len(USAGE_PREFIX) :].partition("#")
+            usage.setdefault(member, {})[counter] = int(value)
     return BudgetItem(
         committed=int(item.get("committed", 0)),
         spent=int(item.get("spent", 0)),
         open=tuple(entries),
+        usage={member: usage[member] for member in sorted(usage)},
     )
 
 
@@ -148,15 +181,32 @@ class BudgetStore(Protocol):
         yet): the new ``committed``. Refused: nothing written, the item as it was."""
         ...
 
-    def settle(self, key: str, rid: str, *, reserved: int, actual: int, calls: int) -> int | None:
+    def settle(
+        self,
+        key: str,
+        rid: str,
+        *,
+        reserved: int,
+        actual: int,
+        calls: int,
+        usage: UsageAdd | None = None,
+    ) -> int | None:
         """Close the open entry ``rid``: ``committed += actual - reserved``, ``spent +=
-        actual``, ``calls += calls``; the new ``spent``. None (nothing written) if the
-        entry is not open (settled already, or given back)."""
+        actual``, ``calls += calls`` and ``usage`` added to the item's breakdown, in one
+        write; the new ``spent``. None (nothing written) if the entry is not open
+        (settled already, or given back)."""
         ...
 
-    def record_late(self, key: str, actual: int, calls: int) -> int:
+    def record_late(
+        self, key: str, actual: int, calls: int, *, usage: UsageAdd | None = None
+    ) -> int:
         """The cost of a call whose entry was given back already: ``committed`` and
-        ``spent`` ``+= actual``, ``calls += calls``; the new ``spent``."""
+        ``spent`` ``+= actual``, ``calls += calls``, ``usage`` added; the new ``spent``."""
+        ...
+
+    def add_usage(self, key: str, usage: UsageAdd, *, expires_at: int) -> None:
+        """Add ``usage`` to the item's breakdown, unconditionally (an item no limit is
+        reserved on still carries usage; a new one expires at ``expires_at``)."""
         ...
 
     def give_back(self, key: str, entries: Sequence[OpenReservation]) -> list[OpenReservation]:
@@ -165,7 +215,7 @@ class BudgetStore(Protocol):
         ...
 
     def read(self, keys: Sequence[str]) -> dict[str, BudgetItem]:
-        """The items of ``keys`` that exist (may be slightly stale)."""
+        """The items of ``keys`` that exist, with their usage (may be slightly stale)."""
         ...
 
     def mark_exhausted(self, key: str) -> int | None:

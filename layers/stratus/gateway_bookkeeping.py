@@ -1,0 +1,161 @@
+"""The gateway's bookkeeping around a model call: waves of writes, metrics, the log line.
+
+A wave (:func:`write_all`) is a list of labelled, independent writes run together
+(:func:`stratus.fanout.run_all`: one round trip); each failure is logged with its
+label and never raised (the answer is paid for; bookkeeping never loses it).
+
+:func:`deferred` lets ``ModelGateway.chat`` return before its post-call wave is
+written: the wave runs on a daemon thread (:class:`Wave`), registered in a
+ContextVar, and leaving the outermost ``deferred()`` waits for every wave it
+holds. :func:`post` writes a wave now, or defers it inside such a context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+from stratus.fanout import run_all
+from stratus.observability import NAMESPACE, SERVICE, logger
+
+if TYPE_CHECKING:
+    from stratus.llm import ChatResult
+
+#: A labelled write of a post-call (or hit-path) wave.
+Write = tuple[str, Callable[[], Any]]
+
+
+class Wave:
+    """A post-call wave running in the background (inside :func:`deferred`)."""
+
+    def __init__(self, writes: Sequence[Write]) -> None:
+        self._writes = list(writes)
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="stratus-post-call", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            write_all(self._writes)
+        finally:
+            self._done.set()
+
+    def wait(self) -> None:
+        self._done.wait()
+
+
+_pending: ContextVar[list[Wave] | None] = ContextVar("stratus_gateway_pending", default=None)
+
+
+def write_all(writes: Sequence[Write]) -> None:
+    """One wave of bookkeeping writes; a failure is logged, never raised."""
+    outcomes = run_all([fn for _, fn in writes])
+    for (label, _), outcome in zip(writes, outcomes, strict=True):
+        if outcome.error is not None:
+            logger.error(
+                "gateway bookkeeping write failed",
+                extra={"write": label, "error": repr(outcome.error)},
+                exc_info=outcome.error,
+            )
+
+
+def drain() -> None:
+    """Wait for the waves this context started so far."""
+    waves = _pending.get()
+    while waves:
+        waves.pop(0).wait()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Inside: ``chat`` starts its post-call wave and returns without waiting for it;
+    leaving waits for every pending wave (failures are logged). Nested: the outermost
+    waits. Use it where the caller has its own write to overlap (Powertools' idempotency
+    record): the answer is returned only after everything was written."""
+    if _pending.get() is not None:
+        yield
+        return
+    token = _pending.set([])
+    try:
+        yield
+    finally:
+        try:
+            drain()
+        finally:
+            _pending.reset(token)
+
+
+def post(writes: Sequence[Write]) -> None:
+    """Write the wave now, or (inside :func:`deferred`) start it and return."""
+    waves = _pending.get()
+    if waves is None:
+        write_all(writes)
+    else:
+        waves.append(Wave(writes))  # waited for when the deferred() context ends
+
+
+def observe(
+    result: ChatResult,
+    cost: Decimal,
+    log: dict[str, Any],
+    started: float,
+    *,
+    ledger_hit: bool = False,
+    cache_hit: bool = False,
+    saved: Decimal = Decimal(0),
+) -> None:
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    usage = result.usage
+    metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    metrics.add_dimension(name="agent", value=str(log.get("agent") or "-"))
+    metrics.add_dimension(name="model", value=result.model)
+    if ledger_hit:
+        metrics.add_metric(name="LedgerHits", unit=MetricUnit.Count, value=1)
+    elif cache_hit:
+        metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(
+            name="CacheSavedMicroUSD", unit=MetricUnit.Count, value=float(saved * 10**6)
+        )
+    else:
+        metrics.add_metric(name="ModelCalls", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="ModelInputTokens", unit=MetricUnit.Count, value=usage.input_tokens)
+        metrics.add_metric(
+            name="ModelCachedInputTokens",
+            unit=MetricUnit.Count,
+            value=usage.cached_input_tokens,
+        )
+        metrics.add_metric(
+            name="ModelOutputTokens", unit=MetricUnit.Count, value=usage.output_tokens
+        )
+        metrics.add_metric(
+            name="ModelReasoningTokens", unit=MetricUnit.Count, value=usage.reasoning_tokens
+        )
+        metrics.add_metric(
+            name="ModelCostMicroUSD", unit=MetricUnit.Count, value=float(cost * 10**6)
+        )
+        metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+        if result.fallback_from:
+            metrics.add_metric(name="ModelFallbacks", unit=MetricUnit.Count, value=1)
+    metrics.flush_metrics()
+    logger.info(
+        "model call",
+        extra={
+            **log,
+            "model": result.model,
+            "usage": usage.model_dump(),
+            "cost_usd": str(cost),
+            "latency_ms": round(latency_ms, 1),
+            "attempts": result.attempts,
+            "ledger_hit": ledger_hit,
+            "cache_hit": cache_hit,
+            "saved_usd": str(saved),
+            "fallback_from": list(result.fallback_from),
+            "downgraded": result.downgraded,
+        },
+    )
