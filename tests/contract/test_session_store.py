@@ -316,3 +316,115 @@ def test_delete_removes_the_session(store: SessionStore) -> None:
     assert store.summary(KEY) is None and store.entry(KEY, 1) is None
     with pytest.raises(SessionGone):
         store.delete(KEY)
+
+
+# --- the turn's first read -------------------------------------------------------------
+
+
+def test_read_turn_returns_head_counter_summary_and_newest_messages(store: SessionStore) -> None:
+    empty = store.read_turn(KEY, limit=4)
+    assert (empty.head, empty.last_ticket, empty.summary, empty.messages) == (None, 0, None, ())
+    created(store)
+    fresh = store.read_turn(KEY, limit=4)
+    assert fresh.head == store.head(KEY)
+    assert (fresh.last_ticket, fresh.summary, fresh.summary_upto, fresh.messages) == (
+        0,
+        None,
+        0,
+        (),
+    )
+    for i in (1, 2):
+        store.take_ticket(KEY, f"m{i}", f"r{i}", NOW, int(NOW) + 99)
+    head = store.acquire_lock(KEY, "a", NOW, LEASE)
+    for turn in range(1, 4):
+        head = store.commit_turn(
+            head, "a", commit_for(head, (f"u{turn}", f"a{turn}"), release=False)
+        )
+    head = store.save_summary(head, "a", "they said hi", upto=2, folded_tokens=5)
+    store.release_lock(KEY, "a")
+    view = store.read_turn(KEY, limit=4)
+    assert view.head == store.head(KEY)
+    assert (view.last_ticket, view.summary, view.summary_upto) == (2, "they said hi", 2)
+    # The newest messages, oldest first, whatever the summary covers.
+    assert list(view.messages) == store.messages(KEY, after=0, limit=4, newest_first=True)
+    assert [m.index for m in view.messages] == [3, 4, 5, 6]
+    assert view.head is not None
+    assert view.window(view.head, 4) == store.messages(KEY, after=2, limit=4, newest_first=True)
+    assert view.summary_for(view.head) == (True, "they said hi")
+
+
+@pytest.mark.parametrize("hint", [None, 0, 1, 2, 7])
+def test_a_ticket_hint_that_is_wrong_still_takes_the_next_ticket(
+    store: SessionStore, hint: int | None
+) -> None:
+    created(store)
+    for i in (1, 2):
+        store.take_ticket(KEY, f"m{i}", f"r{i}", NOW, int(NOW) + 99)
+    assert store.take_ticket(KEY, "m3", "r3", NOW, int(NOW) + 99, last=hint) == 3
+    assert store.take_ticket(KEY, "m4", "r4", NOW, int(NOW) + 99, last=3) == 4
+    assert store.read_turn(KEY, limit=1).last_ticket == 4
+    for ticket in (1, 2, 3, 4):
+        entry = store.entry(KEY, ticket)
+        assert entry is not None and (entry.message, entry.status) == (f"m{ticket}", "queued")
+    assert store.entry(KEY, 5) is None
+
+
+def test_a_ticket_hint_never_takes_a_ticket_on_a_gone_session(store: SessionStore) -> None:
+    with pytest.raises(SessionGone):
+        store.take_ticket(KEY, "m", "r", NOW, int(NOW) + 99, last=0)
+    created(store, expires_at=int(NOW) - 1)
+    with pytest.raises(SessionGone):
+        store.take_ticket(KEY, "m", "r", NOW, int(NOW) + 99, last=0)
+
+
+def test_ticket_and_lock_in_one_write(store: SessionStore) -> None:
+    head = created(store)
+    taken = store.take_ticket_and_lock(head, "hi", "r1", NOW, last=0, owner="a", lease_s=LEASE)
+    assert taken is not None
+    ticket, held = taken
+    assert ticket == 1
+    assert held == store.head(KEY)
+    assert (held.lock_owner, held.lock_until_ms, held.version) == (
+        "a",
+        int(NOW * 1000) + LEASE * 1000,
+        head.version + 1,
+    )
+    entry = store.entry(KEY, 1)
+    assert entry is not None and (entry.status, entry.message, entry.request_id) == (
+        "queued",
+        "hi",
+        "r1",
+    )
+    # The next message's ticket follows, whichever way it is taken.
+    assert store.take_ticket(KEY, "m2", "r2", NOW, int(NOW) + 99) == 2
+    # A dead holder's expired lock is taken over in the same write.
+    later = NOW + LEASE + 1
+    view = store.read_turn(KEY, limit=1)
+    assert view.head is not None
+    again = store.take_ticket_and_lock(view.head, "m3", "r3", later, last=2, owner="b", lease_s=1)
+    assert again is not None and again[0] == 3 and again[1].lock_owner == "b"
+    assert again[1] == store.head(KEY)
+
+
+def test_ticket_and_lock_writes_nothing_unless_all_of_it_holds(store: SessionStore) -> None:
+    head = created(store)
+    store.take_ticket(KEY, "m1", "r1", NOW, int(NOW) + 99)
+
+    def attempt(h: Head, last: int, now_s: float = NOW) -> tuple[int, Head] | None:
+        return store.take_ticket_and_lock(h, "x", "rx", now_s, last=last, owner="z", lease_s=LEASE)
+
+    assert attempt(head, last=0) is None  # the counter moved on since it was read
+    assert attempt(head, last=5) is None
+    held = store.acquire_lock(KEY, "a", NOW, LEASE)
+    assert attempt(head, last=1) is None  # the head changed (locked) since it was read
+    assert attempt(held, last=1) is None  # read while locked: a live turn holds it
+    store.release_lock(KEY, "a")
+    current = store.head(KEY)
+    assert current is not None
+    assert attempt(current, last=1, now_s=current.expires_at + 1) is None  # expired
+    assert store.head(KEY) == current
+    assert store.entry(KEY, 2) is None
+    assert store.read_turn(KEY, limit=1).last_ticket == 1
+    assert attempt(current, last=1) is not None  # all of it holds: ticket 2 and the lock
+    store.delete(KEY)
+    assert attempt(current, last=2) is None  # gone

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stratus.sessions import StoredMessage, build_history
+from stratus.sessions import Head, SessionKey, StoredMessage, TurnView, build_history
 from stratus.sessions.context import summary_message
 from stratus.tokens import (
     MESSAGE_OVERHEAD,
@@ -52,3 +52,22 @@ def test_a_turn_that_does_not_fit_is_left_out_whole() -> None:
     assert (messages, used) == ([], 0)  # the newest turn alone is over the budget
     messages, _ = build_history(summary=None, recent=recent[:2], budget_tokens=500, fixed_tokens=50)
     assert [m["role"] for m in messages] == ["user", "assistant"]
+
+
+def head_at(msg_count: int, summary_upto: int = 0) -> Head:
+    key = SessionKey("t1", "support", "s_1")
+    return Head(key=key, created_ms=0, metadata={}, msg_count=msg_count, summary_upto=summary_upto)
+
+
+def test_a_view_answers_only_when_it_holds_the_whole_window() -> None:
+    messages = tuple(m for n in range(1, 4) for m in turn(n, f"q{n}"))  # indices 1..6
+    view = TurnView(head=head_at(6), summary="s", summary_upto=2, messages=messages[1:])
+    # The newest 3 after the summary, and everything after it.
+    assert [m.index for m in view.window(head_at(6), 3) or []] == [4, 5, 6]
+    assert [m.index for m in view.window(head_at(6, 2), 10) or []] == [3, 4, 5, 6]
+    assert view.window(head_at(6), 10) is None  # index 1 was not read
+    assert view.window(head_at(8), 3) is None  # a turn committed after the read
+    assert view.window(head_at(0), 3) == []
+    assert view.summary_for(head_at(6)) == (True, None)  # no summary needed
+    assert view.summary_for(head_at(6, 2)) == (True, "s")
+    assert view.summary_for(head_at(6, 4)) == (False, None)  # summarised again since

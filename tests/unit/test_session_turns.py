@@ -18,7 +18,7 @@ import pytest
 from functions.agents import load_agent
 from stratus.agents import AgentSpec, ToolContext
 from stratus.config import Settings
-from stratus.errors import SessionBusy
+from stratus.errors import ModelUnavailable, SessionBusy
 from stratus.sessions import (
     LostLock,
     MemorySessionStore,
@@ -55,12 +55,14 @@ class Runner:
 
     def __init__(self) -> None:
         self.inputs: list[str] = []
+        self.histories: list[list[dict[str, Any]]] = []
         self.during: Callable[[str], None] | None = None
 
     def run(
         self, user_input: Any, *, ctx: ToolContext, deadline: Any = None, history: Any = ()
     ) -> Result:
         self.inputs.append(str(user_input))
+        self.histories.append(list(history))
         if self.during is not None:
             hook, self.during = self.during, None
             hook(str(user_input))
@@ -293,3 +295,132 @@ def _commit(head: Any, text: str) -> TurnCommit:
         lock_until_ms=now_ms,
         release=True,
     )
+
+
+# --- what a turn reads -------------------------------------------------------------------
+
+
+class Counting:
+    """A store that records which of its methods the service calls, in order."""
+
+    def __init__(self, store: MemorySessionStore) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("enqueue", ["read_turn", "take_ticket_and_lock", "commit_turn"]),
+        ("reject", ["read_turn", "acquire_lock", "commit_turn"]),
+    ],
+)
+def test_an_uncontended_turn_reads_once_then_writes(policy: str, expected: list[str]) -> None:
+    """One read (head, counter, summary, window together), then two writes: the ticket
+    with the lock (or the lock), and the commit that releases."""
+    w = world(policy=policy)
+    svc, key = new_session(w)
+    for text in ("one", "two", "three"):
+        svc.post_message("t1", key.session_id, text, request_id=text)
+    counting = Counting(w.store)
+    measured = SessionService(
+        w.spec, Settings(), counting, w.runner, Runner(), clock=w.clock, sleep=w.clock.sleep
+    )
+    reply = measured.post_message("t1", key.session_id, "four", request_id="four")
+    assert reply["turn"] == 4
+    assert counting.calls == expected
+    assert [m["content"] for m in w.runner.histories[-1]] == [
+        text if n % 2 == 0 else f"reply to: {text}"
+        for text in ("one", "two", "three")
+        for n in (0, 1)
+    ]
+
+
+def test_a_turn_committed_after_the_first_read_is_in_the_next_turns_context() -> None:
+    """The read before the lock is stale once another turn commits: the turn reads again."""
+    w = world(policy="enqueue")
+    _, key = new_session(w)
+    w.store.acquire_lock(key, "busy", w.clock(), LEASE_S)
+
+    def meanwhile(seconds: float) -> None:
+        # While A waits in line, the busy turn commits a turn and a summary, and releases.
+        w.clock.sleep(seconds)
+        head = w.store.head(key)
+        if head is None or head.lock_owner != "busy":
+            return
+        head = w.store.commit_turn(head, "busy", _commit(head, "the busy turn"))
+        head = w.store.acquire_lock(key, "busy", w.clock(), LEASE_S)
+        head = w.store.save_summary(head, "busy", "an old summary", upto=1, folded_tokens=1)
+        w.store.release_lock(key, "busy")
+
+    waiting = w.service(sleep=meanwhile)
+    reply = waiting.post_message("t1", key.session_id, "from A", request_id="a")
+    assert reply["turn"] == 2
+    assert w.runner.histories == [
+        [
+            {"role": "system", "content": "Summary of the earlier conversation:\nan old summary"},
+            {"role": "assistant", "content": "the busy turn"},
+        ]
+    ]
+
+
+def test_a_holder_that_died_after_taking_ticket_and_lock_is_taken_over_in_order() -> None:
+    """Killed right after its first write (ticket and lock together): its message is
+    answered first by the next holder once the lease ran out, and its late commit fails."""
+    w = world(policy="enqueue", enqueue_wait_s=LEASE_S + 5)
+    svc, key = new_session(w)
+    view = w.store.read_turn(key, limit=40)
+    assert view.head is not None
+    taken = w.store.take_ticket_and_lock(
+        view.head, "from the dead one", "dead", w.clock(), last=0, owner="dead", lease_s=LEASE_S
+    )
+    assert taken is not None
+    ticket, dead = taken
+    assert ticket == 1
+    reply = svc.post_message("t1", key.session_id, "second", request_id="r2")  # waits, takes over
+    assert reply["turn"] == 2
+    assert w.runner.inputs == ["from the dead one", "second"]
+    first = w.store.entry(key, 1)
+    assert first is not None and first.status == "done" and first.result is not None
+    assert first.result["request_id"] == "dead"
+    with pytest.raises(LostLock):
+        w.store.commit_turn(dead, "dead", _commit(dead, "late"))
+    head = w.store.head(key)
+    assert head is not None and (head.turns, head.done_ticket, head.lock_owner) == (2, 2, None)
+
+
+@pytest.mark.parametrize("policy", ["enqueue", "reject"])
+def test_a_turn_that_fails_after_summarising_answers_its_error_and_is_not_rerun(
+    policy: str,
+) -> None:
+    """The summary was saved (the head moved on), then the turn's model call failed: the
+    caller gets that error, the message is finished as failed, never run again later."""
+    w = world(policy=policy, max_recent_messages=2)
+    svc, key = new_session(w)
+    for text in ("one", "two"):
+        svc.post_message("t1", key.session_id, text, request_id=text)
+
+    def fails(_: str) -> None:
+        raise ModelUnavailable("the model is down")
+
+    w.runner.during = fails  # the summariser (its own runner) succeeds first
+    with pytest.raises(ModelUnavailable):
+        svc.post_message("t1", key.session_id, "three", request_id="three")
+    head = w.store.head(key)
+    assert head is not None and head.summary_upto > 0 and head.lock_owner is None
+    after = svc.post_message("t1", key.session_id, "four", request_id="four")
+    assert after["turn"] == 3
+    assert w.runner.inputs == ["one", "two", "three", "four"]  # "three" ran once
+    if policy == "enqueue":
+        failed = w.store.entry(key, 3)
+        assert failed is not None and failed.status == "failed"
+        assert failed.error is not None and failed.error["code"] == "model_unavailable"

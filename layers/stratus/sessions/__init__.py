@@ -33,6 +33,7 @@ from stratus.sessions.model import (
     SessionKey,
     StoredMessage,
     TurnCommit,
+    TurnView,
     msg_sk,
     queue_sk,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "StoredMessage",
     "TurnCommit",
     "TurnRunner",
+    "TurnView",
     "build_history",
     "msg_sk",
     "queue_sk",

@@ -11,13 +11,17 @@ the newest turns (half the budget, half the message window) verbatim.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from stratus import fanout
 from stratus.agents import AgentSpec, Limits, SessionPolicy
-from stratus.sessions.model import Head, StoredMessage
+from stratus.sessions.model import Head, StoredMessage, TurnView
 from stratus.tokens import chat_message_tokens
+
+if TYPE_CHECKING:
+    from stratus.sessions.store import SessionStore
 
 #: Each folded message is cut to this many characters in the summariser's input.
 SUMMARY_INPUT_MESSAGE_CHARS = 2_000
@@ -65,6 +69,28 @@ def build_history(
         chosen[:0] = sorted(turns[turn], key=lambda m: m.index)
     messages.extend({"role": m.role, "content": m.content} for m in chosen)
     return messages, used - fixed_tokens
+
+
+def read_context(
+    store: SessionStore, head: Head, view: TurnView | None, limit: int
+) -> tuple[str | None, list[StoredMessage]]:
+    """The summary and the newest ``limit`` unsummarised messages under the locked ``head``:
+    from ``view`` (read with the head, before the lock) when it holds exactly them, no
+    round trip; else read again, both reads together (one round trip)."""
+    if view is not None:
+        recent = view.window(head, limit)
+        known, summary = view.summary_for(head)
+    else:
+        recent, (known, summary) = None, (not head.summary_upto, None)
+    reads: dict[str, Callable[[], Any]] = {}
+    if recent is None:
+        reads["recent"] = lambda: store.messages(
+            head.key, after=head.summary_upto, limit=limit, newest_first=True
+        )
+    if not known:
+        reads["summary"] = lambda: store.summary(head.key)
+    got = dict(zip(reads, fanout.values(fanout.run_all(list(reads.values()))), strict=True))
+    return got.get("summary", summary), got.get("recent", recent or [])
 
 
 def should_summarize(head: Head, policy: SessionPolicy) -> bool:

@@ -6,6 +6,22 @@ One partition per session (``sid = <tenant>#<agent>#<session id>``): the head
 conditional on the head's ``version`` and ``lock_owner``; a turn commits its two
 messages, the head and its queue entry in one ``TransactWriteItems``. All access
 goes through :class:`stratus.ddb.Table`.
+
+A turn's round trips on this table (besides its model calls): (1)
+:meth:`~DynamoSessionStore.read_turn`, a consistent ``BatchGetItem`` of the head,
+the counter and the summary issued together with the Query of the newest
+``max_recent_messages`` messages; (2) the lock: ``enqueue`` takes the next
+ticket and the lock in one transaction
+(:meth:`~DynamoSessionStore.take_ticket_and_lock`, conditional on the counter and
+the head's version as read in 1), ``reject`` one conditional ``UpdateItem``; (3)
+the commit, which also releases. Whatever the session's length: at most
+``max_recent_messages`` messages are read. The read in (1) happens before the
+lock; the service uses it only if it holds exactly what a read under the locked
+head would return (``TurnView.window``), else it reads again. When the session
+is busy (or changed since the read) an ``enqueue`` message takes its ticket
+alone, then waits for the lock as before. A turn that summarises costs the
+summary's write, and a read of the oldest unsummarised messages when they are
+more than the window holds.
 """
 
 from __future__ import annotations
@@ -15,10 +31,11 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from stratus import ddb
+from stratus import ddb, fanout
 from stratus.errors import SessionBusy
 from stratus.sessions.model import (
     COUNTER_SK,
@@ -35,6 +52,7 @@ from stratus.sessions.model import (
     SessionKey,
     StoredMessage,
     TurnCommit,
+    TurnView,
     msg_sk,
     queue_sk,
 )
@@ -143,32 +161,52 @@ class DynamoSessionStore:
         item = self.table.get(_key(key, HEAD_SK))
         return _head(item, key) if item else None
 
+    def read_turn(self, key: SessionKey, *, limit: int) -> TurnView:
+        """One round trip: a consistent ``BatchGetItem`` of the head, the counter and the
+        summary, and the Query of the newest ``limit`` messages, issued together."""
+        small, newest = fanout.values(
+            fanout.run_all(
+                [
+                    lambda: self.table.batch_get(
+                        [_key(key, sk) for sk in (HEAD_SK, COUNTER_SK, SUMMARY_SK)],
+                        consistent=True,
+                    ),
+                    lambda: self.messages(key, after=0, limit=limit, newest_first=True),
+                ]
+            )
+        )
+        by_sk = {str(item["sk"]): item for item in small}
+        head, counter, summary = (by_sk.get(sk) for sk in (HEAD_SK, COUNTER_SK, SUMMARY_SK))
+        return TurnView(
+            head=_head(head, key) if head else None,
+            last_ticket=int(counter["n"]) if counter else 0,
+            summary=str(summary["text"]) if summary else None,
+            summary_upto=int(summary.get("upto", 0)) if summary else 0,
+            messages=tuple(newest),
+        )
+
     # -- tickets and the lock
 
     def take_ticket(
-        self, key: SessionKey, message: str, request_id: str, now_s: float, ends_at: int
+        self,
+        key: SessionKey,
+        message: str,
+        request_id: str,
+        now_s: float,
+        ends_at: int,
+        *,
+        last: int | None = None,
     ) -> int:
-        """Store ``message`` as the next ticket's queue entry; counter and entry in one write."""
+        """Store ``message`` as the next ticket's queue entry; counter and entry in one write.
+
+        With ``last`` (the counter as the caller read it) the first attempt writes at
+        once; a stale ``last`` fails the counter's condition and the next attempt reads.
+        """
         for attempt in range(400):
-            counter = self.table.get(_key(key, COUNTER_SK))
-            last = int(counter["n"]) if counter else 0
+            if last is None:
+                counter = self.table.get(_key(key, COUNTER_SK))
+                last = int(counter["n"]) if counter else 0
             ticket = last + 1
-            if counter:
-                condition = "n = :last"
-                values: dict[str, Any] = {":t": ticket, ":last": last, ":end": ends_at}
-            else:
-                condition = "attribute_not_exists(sid)"
-                values = {":t": ticket, ":end": ends_at}
-            entry = {
-                "sid": key.pk,
-                "sk": queue_sk(ticket),
-                "ticket": ticket,
-                "status": "queued",
-                "message": message,
-                "request_id": request_id,
-                "created_ms": int(now_s * 1000),
-                "expires_at": ends_at,
-            }
             try:
                 self.table.transact(
                     [
@@ -177,22 +215,95 @@ class DynamoSessionStore:
                             "attribute_exists(sid) AND expires_at > :now",
                             values={":now": int(now_s)},
                         ),
-                        self.table.update_op(
-                            _key(key, COUNTER_SK),
-                            "SET n = :t, expires_at = :end",
-                            condition=condition,
-                            values=values,
-                        ),
-                        self.table.put_op(entry, condition="attribute_not_exists(sid)"),
+                        *self._ticket_ops(key, ticket, message, request_id, now_s, ends_at),
                     ]
                 )
                 return ticket
             except ddb.TransactionCancelled as exc:
                 if exc.condition_failed_at(0):
                     raise SessionGone from exc
+                stale_hint, last = attempt == 0 and exc.condition_failed_at(1), None
+                if stale_hint:
+                    continue  # the caller's counter was behind: read it and try again
                 # Another message took this number first (or a transaction conflict): retry.
                 self._sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(attempt, 5))))  # noqa: S311
         raise SessionBusy("too many messages are arriving at once; retry shortly")
+
+    def _ticket_ops(
+        self,
+        key: SessionKey,
+        ticket: int,
+        message: str,
+        request_id: str,
+        now_s: float,
+        ends_at: int,
+    ) -> list[dict[str, Any]]:
+        """The counter's move from ``ticket - 1`` to ``ticket`` and the ticket's queue entry."""
+        last = ticket - 1
+        if last:
+            condition = "n = :last"
+            values: dict[str, Any] = {":t": ticket, ":last": last, ":end": ends_at}
+        else:
+            condition = "attribute_not_exists(sid)"
+            values = {":t": ticket, ":end": ends_at}
+        entry = {
+            "sid": key.pk,
+            "sk": queue_sk(ticket),
+            "ticket": ticket,
+            "status": "queued",
+            "message": message,
+            "request_id": request_id,
+            "created_ms": int(now_s * 1000),
+            "expires_at": ends_at,
+        }
+        return [
+            self.table.update_op(
+                _key(key, COUNTER_SK),
+                "SET n = :t, expires_at = :end",
+                condition=condition,
+                values=values,
+            ),
+            self.table.put_op(entry, condition="attribute_not_exists(sid)"),
+        ]
+
+    def take_ticket_and_lock(
+        self,
+        head: Head,
+        message: str,
+        request_id: str,
+        now_s: float,
+        *,
+        last: int,
+        owner: str,
+        lease_s: int,
+    ) -> tuple[int, Head] | None:
+        now_ms = int(now_s * 1000)
+        until = now_ms + lease_s * 1000
+        lock = self.table.update_op(
+            _key(head.key, HEAD_SK),
+            "SET lock_owner = :o, lock_until = :u, version = :v1",
+            condition=(
+                "version = :v AND expires_at > :now AND "
+                "(attribute_not_exists(lock_owner) OR lock_until < :now_ms)"
+            ),
+            values={
+                ":o": owner,
+                ":u": until,
+                ":v": head.version,
+                ":v1": head.version + 1,
+                ":now": int(now_s),
+                ":now_ms": now_ms,
+            },
+        )
+        ticket = last + 1
+        ops = self._ticket_ops(head.key, ticket, message, request_id, now_s, head.ends_at)
+        try:
+            self.table.transact([lock, *ops])
+        except ddb.TransactionCancelled:
+            return None  # busy, changed, gone, or a conflict: nothing was written
+        return ticket, replace(
+            head, lock_owner=owner, lock_until_ms=until, version=head.version + 1
+        )
 
     def acquire_lock(self, key: SessionKey, owner: str, now_s: float, lease_s: int) -> Head:
         now_ms = int(now_s * 1000)

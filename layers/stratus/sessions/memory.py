@@ -25,6 +25,7 @@ from stratus.sessions.model import (
     SessionKey,
     StoredMessage,
     TurnCommit,
+    TurnView,
 )
 from stratus.usage import Usage
 
@@ -90,9 +91,31 @@ class MemorySessionStore:
 
     # -- tickets and the lock
 
+    def read_turn(self, key: SessionKey, *, limit: int) -> TurnView:
+        with self._lock:
+            found = self._sessions.get(key.pk)
+            if found is None:
+                return TurnView(head=None)
+            newest = sorted(found.messages)[-limit:]
+            return TurnView(
+                head=copy.deepcopy(found.head),
+                last_ticket=found.counter or 0,
+                summary=found.summary,
+                summary_upto=found.head.summary_upto if found.summary is not None else 0,
+                messages=tuple(found.messages[i] for i in newest),
+            )
+
     def take_ticket(
-        self, key: SessionKey, message: str, request_id: str, now_s: float, ends_at: int
+        self,
+        key: SessionKey,
+        message: str,
+        request_id: str,
+        now_s: float,
+        ends_at: int,
+        *,
+        last: int | None = None,
     ) -> int:
+        del last  # one lock: the counter is always read under it
         with self._lock:
             found = self._sessions.get(key.pk)
             if found is None or not found.head.expires_at > int(now_s):
@@ -101,6 +124,37 @@ class MemorySessionStore:
             found.counter = ticket
             found.entries[ticket] = QueueEntry(ticket, "queued", message, request_id)
             return ticket
+
+    def take_ticket_and_lock(
+        self,
+        head: Head,
+        message: str,
+        request_id: str,
+        now_s: float,
+        *,
+        last: int,
+        owner: str,
+        lease_s: int,
+    ) -> tuple[int, Head] | None:
+        now_ms = int(now_s * 1000)
+        with self._lock:
+            found = self._sessions.get(head.key.pk)
+            if found is None or (found.counter or 0) != last:
+                return None
+            stored = found.head
+            free = stored.lock_owner is None or stored.lock_until_ms < now_ms
+            if stored.version != head.version or not stored.expires_at > int(now_s) or not free:
+                return None
+            ticket = last + 1
+            found.counter = ticket
+            found.entries[ticket] = QueueEntry(ticket, "queued", message, request_id)
+            found.head = replace(
+                stored,
+                lock_owner=owner,
+                lock_until_ms=now_ms + lease_s * 1000,
+                version=stored.version + 1,
+            )
+            return ticket, copy.deepcopy(found.head)
 
     def acquire_lock(self, key: SessionKey, owner: str, now_s: float, lease_s: int) -> Head:
         now_ms = int(now_s * 1000)

@@ -189,6 +189,45 @@ class TurnCommit:
     result: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class TurnView:
+    """What a turn reads up front, in one round trip: the head, the ticket counter, the
+    summary and the newest messages (at most the context window's ``limit``).
+
+    Read before the lock, so possibly stale by the time the turn runs:
+    :meth:`window` and :meth:`summary_for` answer only when the view holds exactly
+    what a read under the locked head would return, and None otherwise (then the
+    turn reads again). Messages are immutable once committed, so the check is on
+    indices: every message from the window's first index to ``head.msg_count``.
+    """
+
+    head: Head | None
+    #: The last ticket taken (0: none yet).
+    last_ticket: int = 0
+    summary: str | None = None
+    #: The last message index the stored summary covers (0: no summary).
+    summary_upto: int = 0
+    #: The newest messages read, oldest first.
+    messages: tuple[StoredMessage, ...] = ()
+
+    def window(self, head: Head, limit: int) -> list[StoredMessage] | None:
+        """The newest ``limit`` messages after ``head.summary_upto``, oldest first; None if
+        this view does not hold every one of them."""
+        first = max(head.summary_upto, head.msg_count - limit) + 1
+        wanted = [m for m in self.messages if first <= m.index <= head.msg_count]
+        if [m.index for m in wanted] != list(range(first, head.msg_count + 1)):
+            return None
+        return wanted
+
+    def summary_for(self, head: Head) -> tuple[bool, str | None]:
+        """(known, text): the summary ``head`` points at, if this view holds it."""
+        if not head.summary_upto:
+            return True, None
+        if self.summary is not None and self.summary_upto == head.summary_upto:
+            return True, self.summary
+        return False, None
+
+
 class LockBusy(Exception):
     """The lock is held by a live turn; ``head`` is the head as it was."""
 
@@ -207,6 +246,16 @@ class SessionExists(Exception):
 
 class LostLock(Exception):
     """A conditional head write failed: another turn owns the session now."""
+
+
+class TurnFailed(Exception):
+    """A turn's model call failed; ``head`` is the head the turn holds by then (a summary
+    saved before the call moved its version on)."""
+
+    def __init__(self, error: StratusError, head: Head) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.head = head
 
 
 def _error_class(code: str) -> type[StratusError]:

@@ -43,6 +43,7 @@ from stratus.observability import logger
 from stratus.sessions.context import (
     build_history,
     keep_from,
+    read_context,
     should_summarize,
     summarizer_input,
 )
@@ -56,6 +57,8 @@ from stratus.sessions.model import (
     SessionKey,
     StoredMessage,
     TurnCommit,
+    TurnFailed,
+    TurnView,
     iso,
     raise_stored,
 )
@@ -74,6 +77,8 @@ MIN_TURN_S = 3.0
 class TurnOutcome:
     head: Head
     response: dict[str, Any]
+    #: What the session holds after the turn, as far as the next turn reads it.
+    view: TurnView
 
 
 class SessionService:
@@ -148,7 +153,10 @@ class SessionService:
         return {"session_id": head.key.session_id, "expires_at": iso(head.expires_at)}
 
     def _live_head(self, key: SessionKey) -> Head:
-        head = self._store.head(key)
+        return self._live(key, self._store.head(key))
+
+    def _live(self, key: SessionKey, head: Head | None) -> Head:
+        """``head`` if it exists and has not expired; else ``SessionNotFound``."""
         if head is None or head.expired(self._clock()):
             raise SessionNotFound(
                 f"no session {key.session_id!r}", details={"session_id": key.session_id}
@@ -213,12 +221,14 @@ class SessionService:
                 details={"limit": limit, "size": len(message)},
             )
         key = self.key(tenant_id, session_id)
-        head = self._live_head(key)
+        # Round trip 1: the head, the ticket counter, the summary and the context window.
+        view = self._store.read_turn(key, limit=self.policy.max_recent_messages)
+        head = self._live(key, view.head)
         deadline = deadline or NoDeadline()
         try:
             if self.policy.policy == "reject":
-                return self._reject(key, message, request_id, deadline)
-            return self._enqueue(key, head, message, request_id, deadline)
+                return self._reject(key, message, request_id, deadline, view)
+            return self._enqueue(key, head, message, request_id, deadline, view)
         except SessionGone as exc:
             raise SessionNotFound(f"no session {session_id!r}") from exc
         except LostLock as exc:
@@ -233,10 +243,10 @@ class SessionService:
         return self.spec.session_lock_lease_s
 
     def _reject(
-        self, key: SessionKey, message: str, request_id: str, deadline: Deadline
+        self, key: SessionKey, message: str, request_id: str, deadline: Deadline, view: TurnView
     ) -> dict[str, Any]:
         owner = uuid.uuid4().hex
-        try:
+        try:  # round trip 2 (the commit, which also releases, is the third)
             head = self._store.acquire_lock(key, owner, self._clock(), self._lease())
         except LockBusy as exc:
             raise SessionBusy(
@@ -244,17 +254,44 @@ class SessionService:
                 details={"policy": "reject"},
             ) from exc
         try:
-            return self._turn(head, owner, message, request_id, deadline, None, True).response
+            outcome = self._turn(head, owner, message, request_id, deadline, None, True, view)
+            return outcome.response
+        except TurnFailed as failed:
+            self._store.release_lock(key, owner)
+            raise failed.error from None
         except BaseException:
             self._store.release_lock(key, owner)
             raise
 
     def _enqueue(
-        self, key: SessionKey, head: Head, message: str, request_id: str, deadline: Deadline
+        self,
+        key: SessionKey,
+        head: Head,
+        message: str,
+        request_id: str,
+        deadline: Deadline,
+        view: TurnView,
     ) -> dict[str, Any]:
-        ticket = self._store.take_ticket(key, message, request_id, self._clock(), head.ends_at)
-        give_up_at = self._clock() + self.policy.enqueue_wait_s
         owner = uuid.uuid4().hex
+        # Round trip 2: the ticket and, if the session is free and unchanged since the
+        # read, the lock, in one write (3: the commit, which also releases). Else the
+        # ticket alone, then the lock when it is free.
+        taken = self._store.take_ticket_and_lock(
+            head,
+            message,
+            request_id,
+            self._clock(),
+            last=view.last_ticket,
+            owner=owner,
+            lease_s=self._lease(),
+        )
+        if taken is not None:
+            ticket, held = taken
+            return self._drain(held, owner, ticket, message, request_id, deadline, view)
+        ticket = self._store.take_ticket(
+            key, message, request_id, self._clock(), head.ends_at, last=view.last_ticket
+        )
+        give_up_at = self._clock() + self.policy.enqueue_wait_s
         delay = 0.01
         while True:
             try:
@@ -267,7 +304,7 @@ class SessionService:
                 self._sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter
                 delay = min(delay * 1.5, 0.25)
                 continue
-            return self._drain(held, owner, ticket, message, request_id, deadline)
+            return self._drain(held, owner, ticket, message, request_id, deadline, view)
 
     def _time_for_turn(self, deadline: Deadline) -> bool:
         return deadline.remaining_s() - self._settings.deadline_margin_s >= MIN_TURN_S
@@ -280,6 +317,7 @@ class SessionService:
         message: str,
         request_id: str,
         deadline: Deadline,
+        view: TurnView,
     ) -> dict[str, Any]:
         """Holding the lock: run every ticket up to ours, in order, then release."""
         key = head.key
@@ -301,24 +339,25 @@ class SessionService:
                         continue  # withdrawn just now: skipped on the next pass
                     text, rid = entry.message or "", entry.request_id
                 try:
-                    outcome = self._turn(head, owner, text, rid, deadline, current, mine)
+                    outcome = self._turn(head, owner, text, rid, deadline, current, mine, view)
                 except LostLock:
                     # Another instance owns the session now (or it was deleted); our own
                     # message is withdrawn if still queued, else its result is awaited.
                     return self._give_up(key, ticket, deadline)
                 except SessionGone:
                     raise
-                except StratusError as err:
+                except (StratusError, TurnFailed) as exc:
+                    err, at = (exc.error, exc.head) if isinstance(exc, TurnFailed) else (exc, head)
                     logger.warning(
                         "session turn failed",
                         extra={"code": err.code, "ticket": current, "session": key.session_id},
                     )
                     error = {"code": err.code, "message": err.message, "details": err.details}
-                    head = self._store.finish_entry(head, owner, current, error=error, release=mine)
+                    head = self._store.finish_entry(at, owner, current, error=error, release=mine)
                     if mine:
-                        raise
+                        raise err from None
                     continue
-                head = outcome.head
+                head, view = outcome.head, outcome.view
                 if mine:
                     return outcome.response
         except BaseException:
@@ -372,14 +411,12 @@ class SessionService:
         deadline: Deadline,
         ticket: int | None,
         release: bool,
+        view: TurnView | None = None,
     ) -> TurnOutcome:
         key = head.key
         turn = head.turns + 1
         usage, cost = Usage(), Decimal(0)
-        summary = self._store.summary(key) if head.summary_upto else None
-        recent = self._store.messages(
-            key, after=head.summary_upto, limit=self.policy.max_recent_messages, newest_first=True
-        )
+        summary, recent = read_context(self._store, head, view, self.policy.max_recent_messages)
         if should_summarize(head, self.policy):
             head, summary, recent, s_usage, s_cost = self._summarize(
                 head, owner, summary, recent, turn, request_id, deadline
@@ -393,7 +430,10 @@ class SessionService:
             fixed_tokens=fixed,
         )
         ctx = self._context(key, request_id, f"turn-{turn}")
-        result = self._runner.run(message, ctx=ctx, deadline=deadline, history=history)
+        try:
+            result = self._runner.run(message, ctx=ctx, deadline=deadline, history=history)
+        except StratusError as err:  # with the head as it is now (a summary may be saved)
+            raise TurnFailed(err, head) from None
         reply = result.output if isinstance(result.output, str) else json.dumps(result.output)
         usage, cost = usage + result.usage, cost + result.cost_usd
         now = self._clock()
@@ -423,6 +463,12 @@ class SessionService:
             result={**response, "reply": stored_reply} if ticket is not None else None,
         )
         head = self._store.commit_turn(head, owner, commit)
+        after = TurnView(
+            head=head,
+            summary=summary,
+            summary_upto=head.summary_upto if summary is not None else 0,
+            messages=(*recent, user, assistant),
+        )
         logger.info(
             "session turn",
             extra={
@@ -435,7 +481,7 @@ class SessionService:
                 "cost_usd": str(cost),
             },
         )
-        return TurnOutcome(head=head, response=response)
+        return TurnOutcome(head=head, response=response, view=after)
 
     def _summarize(
         self,
@@ -449,16 +495,16 @@ class SessionService:
     ) -> tuple[Head, str | None, list[StoredMessage], Usage, Decimal]:
         """Fold the older unsummarised turns into the summary; keep half the budget verbatim."""
         first_kept = keep_from(head, recent, self.policy)
-        fold = [
-            m
-            for m in self._store.messages(
+        if len(recent) == head.msg_count - head.summary_upto:
+            oldest = recent  # the window holds every unsummarised message: no read
+        else:  # a backlog longer than the window: fold its oldest part
+            oldest = self._store.messages(
                 head.key,
                 after=head.summary_upto,
                 limit=self.policy.max_recent_messages,
                 newest_first=False,
             )
-            if m.index < first_kept
-        ]
+        fold = [m for m in oldest if m.index < first_kept]
         if not fold:
             return head, summary, recent, Usage(), Decimal(0)
         key = head.key

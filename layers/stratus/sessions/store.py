@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 from stratus.agents import ToolContext
 from stratus.deadline import Deadline
-from stratus.sessions.model import Head, QueueEntry, SessionKey, StoredMessage, TurnCommit
+from stratus.sessions.model import (
+    Head,
+    QueueEntry,
+    SessionKey,
+    StoredMessage,
+    TurnCommit,
+    TurnView,
+)
 
 
 class SessionStore(Protocol):
@@ -31,10 +38,47 @@ class SessionStore(Protocol):
         """The head as stored (expired or not), None if there is none."""
         ...
 
+    def read_turn(self, key: SessionKey, *, limit: int) -> TurnView:
+        """In one round trip: the head (None if there is none), the last ticket, the
+        summary and the newest ``limit`` messages (whatever the summary covers)."""
+        ...
+
     def take_ticket(
-        self, key: SessionKey, message: str, request_id: str, now_s: float, ends_at: int
+        self,
+        key: SessionKey,
+        message: str,
+        request_id: str,
+        now_s: float,
+        ends_at: int,
+        *,
+        last: int | None = None,
     ) -> int:
-        """Queue ``message`` under the next ticket number; ``SessionGone`` if no live head."""
+        """Queue ``message`` under the next ticket number; ``SessionGone`` if no live head.
+
+        ``last`` is the last ticket as the caller read it (``TurnView.last_ticket``): a
+        hint that saves reading the counter; a stale hint costs a retry, never a wrong
+        or duplicate ticket.
+        """
+        ...
+
+    def take_ticket_and_lock(
+        self,
+        head: Head,
+        message: str,
+        request_id: str,
+        now_s: float,
+        *,
+        last: int,
+        owner: str,
+        lease_s: int,
+    ) -> tuple[int, Head] | None:
+        """Ticket ``last + 1`` with its queue entry, and the lock, in one atomic write.
+
+        Only if ``last`` is still the last ticket, ``head`` is still the stored head
+        (its ``version``), the session is live and the lock free or expired; then the
+        ticket and the head as ``acquire_lock`` would return it. Otherwise nothing is
+        written and the answer is None (the caller takes a ticket, then waits for the lock).
+        """
         ...
 
     def acquire_lock(self, key: SessionKey, owner: str, now_s: float, lease_s: int) -> Head:
