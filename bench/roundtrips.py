@@ -8,8 +8,9 @@ together and count once (a wave); a call that starts after every earlier call
 ended starts a new wave. With ``latency_s`` every call first sleeps that long,
 so a fixed per-request latency (DynamoDB's few milliseconds) can be injected and
 its cost on the critical path seen: ``latency_s * round_trips`` when calls that
-can run together do. Tests that count round trips inject a few milliseconds, so
-that calls issued together reliably overlap.
+can run together do. Tests that count round trips inject 50 ms: calls issued
+together then overlap even when a loaded machine starts their threads late (at
+5 ms, a CI box under load split one wave in two now and then).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Trace:
     calls: list[TimedCall] = field(default_factory=list)
 
     def of(self, service: str | None = None, table: str | None = None) -> list[TimedCall]:
-        """The calls to ``service`` (and ``table``, a substring of the table name)."""
+        """The calls to ``service`` (and ``table``: a substring of a table name the call
+        touches, transactions and batches included)."""
         return [
             c
             for c in self.calls
@@ -74,6 +76,23 @@ class Trace:
         return lines
 
 
+def tables_of(params: Any) -> str:
+    """The table names a request touches, comma-joined: ``TableName``, or the tables of a
+    transaction's items and of a batch's ``RequestItems``."""
+    if not isinstance(params, dict):
+        return ""
+    names: list[str] = []
+    if isinstance(params.get("TableName"), str):
+        names.append(params["TableName"])
+    for entry in params.get("TransactItems", []) or []:
+        for op in entry.values() if isinstance(entry, dict) else []:
+            if isinstance(op, dict) and isinstance(op.get("TableName"), str):
+                names.append(op["TableName"])
+    if isinstance(params.get("RequestItems"), dict):
+        names.extend(str(name) for name in params["RequestItems"])
+    return ",".join(dict.fromkeys(names))
+
+
 @contextlib.contextmanager
 def recording(*, latency_s: float = 0.0) -> Iterator[Trace]:
     """Record every botocore API call made while inside (any thread)."""
@@ -95,7 +114,7 @@ def recording(*, latency_s: float = 0.0) -> Iterator[Trace]:
                 operation=operation,
                 started=started,
                 ended=time.perf_counter(),
-                table=str(params.get("TableName", "")) if isinstance(params, dict) else "",
+                table=tables_of(params),
             )
             with lock:
                 trace.calls.append(call)

@@ -45,3 +45,23 @@ def test_concurrent_calls_count_once() -> None:
     assert trace.requests() == 5
     assert trace.round_trips() == 2
     assert trace.round_trips("sqs") == 0
+
+
+def test_transactions_and_batches_name_their_tables() -> None:
+    from bench.roundtrips import tables_of
+
+    assert tables_of({"TableName": "a"}) == "a"
+    assert (
+        tables_of(
+            {
+                "TransactItems": [
+                    {"Put": {"TableName": "s-sessions", "Item": {}}},
+                    {"Update": {"TableName": "s-sessions", "Key": {}}},
+                    {"ConditionCheck": {"TableName": "s-jobs", "Key": {}}},
+                ]
+            }
+        )
+        == "s-sessions,s-jobs"
+    )
+    assert tables_of({"RequestItems": {"s-sessions": {}, "s-usage": {}}}) == "s-sessions,s-usage"
+    assert tables_of(None) == ""
