@@ -182,9 +182,14 @@ class KeyBuckets:
             logger.exception("rate limit settlement failed")
 
     def give_back(self, lease: KeyLease) -> None:
-        """The call never ran (a ledger or cache hit, a budget refusal): its tokens go
-        back; the request stays counted (the store has no way to take it back)."""
-        self.settle(lease, 0)
+        """The call never ran (a ledger or cache hit, a budget refusal): its request and
+        its tokens go back (one write, on those paths only), so a tenant refused by its
+        budget never uses up a shared key's requests per minute."""
+        self._count(lease.key_id, lease.window, -1, -lease.tokens)
+        try:
+            self._store.untake(lease.key_id, lease.window, lease.tokens)
+        except Exception:  # bookkeeping never fails the caller's answer
+            logger.exception("rate limit give-back failed")
 
     def cool_down(self, lease: KeyLease, seconds: float) -> None:
         """The provider said this key is rate limited: skip it fleet-wide for a while."""

@@ -99,6 +99,16 @@ def test_settling_corrects_a_buckets_tokens(buckets: ports.BucketStore) -> None:
     assert loads["k1"] == ports.BucketLoad(1, 120)
 
 
+def test_a_take_that_never_ran_is_taken_back(buckets: ports.BucketStore) -> None:
+    take = {"rpm": 1, "tpm": 1000, "expires_at": 999}
+    assert buckets.take("k1", 7, 300, **take) is True
+    assert buckets.take("k1", 7, 300, **take) is False  # rpm reached
+    buckets.untake("k1", 7, 300)
+    loads, _ = buckets.read(["k1"], 7)
+    assert loads["k1"] == ports.BucketLoad(0, 0)
+    assert buckets.take("k1", 7, 300, **take) is True  # its request is free again
+
+
 def test_a_cool_down_is_read_back(buckets: ports.BucketStore) -> None:
     buckets.cool_down("k1", 1234.5, expires_at=5000)
     loads, cooling = buckets.read(["k1", "k2"], 7)

@@ -123,6 +123,14 @@ class DynamoBucketStore:
             _bucket_key(key_id, window), "ADD tokens :d", values={":d": delta}, returns="NONE"
         )
 
+    def untake(self, key_id: str, window: int, tokens: int) -> None:
+        self._table.update(
+            _bucket_key(key_id, window),
+            "ADD requests :r, tokens :t",
+            values={":r": -1, ":t": -tokens},
+            returns="NONE",
+        )
+
     def cool_down(self, key_id: str, until: float, *, expires_at: int) -> None:
         self._table.update(
             {"pk": f"KEY#{key_id}"},

@@ -89,6 +89,11 @@ class MemoryBucketStore:
             load = self._buckets.get((key_id, window), BucketLoad())
             self._buckets[(key_id, window)] = BucketLoad(load.requests, load.tokens + delta)
 
+    def untake(self, key_id: str, window: int, tokens: int) -> None:
+        with self._lock:
+            load = self._buckets.get((key_id, window), BucketLoad())
+            self._buckets[(key_id, window)] = BucketLoad(load.requests - 1, load.tokens - tokens)
+
     def cool_down(self, key_id: str, until: float, *, expires_at: int) -> None:
         with self._lock:
             self._cooldowns[key_id] = until

@@ -66,6 +66,10 @@ class BucketStore(Protocol):
         """Correct a bucket's tokens by ``delta`` (settlement)."""
         ...
 
+    def untake(self, key_id: str, window: int, tokens: int) -> None:
+        """Take back one request of ``tokens`` that never ran (a hit, a refusal)."""
+        ...
+
     def cool_down(self, key_id: str, until: float, *, expires_at: int) -> None:
         """Skip this key until ``until``."""
         ...
