@@ -8,11 +8,20 @@ Lambda function's (``LAMBDA_TASK_ROOT`` set, so Powertools Tracer is *enabled*
 and patches libraries as it does in Lambda) except that the X-Ray SDK is
 switched off so nothing tries to reach a daemon.
 
+Init is the import plus the hooks the module registered with
+``snapshot_restore_py.register_before_snapshot`` (``prime_ms``), run after the
+import as Lambda's init phase and the local worker run them; the processes get
+``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`` so the import itself stays a plain
+import (an on-demand init does the same work inside the import). ``init_ms`` is
+the sum.
+
 A second kind of sample (for the handlers that can answer without AWS) also
-calls ``lambda_handler`` twice after the import with the triage invoke event,
-against the offline fake model server: the first call is what a cold start
-adds after init (lazy imports, clients built on first use), the second is a
-warm call. Those runs are separate so the import-only numbers stay clean.
+calls ``lambda_handler`` twice after init with the triage invoke event, against
+the offline fake model server: the first call is what a cold start adds after
+init, the second is a warm call. Those runs are separate so the import-only
+numbers stay clean. A third kind (the agent function) stands in for a SnapStart
+restore: after init it runs the after-restore hooks (``restore_ms``), then the
+two calls. :func:`ratios` gives issue 11's ratios from one run.
 
 Samples are taken round-robin over the modules, so a slow spell of the machine
 hits every module alike. One extra untimed run per module comes first, so the
@@ -53,6 +62,8 @@ MARK_START = "@@bench-import-start"
 MARK_END = "@@bench-import-end"
 MARK_INVOKE_START = "@@bench-invoke-start"
 MARK_INVOKE_END = "@@bench-invoke-end"
+MARK_PRIME_START = "@@bench-prime-start"
+MARK_PRIME_END = "@@bench-prime-end"
 RESULT = "@@bench-result "
 
 # Only builtin modules (sys, time) are loaded before the clock starts, so the
@@ -70,6 +81,24 @@ import json, os, resource
 result = {{"import_ms": elapsed * 1000.0}}
 result["modules"] = {{m: m in sys.modules for m in {WATCHED!r}}}
 result["module_count"] = len(sys.modules)
+
+def run_hooks(kind):
+    # What Lambda's init phase (before_snapshot) and a SnapStart restore (after_restore)
+    # run, and what infra.local.lambda_worker runs after the import.
+    hooks = sys.modules.get("snapshot_restore_py")
+    entries = getattr(hooks, "get_" + kind)() if hooks is not None else []
+    started = time.perf_counter()
+    for func, args, kwargs in list(entries):
+        func(*args, **kwargs)
+    return (time.perf_counter() - started) * 1000.0, len(entries)
+
+if name and os.environ.get("BENCH_PRIME"):
+    sys.stderr.write("{MARK_PRIME_START}\\n"); sys.stderr.flush()
+    result["prime_ms"], result["prime_hooks"] = run_hooks("before_snapshot")
+    sys.stderr.write("{MARK_PRIME_END}\\n"); sys.stderr.flush()
+    result["modules_after_prime"] = {{m: m in sys.modules for m in {WATCHED!r}}}
+if name and os.environ.get("BENCH_RESTORE"):
+    result["restore_ms"], result["restore_hooks"] = run_hooks("after_restore")
 event_path = os.environ.get("BENCH_EVENT")
 if name and event_path:
     class Context:
@@ -119,8 +148,16 @@ class Target:
     description: str
     #: Whether its lambda_handler can answer the triage event without AWS.
     invokable: bool = False
+    #: Variables set on top of :func:`lambda_like_env` (e.g. which agent it serves).
+    env: tuple[tuple[str, str], ...] = ()
+    #: Whether it registers init hooks (``snapshot_restore_py``): its samples run them
+    #: after the import (``prime_ms``), as Lambda's init phase does.
+    primes: bool = False
+    #: Whether to sample a SnapStart restore too (after-restore hooks, then two invokes).
+    snapstart: bool = False
 
 
+AGENT = (("STRATUS_AGENT", "triage"),)
 TARGETS: tuple[Target, ...] = (
     Target("interpreter", "", "`python -c` importing nothing (startup floor, reference)"),
     Target(
@@ -135,10 +172,28 @@ TARGETS: tuple[Target, ...] = (
         "tutorial-style eager imports and clients",
         invokable=True,
     ),
-    Target("api", "functions.handlers.api", "Stratus REST API handler", invokable=True),
+    Target(
+        "api",
+        "functions.handlers.api",
+        "Stratus agent function (REST API handler, `STRATUS_AGENT=triage`)",
+        invokable=True,
+        env=AGENT,
+        primes=True,
+        snapstart=True,
+    ),
+    Target(
+        "platform",
+        "functions.handlers.api",
+        "Stratus platform function (same handler, no agent): stays lean",
+        env=(("STRATUS_AGENT", ""),),
+        primes=True,
+    ),
     # Its first call needs the tenants table (DynamoDB): import only.
     Target("authorizer", "functions.handlers.authorizer", "Stratus REQUEST authorizer"),
 )
+#: Targets of issue 11 (ratios of medians measured in one run).
+TARGET_COLD_OVER_NAIVE = 0.6
+TARGET_FIRST_OVER_WARM = 1.5
 
 
 def lambda_like_env() -> dict[str, str]:
@@ -160,6 +215,9 @@ def lambda_like_env() -> dict[str, str]:
             "POWERTOOLS_SERVICE_NAME": "stratus",
             "POWERTOOLS_METRICS_NAMESPACE": "StratusBench",
             "STRATUS_AGENT": "triage",
+            # As in a SnapStart init: the import does not prime, the probe runs the
+            # hooks (the same work an on-demand init does inside the import).
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start",
             "OPENAI_API_KEY": "sk-bench",
             "PYTHONPATH": str(REPO),
         }
@@ -241,34 +299,56 @@ def _rotated(items: tuple[Target, ...], index: int) -> tuple[Target, ...]:
     return items[shift:] + items[:shift]
 
 
+def _env_for(target: Target, base: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {**base, **dict(target.env), **extra}
+    if target.primes:
+        env["BENCH_PRIME"] = "1"
+    return env
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 3)
+
+
 def measure(runs: int, *, log: Callable[[str], None]) -> dict[str, Any]:
     """Sample every target ``runs`` times in fresh interpreters; see the module docstring."""
     env = lambda_like_env()
     slots: dict[str, dict[str, Any]] = {
         t.label: {
             "import_ms": [],
+            "prime_ms": [],
             "process_ms": [],
             "probe": None,
             "cold_total_ms": [],
             "first_ms": [],
             "second_ms": [],
+            "invoke_prime_ms": [],
             "invoke_probe": None,
+            "restore_ms": [],
+            "restored_first_ms": [],
+            "restored_second_ms": [],
+            "restored_total_ms": [],
         }
         for t in TARGETS
     }
 
     for target in TARGETS:  # untimed: writes the bytecode caches
-        _run_probe(target.module, env)
+        _run_probe(target.module, _env_for(target, env))
     for index in range(runs):
         for target in _rotated(TARGETS, index):
-            probe, wall_ms, _ = _run_probe(target.module, env)
+            probe, wall_ms, _ = _run_probe(target.module, _env_for(target, env))
             slot = slots[target.label]
             slot["import_ms"].append(probe["import_ms"])
+            if "prime_ms" in probe:
+                slot["prime_ms"].append(probe["prime_ms"])
             slot["process_ms"].append(wall_ms)
             slot["probe"] = probe
         log(f"  cold start (import): run {index + 1}/{runs}")
 
     invokable = tuple(t for t in TARGETS if t.invokable)
+    restorable = tuple(t for t in TARGETS if t.snapstart)
     with (
         tempfile.TemporaryDirectory(prefix="stratus-bench-") as tmp,
         FakeModelServer(quiet=True) as server,
@@ -277,28 +357,48 @@ def measure(runs: int, *, log: Callable[[str], None]) -> dict[str, Any]:
         event_path.write_text(json.dumps(make_event(base_event())), encoding="utf-8")
         invoke_env = {**env, "BENCH_EVENT": str(event_path), "OPENAI_BASE_URL": server.url}
         for target in invokable:  # untimed, and a check that the handler answers
-            _check_invokes(target, _run_probe(target.module, invoke_env)[0])
+            _check_invokes(target, _run_probe(target.module, _env_for(target, invoke_env))[0])
         for index in range(runs):
             for target in _rotated(invokable, index):
-                probe, _, _ = _run_probe(target.module, invoke_env)
+                probe, _, _ = _run_probe(target.module, _env_for(target, invoke_env))
                 _check_invokes(target, probe)
                 first, second = (call["ms"] for call in probe["invokes"])
+                prime = probe.get("prime_ms", 0.0)
                 slot = slots[target.label]
                 slot["first_ms"].append(first)
                 slot["second_ms"].append(second)
-                slot["cold_total_ms"].append(probe["import_ms"] + first)
+                slot["invoke_prime_ms"].append(prime)
+                slot["cold_total_ms"].append(probe["import_ms"] + prime + first)
                 slot["invoke_probe"] = probe
+            for target in restorable:
+                probe, _, _ = _run_probe(
+                    target.module, _env_for(target, invoke_env, BENCH_RESTORE="1")
+                )
+                _check_invokes(target, probe)
+                first, second = (call["ms"] for call in probe["invokes"])
+                slot = slots[target.label]
+                slot["restore_ms"].append(probe["restore_ms"])
+                slot["restored_first_ms"].append(first)
+                slot["restored_second_ms"].append(second)
+                slot["restored_total_ms"].append(probe["restore_ms"] + first)
             log(f"  cold start (import + first invoke): run {index + 1}/{runs}")
 
         attribution: dict[str, dict[str, Any]] = {}
+        prime_attribution: dict[str, dict[str, Any]] = {}
         first_attribution: dict[str, dict[str, Any]] = {}
         for target in TARGETS:
             if not target.module:
                 continue
-            _, _, stderr = _run_probe(target.module, env, importtime=True)
+            _, _, stderr = _run_probe(target.module, _env_for(target, env), importtime=True)
             attribution[target.label] = parse_importtime(stderr)
+            if target.primes:
+                prime_attribution[target.label] = parse_importtime(
+                    stderr, start=MARK_PRIME_START, end=MARK_PRIME_END, direct_depth=0
+                )
             if target.invokable:
-                _, _, stderr = _run_probe(target.module, invoke_env, importtime=True)
+                _, _, stderr = _run_probe(
+                    target.module, _env_for(target, invoke_env), importtime=True
+                )
                 first_attribution[target.label] = parse_importtime(
                     stderr, start=MARK_INVOKE_START, end=MARK_INVOKE_END, direct_depth=0
                 )
@@ -306,32 +406,15 @@ def measure(runs: int, *, log: Callable[[str], None]) -> dict[str, Any]:
 
     modules: list[dict[str, Any]] = []
     for target in TARGETS:
-        slot = slots[target.label]
-        probe = slot["probe"]
-        entry: dict[str, Any] = {
-            "label": target.label,
-            "module": target.module,
-            "description": target.description,
-            "import_ms": summarize(slot["import_ms"]),
-            "process_ms": summarize(slot["process_ms"]),
-            "openai_imported": probe["modules"]["openai"],
-            "loaded": probe["modules"],
-            "module_count": probe["module_count"],
-            "peak_rss_mb": round(probe["peak_rss_kb"] / 1024.0, 1),
-            "first_invoke": None,
-            **attribution.get(target.label, {}),
-        }
-        if target.invokable:
-            invoke_probe = slot["invoke_probe"]
-            entry["first_invoke"] = {
-                "import_plus_first_ms": summarize(slot["cold_total_ms"]),
-                "first_ms": summarize(slot["first_ms"]),
-                "second_ms": summarize(slot["second_ms"]),
-                "loaded_after": invoke_probe["modules_after_invoke"],
-                "peak_rss_mb": round(invoke_probe["peak_rss_kb"] / 1024.0, 1),
-                "imports": first_attribution[target.label],
-            }
-        modules.append(entry)
+        modules.append(
+            _module_entry(
+                target,
+                slots[target.label],
+                attribution.get(target.label, {}),
+                prime_attribution.get(target.label),
+                first_attribution.get(target.label),
+            )
+        )
     return {
         "runs": runs,
         "env": {
@@ -341,6 +424,100 @@ def measure(runs: int, *, log: Callable[[str], None]) -> dict[str, Any]:
             and not any(secret in k for secret in ("KEY", "TOKEN"))
         },
         "modules": modules,
+        "ratios": ratios(modules),
+    }
+
+
+def _module_entry(
+    target: Target,
+    slot: dict[str, Any],
+    attribution: dict[str, Any],
+    prime_attribution: dict[str, Any] | None,
+    first_attribution: dict[str, Any] | None,
+) -> dict[str, Any]:
+    probe = slot["probe"]
+    primes = slot["prime_ms"] or [0.0] * len(slot["import_ms"])
+    init = [i + p for i, p in zip(slot["import_ms"], primes, strict=True)]
+    entry: dict[str, Any] = {
+        "label": target.label,
+        "module": target.module,
+        "description": target.description,
+        "import_ms": summarize(slot["import_ms"]),
+        "process_ms": summarize(slot["process_ms"]),
+        # Init = the import + the before-snapshot hooks (None: it registers none).
+        "prime_ms": summarize(slot["prime_ms"]) if slot["prime_ms"] else None,
+        "init_ms": summarize(init),
+        "openai_imported": probe["modules"]["openai"],
+        "openai_after_init": probe.get("modules_after_prime", probe["modules"])["openai"],
+        "loaded": probe["modules"],
+        "module_count": probe["module_count"],
+        "peak_rss_mb": round(probe["peak_rss_kb"] / 1024.0, 1),
+        "first_invoke": None,
+        "restore": None,
+        **attribution,
+    }
+    if prime_attribution is not None:
+        entry["prime_imports"] = prime_attribution
+    if target.invokable and first_attribution is not None:
+        invoke_probe = slot["invoke_probe"]
+        first, second = summarize(slot["first_ms"]), summarize(slot["second_ms"])
+        entry["first_invoke"] = {
+            # Time to the first answer, init (import + hooks) included: an on-demand
+            # cold start.
+            "import_plus_first_ms": summarize(slot["cold_total_ms"]),
+            "prime_ms": summarize(slot["invoke_prime_ms"]),
+            "first_ms": first,
+            "second_ms": second,
+            "first_over_warm": _ratio(first["median"], second["median"]),
+            "loaded_after": invoke_probe["modules_after_invoke"],
+            "peak_rss_mb": round(invoke_probe["peak_rss_kb"] / 1024.0, 1),
+            "imports": first_attribution,
+        }
+    if target.snapstart and slot["restore_ms"]:
+        first, second = summarize(slot["restored_first_ms"]), summarize(slot["restored_second_ms"])
+        entry["restore"] = {
+            # After the snapshot: the after-restore hooks, then the first answer.
+            "restore_plus_first_ms": summarize(slot["restored_total_ms"]),
+            "restore_ms": summarize(slot["restore_ms"]),
+            "first_ms": first,
+            "second_ms": second,
+            "first_over_warm": _ratio(first["median"], second["median"]),
+        }
+    return entry
+
+
+def ratios(modules: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue-11 ratios (medians of one run): the agent function against the naive one.
+
+    * ``cold_over_naive``: init (import + hooks) + first answer of the agent function,
+      over import + first answer of the naive handler: an on-demand cold start.
+    * ``restored_over_naive``: after-restore hooks + first answer (what a SnapStart
+      cold start runs in Python; Lambda's own restore of the snapshot is not included,
+      it cannot be measured here), over the same naive figure.
+    * ``first_over_warm`` / ``restored_first_over_warm``: the first invoke after init
+      (after restore) over a warm (second) invoke.
+    """
+    by_label = {m["label"]: m for m in modules}
+    agent, naive = by_label.get("api"), by_label.get("naive")
+    if not agent or not naive or not agent["first_invoke"] or not naive["first_invoke"]:
+        return {}
+    naive_total = naive["first_invoke"]["import_plus_first_ms"]["median"]
+    restore = agent.get("restore") or {}
+    return {
+        "cold_over_naive": _ratio(
+            agent["first_invoke"]["import_plus_first_ms"]["median"], naive_total
+        ),
+        "restored_over_naive": _ratio(
+            (restore.get("restore_plus_first_ms") or {}).get("median"), naive_total
+        ),
+        "first_over_warm": agent["first_invoke"]["first_over_warm"],
+        "restored_first_over_warm": restore.get("first_over_warm"),
+        "init_ms": agent["init_ms"]["median"],
+        "platform_openai_after_init": by_label.get("platform", {}).get("openai_after_init"),
+        "targets": {
+            "cold_over_naive": TARGET_COLD_OVER_NAIVE,
+            "first_over_warm": TARGET_FIRST_OVER_WARM,
+        },
     }
 
 

@@ -3,8 +3,9 @@
 Each agent's function runs this module with ``STRATUS_AGENT=<name>`` and serves
 only that agent; the platform function (``STRATUS_AGENT`` empty) serves
 ``/v1/health`` and ``/v1/openapi.json`` and answers ``agent_not_found`` for any
-agent API Gateway routed to it. Model code (and ``openai``) is imported only
-when an invoke runs, so the platform function never loads it.
+agent API Gateway routed to it. Importing the module loads no model code; the
+init hook (``stratus.snapstart``) makes an agent function import ``openai`` and
+build its clients before its first request, and leaves the platform function lean.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import base64
 import binascii
 import importlib
 import json
+import logging
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -26,6 +28,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import stratus
+from functions.agents import load_agent
 from functions.handlers.common import (
     ERROR_RESPONSES,
     ERROR_SCHEMA_REF,
@@ -35,7 +38,7 @@ from functions.handlers.common import (
     served_agent,
     tenant_id,
 )
-from stratus import composition
+from stratus import composition, snapstart
 from stratus.contracts import (
     MAX_JSON_DEPTH,
     ErrorResponse,
@@ -46,6 +49,7 @@ from stratus.contracts import (
 )
 from stratus.errors import (
     AgentNotFound,
+    InputTooLarge,
     InvalidJson,
     PayloadTooLarge,
     RouteNotFound,
@@ -330,6 +334,50 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return app.resolve(event, context)
 
 
+def warm_routes(runtime: composition.Runtime) -> None:
+    """Resolve one invoke that the runner rejects before any call (``input_too_large``):
+    routing, body validation, the route's arguments, the service and the error mapping
+    run once before the first request. No AWS call, no model call; logs stay quiet."""
+    agent = runtime.settings.agent
+    if not agent:
+        return
+    limit = served_agent(agent).limits.max_input_chars
+    path = f"/v1/agents/{agent}/invoke"
+    event = {
+        "resource": "/v1/agents/{agent}/invoke",
+        "path": path,
+        "httpMethod": "POST",
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"agent": agent},
+        "requestContext": {
+            "requestId": "stratus-priming",
+            "path": path,
+            "authorizer": {"tenant_id": "stratus-priming"},
+        },
+        "body": json.dumps({"input": "x" * (limit + 1)}),
+        "isBase64Encoded": False,
+    }
+    level = logger.log_level
+    logger.setLevel(logging.WARNING)  # "request rejected" is not news at init
+    try:
+        response = app.resolve(event, cast(LambdaContext, None))  # no context before a request
+    finally:
+        logger.setLevel(level)
+        app.clear_context()
+    if response.get("statusCode") != InputTooLarge.status:
+        raise RuntimeError(f"the priming request answered {response.get('statusCode')}")
+
+
 # Routers of the other API areas; each module registers its routes on ``router``.
 for _module in ROUTER_MODULES:
     app.include_router(importlib.import_module(_module).router)
+
+# Init: an agent function builds its runtime (openai, clients, spec, prompt, prices)
+# before its first request; the platform function only reads its settings. SnapStart
+# runs the hook before the snapshot; otherwise ``init_phase`` runs it here, in Lambda's
+# init phase only (see ``stratus.snapstart``).
+snapstart.register(load_agent, warm_routes)
+snapstart.init_phase()

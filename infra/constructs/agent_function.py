@@ -3,9 +3,11 @@
 Every function: arm64, Python 3.14, the shared runtime layer and code asset, JSON
 logs into an explicit log group with the stage's retention, active X-Ray
 tracing, and an own role that holds only grants derived from the plan (no
-managed policies, no hand-written statements). The plan is kept on the
-construct, so ``handler`` and ``environment_names`` can be read back by the
-local cloud and the tests.
+managed policies, no hand-written statements). Agent functions also publish a
+version (``currentVersion``, a new one whenever code or configuration changes)
+with SnapStart on published versions (Python 3.12+; no provisioned concurrency).
+The plan is kept on the construct, so ``handler`` and ``environment_names`` can
+be read back by the local cloud and the tests.
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ JOBS_KEY_WILDCARD = NagPackSuppression(
 )
 #: Plan kinds that only API Gateway invokes (synchronously).
 SYNC_API_KINDS = ("agent", "platform", "authorizer")
+#: Plan kinds that publish a version with SnapStart: the agent functions, which prime
+#: openai, clients, spec, prompt and prices at init (``stratus.snapstart``). The platform
+#: and authorizer functions stay lean and on-demand; workers are queue consumers.
+SNAP_START_KINDS = ("agent",)
+SNAP_START = lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,12 @@ class StratusFunction(Construct):
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE,
+            snap_start=SNAP_START if plan.kind in SNAP_START_KINDS else None,
         )
+        #: The published version (agent functions: SnapStart applies to versions only).
+        self.version: lambda_.IVersion | None = None
+        if plan.kind in SNAP_START_KINDS:
+            self.version = self.function.current_version
         self._grant(deps)
         self._suppress()
 

@@ -5,9 +5,12 @@ Started by :class:`infra.local.lambda_runtime.LambdaRuntime` as
 function's environment. It behaves like the Python runtime interface client
 that AWS runs in every sandbox:
 
-* **Init** imports ``$_HANDLER`` once (the cold start). Import failures are
+* **Init** imports ``$_HANDLER`` once (the cold start), then runs the hooks the
+  handler registered with ``snapshot_restore_py.register_before_snapshot``
+  (priming), both counted in ``init_ms``. Import failures are
   reported with Lambda's error types (``Runtime.ImportModuleError``,
-  ``Runtime.UserCodeSyntaxError``, ``Runtime.HandlerNotFound`` ...) and the
+  ``Runtime.UserCodeSyntaxError``, ``Runtime.HandlerNotFound``,
+  ``Runtime.BeforeSnapshotError`` ...) and the
   worker exits, so the runtime starts afresh next time, as Lambda re-inits.
 * **Invoke** calls the handler with the event and a Lambda context whose
   ``get_remaining_time_in_millis()`` counts down to the deadline the runtime
@@ -201,6 +204,31 @@ def load_handler(spec: str) -> Handler:
     return handler
 
 
+def run_init_hooks() -> None:
+    """Run the hooks the handler registered with ``snapshot_restore_py.register_before_snapshot``.
+
+    Lambda runs them after the handler's import, in the init phase, before it takes a
+    SnapStart snapshot; here every init runs them (there is no snapshot to restore, so
+    the after-restore hooks never run). ``snapshot_restore_py`` is only looked up in
+    ``sys.modules``: a handler that never imported it registered nothing, and this
+    module imports nothing into the handler's process. A hook that raises fails the
+    init with ``Runtime.BeforeSnapshotError``.
+    """
+    hooks_module = sys.modules.get("snapshot_restore_py")
+    if hooks_module is None:
+        return
+    for entry in list(hooks_module.get_before_snapshot()):
+        func, args, kwargs = entry if isinstance(entry, tuple) else (entry, (), {})
+        try:
+            func(*args, **kwargs)
+        except Exception as exc:
+            raise _Fault(
+                "Runtime.BeforeSnapshotError",
+                f"before-snapshot hook {getattr(func, '__qualname__', func)!r} failed: {exc}",
+                _trace(exc.__traceback__),
+            ) from exc
+
+
 def _default(obj: Any) -> Any:
     """Encode what Lambda's marshaller encodes beyond plain JSON: ``Decimal`` (DynamoDB)."""
     if isinstance(obj, decimal.Decimal):
@@ -273,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         handler = load_handler(os.environ.get("_HANDLER", ""))
+        run_init_hooks()  # part of init, as in Lambda: counted in init_ms
     except _Fault as fault:
         error = _error(fault.error_type, fault.message, fault.trace)
     except Exception as exc:  # the module raised while importing

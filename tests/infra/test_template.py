@@ -188,6 +188,49 @@ def test_platform_and_authorizer_functions(synthesized: Synthesized) -> None:
         assert props["TracingConfig"] == {"Mode": "Active"}
 
 
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_agent_functions_publish_a_snapstart_version(synthesized: Synthesized, stage: str) -> None:
+    """Every agent function has one published Version and SnapStart on published versions;
+    the platform and authorizer functions (lean, on-demand) have neither."""
+    versions = synthesized.resources(stage, "AWS::Lambda::Version")
+    versioned = [_ref(v["Properties"]["FunctionName"]) for v in versions.values()]
+    functions = _functions(synthesized, stage)
+    agents = {
+        logical_id
+        for logical_id, fn in functions.items()
+        if fn["Properties"]["Handler"] == API_HANDLER
+        and fn["Properties"]["Environment"]["Variables"].get("STRATUS_AGENT")
+    }
+    assert len(agents) == len(load_all())
+    for logical_id in agents:
+        assert functions[logical_id]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+        assert versioned.count(logical_id) == 1, logical_id
+    lean = {
+        logical_id
+        for logical_id, fn in functions.items()
+        if fn["Properties"]["Handler"] == AUTHORIZER_HANDLER
+        or (
+            fn["Properties"]["Handler"] == API_HANDLER
+            and not fn["Properties"]["Environment"]["Variables"].get("STRATUS_AGENT")
+        )
+    }
+    assert len(lean) == 2
+    for logical_id in lean:
+        assert "SnapStart" not in functions[logical_id]["Properties"], logical_id
+        assert logical_id not in versioned
+    # SnapStart needs a Python 3.12+ runtime (and no provisioned concurrency).
+    for logical_id in agents:
+        props = functions[logical_id]["Properties"]
+        major, minor = props["Runtime"].removeprefix("python").split(".")
+        assert (int(major), int(minor)) >= (3, 12)
+    for version in versions.values():
+        assert "ProvisionedConcurrencyConfig" not in version["Properties"]
+    constructs = synthesized.stacks[stage].functions
+    assert all(fn.version is not None for fn in constructs.agents.values())
+    assert constructs.platform.version is None
+    assert constructs.authorizer.version is None
+
+
 def test_construct_exposes_handler_and_env_names(synthesized: Synthesized) -> None:
     functions = synthesized.stacks["dev"].functions
     assert functions.authorizer.handler == AUTHORIZER_HANDLER
