@@ -46,7 +46,7 @@ from typing import Any
 from unittest import mock
 
 from bench.common import base_event, make_event
-from bench.invoke import INVOKE_ENV, INVOKE_UNSET, captured_stdout, environment
+from bench.invoke import captured_stdout, moto_tables
 from bench.stats import summarize
 from infra.local.fake_model import FakeModelServer
 
@@ -377,34 +377,6 @@ def _logical_name(prefix: str) -> Callable[[str], str]:
     return lambda physical: physical.removeprefix(prefix)
 
 
-@contextlib.contextmanager
-def _invoke_cloud(server: FakeModelServer) -> Iterator[dict[str, str]]:
-    """The invoke environment (as ``bench.invoke``) with every table on moto."""
-    import boto3
-    from moto import mock_aws
-
-    from infra.definitions import TABLES, create_table_kwargs
-    from infra.local import moto_atomic
-
-    with (
-        environment(INVOKE_ENV, INVOKE_UNSET),
-        environment({"OPENAI_BASE_URL": server.url}),
-        mock_aws(),
-    ):
-        moto_atomic.install()
-        try:
-            dynamodb = boto3.client("dynamodb")
-            tables: dict[str, str] = {}
-            for table in TABLES:
-                name = f"awsbench-{table.name}"
-                dynamodb.create_table(**create_table_kwargs(table, name))
-                tables[table.env_var] = name
-            with environment(tables):
-                yield tables
-        finally:
-            moto_atomic.uninstall()
-
-
 def _reset_runtime() -> None:
     """Forget the process's runtime: the next invocation builds it from the environment."""
     from stratus import composition
@@ -415,7 +387,7 @@ def _reset_runtime() -> None:
 def measure(invokes: int, warmup: int, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Calls and capacity per scenario, and the latency cases (``invokes`` samples each)."""
     with FakeModelServer(quiet=True) as server, captured_stdout():
-        with _invoke_cloud(server):
+        with moto_tables(server.url, "awsbench-"):
             _reset_runtime()
             try:
                 scenarios = _invoke_scenarios(server, log=log)

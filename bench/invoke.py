@@ -83,6 +83,34 @@ def environment(values: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator
 
 
 @contextlib.contextmanager
+def moto_tables(model_url: str, prefix: str) -> Iterator[dict[str, str]]:
+    """The invoke environment with every table of the stack on in-process moto (made
+    atomic as the local cloud's is): yields logical -> physical table names, with each
+    table's ``STRATUS_*`` variable set, as a function's environment has it."""
+    import boto3
+    from moto import mock_aws
+
+    from infra.definitions import TABLES, create_table_kwargs
+    from infra.local import moto_atomic
+
+    with (
+        environment(INVOKE_ENV, INVOKE_UNSET),
+        environment({"OPENAI_BASE_URL": model_url}),
+        mock_aws(),
+    ):
+        moto_atomic.install()
+        try:
+            dynamodb = boto3.client("dynamodb")
+            names = {table.name: f"{prefix}{table.name}" for table in TABLES}
+            for table in TABLES:
+                dynamodb.create_table(**create_table_kwargs(table, names[table.name]))
+            with environment({table.env_var: names[table.name] for table in TABLES}):
+                yield names
+        finally:
+            moto_atomic.uninstall()
+
+
+@contextlib.contextmanager
 def captured_stdout() -> Iterator[dict[str, int]]:
     """Send file descriptor 1 to a temporary file; yields a dict that gets ``bytes``."""
     result = {"bytes": 0}

@@ -6,9 +6,12 @@ from typing import Any
 
 from bench.aws_calls import HEADING as AWS_CALLS_HEADING
 from bench.aws_calls import render as render_aws_calls
+from bench.critical_path import CASES, KINDS, LITELLM_MARGIN_MS, litellm_verdict, staleness_text
 from bench.sessions import HEADING as SESSIONS_HEADING
 from bench.sessions import render as render_sessions
 
+CRITICAL_PATH_HEADING = "## Critical path: sequential DynamoDB round trips and added latency"
+TARGETS_HEADING = "## Targets (issue 11), measured in this run"
 SECTIONS = (
     "## Summary",
     "## How to read this",
@@ -17,6 +20,8 @@ SECTIONS = (
     "## 3. Benchmark process",
     SESSIONS_HEADING,
     AWS_CALLS_HEADING,
+    TARGETS_HEADING,
+    CRITICAL_PATH_HEADING,
 )
 
 HOW_TO_READ = """\
@@ -59,6 +64,8 @@ def render(data: dict[str, Any]) -> str:
         "",
     ]
     lines += _summary(data)
+    if "critical_path" in data:
+        lines += _targets(targets(data["critical_path"], data.get("cold_start")))
     lines += [SECTIONS[1], "", HOW_TO_READ, ""]
     lines += _cold_start(data["cold_start"])
     lines += _invoke(data["invoke"])
@@ -66,6 +73,8 @@ def render(data: dict[str, Any]) -> str:
         lines += render_sessions(data["sessions"])
     if "aws_calls" in data:
         lines += render_aws_calls(data["aws_calls"])
+    if "critical_path" in data:
+        lines += _critical_path(data["critical_path"])
     process = data["process"]
     lines += [
         SECTIONS[4],
@@ -73,6 +82,15 @@ def render(data: dict[str, Any]) -> str:
         f"- Peak RSS of the benchmark process: {process['peak_rss_mb']:.1f} MB"
         " (`resource.getrusage`, after all sections; includes moto and the fake server)",
         f"- Total benchmark time: {process['elapsed_s']:.1f} s",
+    ]
+    if "stdout_bytes" in process:
+        lines.append(
+            "- Standard output of the in-process sections (Powertools EMF metric lines and "
+            "logs) goes to temporary files, not the console: "
+            f"{process['stdout_bytes']:,} bytes from the sessions and critical-path sections "
+            "(section 2 counts its own per invoke)"
+        )
+    lines += [
         "",
     ]
     return "\n".join(lines)
@@ -110,8 +128,25 @@ def _summary(data: dict[str, Any]) -> list[str]:
     ]
     if "aws_calls" in data:
         lines.append(_aws_summary(data["aws_calls"]))
+    if "critical_path" in data:
+        lines.append(_critical_summary(data["critical_path"]))
     lines.append("")
     return lines
+
+
+def _critical_summary(cp: dict[str, Any]) -> str:
+    k = cp["kinds"]
+    trips = ", ".join(
+        f"{name.replace('_', ' ')} {k[name]['round_trips']} ({k[name]['dynamodb_requests']} "
+        "requests)"
+        for name in KINDS
+    )
+    return (
+        f"- Sequential DynamoDB round trips (requests), {cp['latency_injected_ms']:g} ms "
+        f"injected per AWS request: {trips}. Overhead over raw `openai`, medians: Stratus "
+        f"invoke {k['invoke']['added_ms']['median']:,.1f} ms, LiteLLM Router "
+        f"{k['litellm']['added_ms']['median']:,.1f} ms."
+    )
 
 
 def _aws_summary(aws: dict[str, Any]) -> str:
@@ -286,4 +321,198 @@ def _invoke(inv: dict[str, Any]) -> list[str]:
         f"{inv['handler_stdout_bytes_per_invoke']:.0f} bytes (EMF metrics and logs).",
         "",
     ]
+    return lines
+
+
+# -- issue 11: the critical path and its targets
+
+#: Issue 11's limits for the figures above (round trips, requests, milliseconds).
+MAX_MODEL_CALL_ROUND_TRIPS = 2
+MAX_MODEL_CALL_REQUESTS = 8
+MAX_IDEMPOTENT_ROUND_TRIPS = 3
+MAX_SESSION_ROUND_TRIPS = 4
+MAX_OVERHEAD_MS = 15.0
+
+
+def _target(name: str, limit: str, measured: str, passed: bool | None) -> dict[str, Any]:
+    return {"name": name, "target": limit, "measured": measured, "passed": passed}
+
+
+def targets(data: dict[str, Any], cold: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Issue 11's targets with the figures of this run and pass/fail (None: reported only)."""
+    k = data["kinds"]
+    inv, idem, turn = k["invoke"], k["invoke_idempotent"], k["session_turn"]
+    ms = data["latency_injected_ms"]
+    # DynamoDB-like: moto's own processing replaced by the injected latency (see render).
+    stratus, lite = inv["added_without_moto_ms"], k["litellm"]["added_ms"]
+    on_moto = inv["added_ms"]
+    ok, verdict = litellm_verdict(stratus["median"], lite["median"])
+    rows = [
+        _target(
+            "Model call (invoke): sequential DynamoDB round trips",
+            f"<= {MAX_MODEL_CALL_ROUND_TRIPS}",
+            str(inv["round_trips"]),
+            inv["round_trips"] <= MAX_MODEL_CALL_ROUND_TRIPS,
+        ),
+        _target(
+            "Model call (invoke): DynamoDB requests in all",
+            f"<= {MAX_MODEL_CALL_REQUESTS}",
+            f"{inv['dynamodb_requests']} ({inv['aws_requests']} AWS requests in all)",
+            inv["dynamodb_requests"] <= MAX_MODEL_CALL_REQUESTS,
+        ),
+        _target(
+            "Invoke with an Idempotency-Key: sequential DynamoDB round trips",
+            f"<= {MAX_IDEMPOTENT_ROUND_TRIPS}",
+            str(idem["round_trips"]),
+            idem["round_trips"] <= MAX_IDEMPOTENT_ROUND_TRIPS,
+        ),
+        _target(
+            "Session turn: round trips besides model calls (waves touching the sessions table)",
+            f"<= {MAX_SESSION_ROUND_TRIPS}",
+            f"{turn['session_table_round_trips']} (all {turn['round_trips']} round trips minus "
+            f"{turn['model_calls']} model calls x {data['gateway_round_trips_per_model_call']} "
+            f"of the gateway: {turn['round_trips_besides_model_calls']}, tools included)",
+            turn["session_table_round_trips"] <= MAX_SESSION_ROUND_TRIPS,
+        ),
+        _target(
+            f"Stratus overhead over raw `openai` (invoke, {ms:g} ms per AWS request, moto's "
+            "own time removed), median",
+            f"<= {MAX_OVERHEAD_MS:g} ms",
+            f"{stratus['median']:.1f} ms (p90 {stratus['p90']:.1f} ms; on moto as measured: "
+            f"{on_moto['median']:.1f} ms, p90 {on_moto['p90']:.1f} ms)",
+            stratus["median"] <= MAX_OVERHEAD_MS,
+        ),
+        _target(
+            "Stratus overhead against LiteLLM Router's overhead (medians, same run)",
+            f"below, or within {LITELLM_MARGIN_MS:g} ms",
+            f"Stratus {stratus['median']:.1f} ms, LiteLLM {lite['median']:.1f} ms: {verdict}",
+            ok,
+        ),
+    ]
+    ratios = (cold or {}).get("ratios") or {}
+    limits = ratios.get("targets") or {}
+    for key, title, limit_key in (
+        ("cold_over_naive", "Import + first answer of the agent function / naive handler",
+         "cold_over_naive"),
+        ("restored_over_naive", "After SnapStart restore: hooks + first answer / naive",
+         "cold_over_naive"),
+        ("first_over_warm", "First invoke after init / warm invoke", "first_over_warm"),
+        ("restored_first_over_warm", "First invoke after restore / warm invoke",
+         "first_over_warm"),
+    ):  # fmt: skip
+        value, limit = ratios.get(key), limits.get(limit_key)
+        if value is not None and limit is not None:
+            rows.append(_target(title, f"<= {limit:g}x", f"{value:.2f}x", value <= limit))
+    st = data.get("staleness")
+    if st:
+        rows.append(_target(
+            "Cached breaker state: calls another instance still sends after the breaker "
+            "opened", "reported", staleness_text(st), None,
+        ))  # fmt: skip
+    return rows
+
+
+def _mark(passed: bool | None) -> str:
+    return "reported" if passed is None else ("**pass**" if passed else "**FAIL**")
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        TARGETS_HEADING,
+        "",
+        "| target | limit | measured | result |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['name']} | {row['target']} | {row['measured']} | {_mark(row['passed'])} |"
+        )
+    return [*lines, ""]
+
+
+def _critical_path(data: dict[str, Any]) -> list[str]:
+    ms = data["latency_injected_ms"]
+    k = data["kinds"]
+    lines = [
+        CRITICAL_PATH_HEADING,
+        "",
+        f"Every sample runs with **{ms:g} ms slept before every AWS request** (a botocore "
+        "hook, `bench.roundtrips.recording`), a stand-in for DynamoDB's few milliseconds "
+        "per request: moto in-process answers in microseconds, and **moto latency is not "
+        f"DynamoDB latency**. N={data['samples']} samples per case after {data['warmup']} "
+        "warm-up rounds, interleaved (rotated order each round), one warm process, moto "
+        "in-process, the offline fake model server. *Round trips* are the *sequential* "
+        "DynamoDB requests on the critical path (requests in flight together count once), "
+        f"counted in {data['count_samples']} samples of their own with "
+        f"{data['count_latency_ms']:g} ms per request, so that requests issued together "
+        "overlap even on a loaded machine (median; in brackets the range seen in the "
+        f"{ms:g} ms samples when it varies); *requests* count every one. *added* "
+        "is the median (p90) over samples of the case's time minus its model calls times "
+        "the raw `openai` call of the same round: what the case costs beyond the model, on "
+        "moto. *without moto* also takes off the time moto's request handler ran on the "
+        f"critical path (at most each round trip's time beyond the injected {ms:g} ms): "
+        f"moto's own processing, Python in this process; DynamoDB's share is the {ms:g} ms, "
+        "botocore's client-side work stays in. It is the DynamoDB-like figure the targets "
+        "use. "
+        f"LiteLLM {data['litellm_version']}'s `Router` (in-process, one deployment: the same "
+        "fake server as an OpenAI-compatible endpoint, no retries, callbacks and telemetry "
+        "off, local cost map) sends the same request as the raw call.",
+        "",
+        "| request | DynamoDB round trips | DynamoDB requests | AWS requests | model calls "
+        "| median ms | p90 ms | added median ms | added p90 ms | without moto median ms "
+        "| without moto p90 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in CASES:
+        row = k[name]
+        low, high = row["round_trips_range"]
+        spread = f" [{low}-{high}]" if low != high else ""
+        tail = " | ".join(
+            f"{row[key]['median']:,.1f} | {row[key]['p90']:,.1f}" if key in row else "- | -"
+            for key in ("added_ms", "added_without_moto_ms")
+        )
+        lines.append(
+            f"| {row['title']} | {row['round_trips']}{spread} | {row['dynamodb_requests']} "
+            f"| {row['aws_requests']} | {row['model_calls']} | {row['ms']['median']:,.1f} "
+            f"| {row['ms']['p90']:,.1f} | {tail} |"
+        )
+    turn = k["session_turn"]
+    inv, lite = k["invoke"]["added_without_moto_ms"], k["litellm"]["added_ms"]
+    measured = k["invoke"]["added_ms"]
+    _, verdict = litellm_verdict(inv["median"], lite["median"])
+    lines += [
+        "",
+        f"Overhead over a raw `openai` call with {ms:g} ms per AWS request: Stratus (invoke "
+        f"through the API handler, moto's own time removed) **{inv['median']:.1f} ms median, "
+        f"{inv['p90']:.1f} ms p90** (as measured on moto: {measured['median']:.1f} ms, "
+        f"{measured['p90']:.1f} ms); "
+        f"LiteLLM Router **{lite['median']:.1f} ms median, {lite['p90']:.1f} ms p90**; "
+        f"Stratus is {verdict}. `ModelGateway.chat` alone makes "
+        f"{data['gateway_round_trips_per_model_call']} round trips per model call. A session "
+        f"turn makes {turn['session_table_round_trips']} round trips that touch the sessions "
+        f"table and {turn['round_trips_besides_model_calls']} round trips besides its "
+        f"{turn['model_calls']} model calls (tools included).",
+        "",
+    ]
+    for name in KINDS:
+        waves = k[name]["waves"]
+        if waves:
+            lines.append(f"- Round trips of one {k[name]['title']}: " + "; ".join(waves))
+    st = data.get("staleness")
+    if st:
+        lines += [
+            "",
+            "### What a cached breaker state lets through",
+            "",
+            "Two runtimes (`stratus.composition.Runtime`) on the same moto tables, like two "
+            "Lambda instances; breaker threshold 1, one attempt per model. The second calls "
+            f"`{st['model']}` once (its copy of the breaker state: closed); one 500 from the "
+            "fake model opens the breaker through the first; then the second calls the same "
+            f"endpoint and model every {st['pace_s'] * 1000:g} ms (plus the call's own time) "
+            "until it refuses without a request. The model answers those calls (the fault "
+            "hit only the first's), so the count is the cache's staleness alone; with a model "
+            "still failing, the second's own failures also open its breaker at "
+            "`breaker_failures`. Result: " + staleness_text(st) + ".",
+        ]
+    lines.append("")
     return lines

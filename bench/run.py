@@ -16,10 +16,12 @@ import resource
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from bench import aws_calls, coldstart, invoke, sessions
+from bench import aws_calls, coldstart, critical_path, invoke, sessions
+from bench.invoke import captured_stdout
 from bench.report import render
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "report.md"
@@ -70,6 +72,8 @@ def _load_average() -> list[float] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Powertools warns on stderr for every flush without metrics: noise, not a finding.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     preset = QUICK if args.quick else FULL
     runs = args.runs or preset["runs"]
     invokes = args.invokes or preset["invokes"]
@@ -93,21 +97,29 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"cold start: {len(coldstart.TARGETS)} modules x {runs} fresh interpreters")
     cold = coldstart.measure(runs, log=log)
-    log(f"invoke: {invokes} calls per case after {warmup} warm-up calls")
-    inv = invoke.measure(invokes, warmup, log=log)
-    log("sessions: per-turn reads, prompt and time at 10, 1,000 and 5,000 messages")
-    sess = sessions.measure(turns=2 if args.quick else 5, log=log)
-    log(f"aws calls: calls and capacity per request; gateway latency ({invokes} per case)")
-    calls = aws_calls.measure(invokes, warmup, log=log)
+    # The in-process sections print Powertools EMF metric lines and logs on stdout, as a
+    # function would to its log pipe: captured (and counted), never on the console.
+    with captured_stdout() as stdout:
+        log(f"invoke: {invokes} calls per case after {warmup} warm-up calls")
+        inv = invoke.measure(invokes, warmup, log=log)
+        log("sessions: per-turn reads, prompt and time at 10, 1,000 and 5,000 messages")
+        sess = sessions.measure(turns=2 if args.quick else 5, log=log)
+        log(f"aws calls: calls and capacity per request; gateway latency ({invokes} per case)")
+        calls = aws_calls.measure(invokes, warmup, log=log)
+        samples = max(3, invokes // 2)
+        log(f"critical path: round trips and latency per request kind ({samples} per case)")
+        critical = critical_path.measure(samples, 1 if args.quick else 3, log=log)
     data: dict[str, Any] = {
         "meta": meta,
         "cold_start": cold,
         "invoke": inv,
         "sessions": sess,
         "aws_calls": calls,
+        "critical_path": critical,
         "process": {
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "elapsed_s": round(time.perf_counter() - started, 1),
+            "stdout_bytes": stdout["bytes"],
         },
     }
     out: Path = args.out

@@ -1,8 +1,9 @@
 """Smoke test of ``python -m bench.run``: it runs, and the report is complete.
 
 Tiny sample counts (``--runs 2 --invokes 5``); nothing about timings is checked,
-only that every section is there and that the Stratus handlers keep ``openai``
-out of their cold start.
+only that every section is there, that the Stratus handlers keep ``openai``
+out of their cold start, that the critical path meets issue 11's round-trip
+targets, and that the console gets no EMF metric lines.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.report import SECTIONS
+from bench.critical_path import CASES, KINDS, LATENCY_S, litellm_verdict
+from bench.report import SECTIONS, targets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,6 +41,9 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # Powertools metrics (EMF) and logs of the in-process sections never reach the console.
+    assert '"_aws"' not in proc.stdout and '"_aws"' not in proc.stderr
+    assert "No application metrics to publish" not in proc.stderr
 
     report = out.read_text(encoding="utf-8")
     assert report.startswith("# Stratus benchmarks")
@@ -99,7 +104,8 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     for name in ("invoke", "invoke_idempotent", "session_turn", "gateway_call"):
         s = scenarios[name]
         assert s["dynamodb_calls"] > 0, name
-        assert s["rcu"] > 0 and s["wcu"] > 0, name
+        # Reads can all come from per-process caches (issue 11); every request writes.
+        assert s["rcu"] >= 0 and s["wcu"] > 0, name
         assert s["model_http_calls"] >= 1, name
         assert sum(s["by_operation"].values()) == s["aws_calls"], name
         assert sum(row["count"] for row in s["by_caller"]) == s["aws_calls"], name
@@ -121,3 +127,45 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     for case in latency["cases"].values():
         assert case["n"] == 5
     assert set(latency["added_over_raw_ms"]) == set(latency["cases"]) - {"raw"}
+
+    cp = data["critical_path"]
+    assert cp["latency_injected_ms"] == LATENCY_S * 1000 == 5.0
+    assert "5 ms slept before every AWS request" in report
+    kinds = cp["kinds"]
+    assert set(kinds) == set(CASES)
+    for name in CASES:
+        k = kinds[name]
+        assert k["ms"]["n"] == cp["samples"], name
+        assert k["round_trips"] <= k["dynamodb_requests"] <= k["aws_requests"], name
+        if name != "raw":
+            assert {"median", "p90"} <= set(k["added_ms"]), name
+            assert {"median", "p90"} <= set(k["added_without_moto_ms"]), name
+    for name in ("raw", "litellm"):
+        assert kinds[name]["aws_requests"] == 0 and kinds[name]["model_calls"] == 1
+    for name in KINDS:
+        assert kinds[name]["round_trips"] >= 1, name
+        assert kinds[name]["waves"], name
+    for name in ("invoke", "invoke_idempotent", "job_step", "gateway_call"):
+        assert kinds[name]["model_calls"] == 1, name
+    assert kinds["ledger_replay"]["model_calls"] == 0
+    assert kinds["session_turn"]["model_calls"] >= 1
+    # Issue 11's round-trip targets.
+    assert kinds["invoke"]["round_trips"] <= 2, kinds["invoke"]["waves"]
+    assert kinds["gateway_call"]["round_trips"] <= 2, kinds["gateway_call"]["waves"]
+    assert kinds["invoke_idempotent"]["round_trips"] <= 3, kinds["invoke_idempotent"]["waves"]
+    assert kinds["session_turn"]["session_table_round_trips"] <= 4, kinds["session_turn"]["waves"]
+    # The breaker opened elsewhere is honoured (the count depends on the state cache).
+    st = cp["staleness"]
+    assert st["warm_call"] == "answered" and st["opened_by_first"], st
+    assert st["honoured_after_s"] is not None and st["calls_let_through"] >= 0, st
+    assert "### What a cached breaker state lets through" in report
+    goals = targets(cp, data["cold_start"])
+    assert len(goals) >= 7 and all(goal["measured"] for goal in goals)
+    assert all(goal["name"] in report for goal in goals)
+    assert data["process"]["stdout_bytes"] > 0  # captured, not shown
+
+
+def test_litellm_verdict_says_below_within_or_above() -> None:
+    assert litellm_verdict(3.0, 4.0) == (True, "below LiteLLM's by 1.0 ms")
+    assert litellm_verdict(8.0, 4.0) == (True, "within 5 ms of LiteLLM's (4.0 ms above)")
+    assert litellm_verdict(10.0, 4.0)[0] is False
