@@ -14,7 +14,7 @@ UV = REPO_ROOT / ".tools" / "bin" / "uv"
 EXPORT = [
     "export",
     "--frozen",
-    "--no-dev",
+    "--no-default-groups",
     "--no-emit-project",
     "--no-hashes",
     "--no-header",
