@@ -3,6 +3,8 @@
 #   make demo    start the local cloud, walk through every execution model, stop
 #                (ARGS=--verbose also streams the function logs)
 #   make test    the whole suite (lint, types, unit, functional, infra, e2e, benchmark smoke)
+#   make eval    run the agents' eval suites offline and gate on the baselines
+#                (ARGS="--junit eval.xml --report eval.md --json eval.json", ...)
 #   make synth   synthesize the CDK app (no AWS credentials, no Docker)
 #   make deploy  deploy a stage to AWS: make deploy STAGE=prod
 #   make bench   write bench/report.md
@@ -18,7 +20,7 @@ PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export UV_LINK_MODE := copy
 
-.PHONY: env dev demo test lint typecheck synth deploy diff bench soak lock clean
+.PHONY: env dev demo test lint typecheck synth deploy diff bench soak lock clean eval
 
 env: $(VENV)/.synced node_modules/.installed
 
@@ -54,6 +56,9 @@ typecheck: env
 
 test: lint typecheck
 	$(VENV)/bin/pytest -n 2 --dist loadgroup
+
+eval: env
+	$(PY) -m infra.cli eval $(ARGS)
 
 synth: env
 	npx cdk synth --quiet -c stage=$(STAGE)

@@ -306,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget_where.add_argument("--stack", help="a deployed Stratus stack to read the table from")
     budget_set.set_defaults(func=_budget_set)
 
+    from infra import eval_cli
+
+    eval_cli.add_parser(commands)
+
     dev = commands.add_parser("dev", help="run the whole app on the embedded local cloud")
     dev.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="0 = any free port")
     dev.add_argument("--aws-port", type=int, default=DEFAULT_AWS_PORT, help="0 = any free port")

@@ -1,0 +1,175 @@
+"""Checking one assertion against one observed run of an agent."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stratus.evals import models as m
+
+Status = Literal["passed", "failed", "skipped"]
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Observation:
+    """What one run of an agent produced, as the target reports it."""
+
+    output: str | dict[str, Any]
+    model: str = ""
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    fake_model: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.output, str):
+            return self.output
+        return json.dumps(self.output, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class AssertionResult:
+    type: str
+    status: Status
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "status": self.status, "message": self.message}
+
+
+def field_value(output: Any, path: str) -> Any:
+    """``output`` at a dotted path (list indexes as numbers), or ``_MISSING``."""
+    value = output
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def _subset(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and _subset(value, actual[key]) for key, value in expected.items()
+        )
+    return bool(expected == actual)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def check(
+    assertion: m.Assertion, seen: Observation, agent_schema: dict[str, Any] | None
+) -> AssertionResult:
+    """Pass, fail (with what was seen) or skip ``assertion`` on one observation."""
+    kind = assertion.type
+
+    def result(ok: bool, message: str) -> AssertionResult:
+        return AssertionResult(kind, "passed" if ok else "failed", message)
+
+    if isinstance(assertion, m.FieldEquals | m.FieldOneOf | m.FieldMatches):
+        value = field_value(seen.output, assertion.path)
+        if value is _MISSING:
+            return result(False, f"the output has no field {assertion.path!r}")
+        if isinstance(assertion, m.FieldEquals):
+            return result(
+                value == assertion.value,
+                f"{assertion.path} is {_show(value)}, expected {_show(assertion.value)}",
+            )
+        if isinstance(assertion, m.FieldOneOf):
+            return result(
+                value in assertion.values,
+                f"{assertion.path} is {_show(value)}, expected one of {_show(assertion.values)}",
+            )
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        return result(
+            re.search(assertion.pattern, text) is not None,
+            f"{assertion.path} is {_show(value)}, expected to match /{assertion.pattern}/",
+        )
+    if isinstance(assertion, m.OutputSchema):
+        return _check_schema(assertion.schema_ or agent_schema, seen)
+    if isinstance(assertion, m.TextContains | m.TextNotContains):
+        haystack, needle = seen.text, assertion.text
+        if not assertion.case_sensitive:
+            haystack, needle = haystack.lower(), needle.lower()
+        found = needle in haystack
+        if isinstance(assertion, m.TextContains):
+            return result(
+                found, f"the answer {'contains' if found else 'lacks'} {assertion.text!r}"
+            )
+        return result(
+            not found, f"the answer {'contains' if found else 'lacks'} {assertion.text!r}"
+        )
+    if isinstance(assertion, m.TextMatches):
+        ok = re.search(assertion.pattern, seen.text) is not None
+        return result(
+            ok, f"the answer {'matches' if ok else 'does not match'} /{assertion.pattern}/"
+        )
+    if isinstance(assertion, m.ToolCalled):
+        calls = [call for call in seen.tool_calls if call.name == assertion.name]
+        if not calls:
+            names = [call.name for call in seen.tool_calls] or "no tool"
+            return result(False, f"{assertion.name} was not called (called: {names})")
+        ok = any(_subset(assertion.arguments, call.arguments) for call in calls)
+        args = [call.arguments for call in calls]
+        return result(
+            ok, f"{assertion.name} called with {_show(args)}; expected {_show(assertion.arguments)}"
+        )
+    if isinstance(assertion, m.ToolNotCalled):
+        count = sum(1 for call in seen.tool_calls if call.name == assertion.name)
+        return result(count == 0, f"{assertion.name} was called {count} time(s)")
+    if isinstance(assertion, m.CostAtMost):
+        return result(
+            seen.cost_usd <= assertion.usd,
+            f"cost {seen.cost_usd:.6f} USD, at most {assertion.usd:.6f}",
+        )
+    if isinstance(assertion, m.LatencyAtMost):
+        return result(
+            seen.latency_s <= assertion.seconds,
+            f"latency {seen.latency_s:.3f} s, at most {assertion.seconds:.3f}",
+        )
+    if isinstance(assertion, m.TokensAtMost):
+        return result(
+            seen.tokens <= assertion.tokens, f"{seen.tokens} tokens, at most {assertion.tokens}"
+        )
+    # m.LlmJudge: needs a judge model through the gateway; not run by this version.
+    return AssertionResult(kind, "skipped", "LLM-judge assertions are not run yet (skipped)")
+
+
+def _check_schema(schema: dict[str, Any] | None, seen: Observation) -> AssertionResult:
+    import jsonschema
+
+    if schema is None:
+        return AssertionResult(
+            "output_schema", "failed", "no schema given and the agent declares none"
+        )
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(seen.output), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return AssertionResult("output_schema", "passed", "the output matches the schema")
+    first = errors[0]
+    where = ".".join(str(p) for p in first.absolute_path) or "(the output)"
+    return AssertionResult(
+        "output_schema", "failed", f"{where}: {first.message} ({len(errors)} error(s))"
+    )
