@@ -369,3 +369,55 @@ def test_an_unexpected_error_retries_until_the_last_delivery_then_fails(world: W
 )
 def test_failure_action(error: Exception, receives: int, action: str) -> None:
     assert failure_action(error, receives, MAX_RECEIVES) == action
+
+
+def test_a_finished_jobs_event_callback_and_task_budget_go_out_in_one_wave(world: World) -> None:
+    """Three independent requests of a finished job: each waits for the other two, which
+    only works if they are in flight together (one round trip, not three)."""
+    import threading
+
+    barrier = threading.Barrier(3, timeout=10)
+
+    class Together(MemoryEvents):
+        def publish(self, message: str, attributes: Any) -> None:
+            barrier.wait()
+            super().publish(message, attributes)
+
+    class TogetherQueue(MemoryQueue):
+        def send(self, queue_url: str, body: str, attributes: Any) -> None:
+            if queue_url == CALLBACK_QUEUE:
+                barrier.wait()
+            super().send(queue_url, body, attributes)
+
+    class Budgets:
+        def __init__(self) -> None:
+            self.closed: list[Any] = []
+
+        def close_task(self, scope: Any) -> None:
+            barrier.wait()
+            self.closed.append(scope)
+
+    events, queue, budgets = Together(), TogetherQueue(), Budgets()
+    service = JobService(
+        world.store,
+        queue,
+        Notifier(publisher=events),
+        settings=Settings(job_queues=QUEUES, callback_queue_url=CALLBACK_QUEUE),
+        budgets=budgets,
+        rng=lambda: 0.5,
+    )
+    job, _ = service.submit(
+        JobRequest(agent="triage", input="x", callback_url="https://example.com/hook"),
+        tenant_id="t1",
+        idempotency_key=None,
+        source="api",
+    )
+    claimed = service.claim(
+        JobMessage(job_id=job["job_id"], tenant_id="t1", agent="triage"), agent="triage", lease_s=60
+    )
+    assert claimed is not None
+    service.finish_and_notify(job["job_id"], "succeeded", result="a")
+    assert len(events.published) == 1 and len(budgets.closed) == 1
+    assert [url for url, _, _ in queue.sent].count(CALLBACK_QUEUE) == 1
+    finished = world.store.get(job["job_id"])
+    assert finished is not None and finished["notified"] is True

@@ -42,6 +42,7 @@ from stratus.errors import (
     StratusError,
     ValidationFailed,
 )
+from stratus.fanout import run_all, values
 from stratus.jobs.callbacks import queue_callback
 from stratus.jobs.contracts import (
     TERMINAL,
@@ -289,15 +290,26 @@ class JobService:
     def notify(self, job: Mapping[str, Any]) -> None:
         """The job event, and its callback queued for asynchronous delivery; ``notified``
         once both are done (:meth:`ensure_notified` retries what was not)."""
-        if self.budgets is not None:
-            try:  # a finished job spends no more: what dead attempts hold is given back
-                self.budgets.close_task(job_scope(job, "main"))
-            except Exception:
-                logger.exception("closing the job's task budget failed")
-        published = self.notifier.job_finished(job)
-        queued = queue_callback(self.store, self.queue, self.settings, job)
+        # Independent of each other: one wave (the event, the callback, the task budget).
+        _, published, queued = values(
+            run_all(
+                [
+                    lambda: self._close_task(job),
+                    lambda: self.notifier.job_finished(job),
+                    lambda: queue_callback(self.store, self.queue, self.settings, job),
+                ]
+            )
+        )
         if published and queued:
             self.store.mark_notified(job["job_id"])
+
+    def _close_task(self, job: Mapping[str, Any]) -> None:
+        if self.budgets is None:
+            return
+        try:  # a finished job spends no more: what dead attempts hold is given back
+            self.budgets.close_task(job_scope(job, "main"))
+        except Exception:
+            logger.exception("closing the job's task budget failed")
 
     # -- the worker
 
