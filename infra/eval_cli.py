@@ -36,6 +36,7 @@ from stratus.evals.runner import plan, run_cases
 
 AGENTS_DIR = FUNCTIONS_DIR / "agents"
 SCHEMA_FILE = REPO_ROOT / "evals" / "schema.json"
+LOCAL_FACTS = REPO_ROOT / ".stratus" / "local.json"
 OFFLINE_KEY = "sk-eval-offline"
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -96,6 +97,14 @@ def add_parser(commands: Any) -> None:
         help="where <agent>/evals/*.json live (default functions/agents)",
     )
     p.add_argument(
+        "--api",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="run against a running local cloud's API (URL and key from .stratus/local.json)",
+    )
+    p.add_argument("--key", help="the tenant API key for --api (default: the demo tenant's)")
+    p.add_argument(
         "--write-schema", action="store_true", help="regenerate evals/schema.json and exit"
     )
     p.set_defaults(func=main)
@@ -110,7 +119,7 @@ def _display(path: Path) -> str:
 
 def load_suites(agents_dir: Path, only: list[str] | None) -> dict[str, list[Suite]]:
     """Agent -> its suites; every file is validated before anything runs."""
-    from functions.agents import agent_names
+    from functions.agents import agent_names, load_agent
 
     known = agent_names()
     for name in only or []:
@@ -129,6 +138,15 @@ def load_suites(agents_dir: Path, only: list[str] | None) -> dict[str, list[Suit
                 errors.append(
                     f"{_display(path)}: agent: the suite is for {suite.agent!r} "
                     f"but lives under agent {name!r}"
+                )
+                continue
+            turns = [i for i, case in enumerate(suite.cases) if isinstance(case.input, list)]
+            if turns and load_agent(name).sessions is None:
+                case = suite.cases[turns[0]]
+                errors.append(
+                    f"{_display(path)}: case {case.id!r} (cases[{turns[0]}]): "
+                    f"cases[{turns[0]}].input: a list of turns needs an agent with "
+                    f"sessions; {name} has none"
                 )
                 continue
             taken = {case.id for other in suites.get(name, []) for case in other.cases}
@@ -233,6 +251,50 @@ def in_process_target(agents: list[str]) -> Iterator[tuple[Any, bool]]:
         yield InProcessTarget(runtime, {name: load_agent(name) for name in agents}), offline
 
 
+@contextlib.contextmanager
+def api_target(
+    agents: list[str], url: str | None, key: str | None, facts_file: Path | None = None
+) -> Iterator[tuple[Any, bool]]:
+    """(target, offline): a running API; what is not given comes from ``.stratus/local.json``."""
+    from functions.agents import load_agent
+    from stratus.evals.api_target import ApiTarget, ApiUnreachable
+
+    facts_file = facts_file or LOCAL_FACTS
+    facts: dict[str, Any] = {}
+    if not url or not key:
+        try:
+            facts = json.loads(facts_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise UsageError(
+                f"--api: no local cloud is running ({_display(facts_file)} not found or "
+                "unreadable); start one with `stratus dev`, or pass --api URL --key KEY"
+            ) from None
+    url = url or facts.get("api_url")
+    key = key or facts.get("demo_tenant_key")
+    if not url or not key:
+        raise UsageError(f"--api: {_display(facts_file)} names no api_url / demo_tenant_key")
+    # The facts say whether that cloud runs the fake model; for another API it is unknown.
+    offline = bool(facts.get("fake_model")) and facts.get("api_url") == url
+    specs = {name: load_agent(name) for name in agents}
+    schemas = {
+        name: None if spec.output_schema is None else spec.output_schema.model_json_schema()
+        for name, spec in specs.items()
+    }
+    try:
+        target = ApiTarget(
+            url,
+            key,
+            schemas,
+            versions={name: spec.version for name, spec in specs.items()},
+            fake_model=offline,
+        )
+        target.check_reachable()
+    except ApiUnreachable as error:
+        raise UsageError(f"--api: {error}; is the local cloud running (`stratus dev`)?") from None
+    print(f"[eval] against the API at {url}", file=sys.stderr)
+    yield target, offline
+
+
 class _Progress:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
@@ -275,7 +337,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no case has the tag {args.tag!r}")
     agents = sorted({item.agent for item in planned})
     started = time.perf_counter()
-    with in_process_target(agents) as (target, offline):
+    chosen = (
+        in_process_target(agents)
+        if args.api is None and args.key is None
+        else api_target(agents, args.api, args.key)
+    )
+    with chosen as (target, offline):
         with _quiet_runtime():
             results = run_cases(planned, target, concurrency=args.concurrency, progress=_Progress())
         verdicts = []
@@ -287,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
                     suites[agent],
                     [r for r in results if r.agent == agent],
                     model=target.model(agent) + (" (offline fake model)" if offline else ""),
-                    release=target.spec(agent).version,
+                    release=target.release(agent),
                     baseline=gate.load_baseline(baseline_path),
                 )
             )

@@ -50,7 +50,10 @@ def test_stratus_eval_passes_offline_and_writes_junit_markdown_and_json(
     result = json.loads(data.read_text())
     assert result["passed"] is True and result["offline"] is True
     agents = {agent["agent"]: agent for agent in result["agents"]}
-    assert {"triage", "order_status"} <= set(agents)
+    assert {"triage", "order_status", "returns", "support"} <= set(agents)
+    assert any("critical" in c["tags"] for c in agents["returns"]["cases"])
+    multi = next(c for c in agents["support"]["cases"] if c["id"] == "refers-back-to-the-order")
+    assert [a["status"] for a in multi["samples"][0]["assertions"][:3]] == ["passed"] * 3
     assert len(agents["triage"]["cases"]) >= 30
     assert agents["triage"]["score"] == agents["triage"]["baseline_score"] == 100.0
     lookup = next(c for c in agents["order_status"]["cases"] if c["id"] == "lookup-in-transit")
@@ -183,3 +186,93 @@ def test_a_malformed_suite_exits_2_naming_file_case_and_field(
     assert f"{evals / 'bad.json'}: case 'broken' (cases[1]): cases[1].assertions[0].values" in err
     assert cli.main(["eval", "--agent", "nobody"]) == 2
     assert "--agent nobody: no such agent" in capsys.readouterr().err
+
+
+def test_api_without_a_running_local_cloud_exits_2(
+    offline: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from infra.local.facts import free_port
+
+    monkeypatch.setattr(eval_cli, "LOCAL_FACTS", tmp_path / ".stratus" / "local.json")
+    assert cli.main(["eval", "--agent", "triage", "--api"]) == 2
+    err = capsys.readouterr().err
+    assert "--api: no local cloud is running" in err and "local.json not found" in err
+    # A state file left behind by a cloud that has stopped: nothing answers at its URL.
+    dead = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / ".stratus").mkdir()
+    (tmp_path / ".stratus" / "local.json").write_text(
+        json.dumps({"api_url": dead, "demo_tenant_key": "sk-x", "fake_model": True})
+    )
+    assert cli.main(["eval", "--agent", "triage", "--api"]) == 2
+    err = capsys.readouterr().err
+    assert f"--api: no API answers at {dead}" in err and "stratus dev" in err
+    assert cli.main(["eval", "--api", "ftp://example.com", "--key", "k"]) == 2
+    assert "is not an http(s) URL" in capsys.readouterr().err
+
+
+def _session_suite(tmp_path: Path, agent: str, assertions: list[dict[str, Any]]) -> Path:
+    evals = tmp_path / agent / "evals"
+    evals.mkdir(parents=True)
+    suite = {
+        "agent": agent,
+        "cases": [
+            {
+                "id": "two-turns",
+                "input": ["My order is A-1001.", "When does it come?"],
+                "assertions": assertions,
+            }
+        ],
+    }
+    (evals / "turns.json").write_text(json.dumps(suite))
+    return tmp_path
+
+
+def test_a_list_of_turns_runs_one_session_and_asserts_on_the_last_turn(
+    scripted: FakeModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The context is what the session sent with the last message: the first turn, both
+    # sides, and not the last message itself (that is the input, not the context).
+    scripted.script(Reply(content="Noted: order A-1001."), Reply(content="Tomorrow, by DHL."))
+    agents = _session_suite(
+        tmp_path,
+        "support",
+        [
+            {"type": "context_contains", "text": "My order is A-1001."},
+            {"type": "context_contains", "text": "Noted: order A-1001."},
+            {"type": "context_contains", "text": "When does it come?"},
+            {"type": "text_contains", "text": "Tomorrow"},
+            {"type": "text_not_contains", "text": "Noted"},
+        ],
+    )
+    data = tmp_path / "eval.json"
+    # No threshold, baseline or critical tag: the case fails, the gate does not.
+    assert cli.main(["eval", "--agents-dir", str(agents), "--json", str(data)]) == 0
+    capsys.readouterr()
+    sample = json.loads(data.read_text())["agents"][0]["cases"][0]["samples"][0]
+    assert [a["status"] for a in sample["assertions"]] == [
+        "passed",
+        "passed",
+        "failed",
+        "passed",
+        "passed",
+    ]
+    assert sample["assertions"][2]["message"] == (
+        "the last turn's context (2 earlier message(s)) lacks 'When does it come?'"
+    )
+    assert sample["answer"] == "Tomorrow, by DHL."
+    user_turns = [
+        [m["content"] for m in r.body["messages"] if m["role"] == "user"] for r in scripted.requests
+    ]
+    assert user_turns == [["My order is A-1001."], ["My order is A-1001.", "When does it come?"]]
+
+
+def test_a_list_of_turns_for_an_agent_without_sessions_exits_2(
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agents = _session_suite(tmp_path, "triage", [{"type": "cost_at_most", "usd": 1}])
+    assert cli.main(["eval", "--agents-dir", str(agents)]) == 2
+    err = capsys.readouterr().err
+    assert "case 'two-turns' (cases[0]): cases[0].input: a list of turns needs an agent" in err

@@ -64,6 +64,18 @@ def test_each_assertion(assertion: dict[str, Any], status: str) -> None:
     assert _check(assertion, SEEN).status == status
 
 
+@pytest.mark.parametrize("kind", ["tool_called", "tool_not_called"])
+def test_tool_assertions_fail_when_the_target_cannot_see_tool_calls(kind: str) -> None:
+    from dataclasses import replace
+
+    blind = replace(SEEN, tool_calls=[], tool_calls_unobservable="not observable over the API")
+    result = _check({"type": kind, "name": "lookup_order"}, blind)
+    assert (result.status, result.message) == (
+        "failed",
+        "lookup_order: not observable over the API",
+    )
+
+
 def test_output_schema_uses_the_given_schema_or_the_agents() -> None:
     schema = {"type": "object", "properties": {"confidence": {"maximum": 0.5}}}
     failed = _check({"type": "output_schema", "schema": schema}, SEEN)

@@ -31,6 +31,13 @@ class Observation:
     output_tokens: int = 0
     tool_calls: list[ToolCall] = field(default_factory=list)
     fake_model: bool = False
+    #: Why the target cannot see the tool calls (the API does not return them), or None.
+    tool_calls_unobservable: str | None = None
+    #: A session case: every turn's answer, in order (``output`` is the last one).
+    turns: list[str | dict[str, Any]] = field(default_factory=list)
+    #: A session case: the earlier conversation the last turn's model call carried
+    #: (chat messages); None when the target cannot see it.
+    context: list[dict[str, Any]] | None = None
 
     @property
     def tokens(self) -> int:
@@ -126,6 +133,9 @@ def check(
         return result(
             ok, f"the answer {'matches' if ok else 'does not match'} /{assertion.pattern}/"
         )
+    if isinstance(assertion, m.ToolCalled | m.ToolNotCalled) and seen.tool_calls_unobservable:
+        # Never a silent pass: an assertion the target cannot check fails, saying why.
+        return result(False, f"{assertion.name}: {seen.tool_calls_unobservable}")
     if isinstance(assertion, m.ToolCalled):
         calls = [call for call in seen.tool_calls if call.name == assertion.name]
         if not calls:
@@ -139,6 +149,19 @@ def check(
     if isinstance(assertion, m.ToolNotCalled):
         count = sum(1 for call in seen.tool_calls if call.name == assertion.name)
         return result(count == 0, f"{assertion.name} was called {count} time(s)")
+    if isinstance(assertion, m.ContextContains):
+        if seen.context is None:
+            return result(False, "the model's context is not observable on this target")
+        haystack = json.dumps([msg.get("content") for msg in seen.context], ensure_ascii=False)
+        needle = assertion.text
+        if not assertion.case_sensitive:
+            haystack, needle = haystack.lower(), needle.lower()
+        found = needle in haystack
+        return result(
+            found,
+            f"the last turn's context ({len(seen.context)} earlier message(s)) "
+            f"{'contains' if found else 'lacks'} {assertion.text!r}",
+        )
     if isinstance(assertion, m.CostAtMost):
         return result(
             seen.cost_usd <= assertion.usd,

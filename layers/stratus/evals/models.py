@@ -96,6 +96,15 @@ class ToolNotCalled(_Strict):
     name: str = Field(min_length=1)
 
 
+class ContextContains(_Strict):
+    """The model's context on the last turn of a session case (the earlier turns the
+    session sent along with the new message) contains ``text``: the turn referred back."""
+
+    type: Literal["context_contains"]
+    text: str = Field(min_length=1)
+    case_sensitive: bool = False
+
+
 class CostAtMost(_Strict):
     type: Literal["cost_at_most"]
     usd: float = Field(ge=0)
@@ -132,6 +141,7 @@ Assertion = Annotated[
     | TextMatches
     | ToolCalled
     | ToolNotCalled
+    | ContextContains
     | CostAtMost
     | LatencyAtMost
     | TokensAtMost
@@ -145,8 +155,13 @@ class Case(_Strict):
     description: str = ""
     #: ``critical``: the gate fails whenever this case fails, whatever the score.
     tags: list[str] = Field(default_factory=list)
-    #: The agent's input: a string or a JSON object (as ``POST .../invoke`` takes it).
-    input: str | dict[str, Any]
+    #: The agent's input: a string or a JSON object (as ``POST .../invoke`` takes it), or,
+    #: for an agent with sessions, a list of turns: one session, the assertions on the last.
+    input: (
+        str
+        | dict[str, Any]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    )
     #: Runs of the case (pass@k); ``stratus eval --samples K`` overrides it.
     samples: int = Field(default=1, ge=1, le=100)
     require: Literal["all", "majority", "any"] = "all"

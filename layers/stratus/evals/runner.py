@@ -21,7 +21,9 @@ from stratus.evals.models import Case, Suite
 class Target(Protocol):
     """Where the cases run: the in-process runtime, later a local cloud or a stage."""
 
-    def run(self, agent: str, user_input: str | dict[str, Any]) -> Observation: ...
+    def run(self, agent: str, user_input: str | dict[str, Any] | list[str]) -> Observation:
+        """One run; a list of turns runs one session of an agent with sessions."""
+        ...
 
     def output_schema(self, agent: str) -> dict[str, Any] | None: ...
 
