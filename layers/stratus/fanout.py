@@ -8,8 +8,8 @@ they cost one round trip each; issued together, one round trip in all.
 :func:`run_all` runs callables on a process-wide thread pool and waits for all
 of them. It cannot deadlock when a callable itself calls :func:`run_all` (budget
 scopes inside the gateway's wave) or when more callers wait than the pool has
-threads: the waiting caller runs every callable that no thread has started yet
-itself ("caller runs"), so it only ever waits on work that is running.
+threads: the waiting caller runs every callable that no thread has started within
+a short grace itself ("caller runs"), so it only ever waits on work that is running.
 
 boto3 clients are thread-safe; boto3 *sessions* and resources are not, which is
 why the runtime shares clients (``stratus.aws``), never sessions, across threads.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +28,10 @@ T = TypeVar("T")
 #: Threads shared by every wave of the process (a Lambda serves one request at a time;
 #: the local cloud and the tests run many in one process, which caller-runs absorbs).
 POOL_THREADS = 16
+#: How long a waiting caller lets the pool start a callable before it runs it itself: a
+#: few threads starting late on a busy machine should not split a wave in two, and a
+#: saturated pool (every thread waiting on inner waves) costs at most this per callable.
+START_GRACE_S = 0.25
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -79,7 +83,10 @@ def run_all(fns: Sequence[Callable[[], Any]]) -> list[Outcome[Any]]:
     futures: list[Future[Outcome[Any]]] = [pool.submit(_outcome, fn) for fn in fns[1:]]
     results = [_outcome(fns[0])]
     for fn, future in zip(fns[1:], futures, strict=True):
-        if future.cancel():  # no thread took it yet: run it here
+        # Give a thread a moment to take it (so the wave stays one round trip on a
+        # loaded machine); one that no thread took by then runs here.
+        wait([future], timeout=START_GRACE_S)
+        if future.cancel():
             results.append(_outcome(fn))
         else:
             results.append(future.result())
