@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from infra.local.lambda_types import FunctionConfig, RuntimeStopped, TooManyRequests
+from infra.local.lambda_worker import INIT_DONE
 
 WORKER_MODULE = "infra.local.lambda_worker"
 
@@ -169,10 +170,14 @@ class Worker:
 
     def _pump(self, stream: IO[bytes]) -> None:
         """Forward one output stream line by line until the worker closes it."""
+        initialised = False  # until the worker's marker: init output, no request to tag
         try:
             for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                request_id = self.request_id
+                if line == INIT_DONE:
+                    initialised = True
+                    continue
+                request_id = self.request_id if initialised else None
                 if request_id and not line.lstrip().startswith("{") and request_id not in line:
                     line = f"[{request_id}] {line}"
                 self._emit(f"[{self.config.name}] {line}")

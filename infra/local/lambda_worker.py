@@ -117,6 +117,10 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+#: The line a worker writes to stdout and stderr once its init is done (never shown).
+INIT_DONE = "\x00stratus-init-done"
+
+
 def _setup_logging() -> None:
     """Install the root handler the Lambda Python runtime installs (text format).
 
@@ -308,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         error = _error(type(exc).__name__, str(exc), _trace(exc.__traceback__))
     else:
         init_ms = (time.perf_counter() - started) * 1000.0
+        # Everything written before these markers is init output: the runtime's log readers
+        # tag what follows with the request id, never what came before.
+        for stream in (sys.stdout, sys.stderr):
+            stream.write(INIT_DONE + "\n")
+            stream.flush()
         _send(responses, json.dumps({"type": "ready", "init_ms": init_ms}))
         while line := requests.readline():
             _send(responses, _invoke(handler, json.loads(line)))
