@@ -1,6 +1,6 @@
 # Stratus: every target installs what it needs first, so each works on a fresh clone.
 #   make dev     the whole app on the embedded local cloud (Ctrl-C stops it)
-#   make demo    start the local cloud, walk through every execution model, stop
+#   make demo    walk through every execution model (on the running `make dev` cloud, if any)
 #                (ARGS=--verbose also streams the function logs)
 #   make test    the whole suite (lint, types, unit, functional, infra, e2e, benchmark smoke)
 #   make eval    run the agents' eval suites offline and gate on the baselines

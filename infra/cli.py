@@ -145,7 +145,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.verbose:
         _quiet_moto()
-    return run_demo(verbose=args.verbose)
+    return run_demo(verbose=args.verbose, fresh=args.fresh)
 
 
 def _queue_url(sqs: Any, queue: str) -> str:
@@ -320,11 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(func=_dev)
 
-    demo = commands.add_parser("demo", help="start the local cloud, walk through it, stop")
+    demo = commands.add_parser(
+        "demo",
+        help="walk through every execution model: on the running local cloud (stratus dev) if "
+        "there is one, else on one started for the walk-through and stopped after it",
+    )
     demo.add_argument(
         "--verbose",
         action="store_true",
         help="stream function, gateway and moto logs to the console (default: .stratus/demo.log)",
+    )
+    demo.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new local cloud even if one is running",
     )
     demo.set_defaults(func=_demo)
     return parser

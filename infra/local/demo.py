@@ -34,6 +34,8 @@ from infra.paths import REPO_ROOT
 
 #: Where the local cloud's logs go while the demo runs (unless verbose).
 DEFAULT_LOG_FILE = REPO_ROOT / ".stratus" / "demo.log"
+#: Where a running local cloud (``stratus dev``) says where it is.
+DEFAULT_STATE_FILE = REPO_ROOT / ".stratus" / "local.json"
 
 
 @dataclass
@@ -394,13 +396,48 @@ def _logs_to(log_file: _LogFile) -> Iterator[None]:
         stratus.propagate = saved[3]
 
 
+def running_cloud(state_file: Path = DEFAULT_STATE_FILE) -> LocalFacts | None:
+    """The facts of a local cloud that is running now (``stratus dev``), else None.
+
+    Running means its state file exists and its API answers ``GET /v1/health``; a
+    state file left behind by a killed cloud is ignored.
+    """
+    try:
+        raw = json.loads(state_file.read_text(encoding="utf-8"))
+        facts = LocalFacts(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
+    try:
+        reply = http("GET", f"{facts.api_url}/v1/health", timeout=2.0)
+    except (OSError, ValueError):
+        return None
+    return facts if reply.status == 200 else None
+
+
 def run_demo(
-    out: TextIO = sys.stdout, *, verbose: bool = False, log_file: Path = DEFAULT_LOG_FILE
+    out: TextIO = sys.stdout,
+    *,
+    verbose: bool = False,
+    log_file: Path = DEFAULT_LOG_FILE,
+    fresh: bool = False,
+    state_file: Path = DEFAULT_STATE_FILE,
 ) -> int:
     """Run the walk-through; the local cloud's logs go to ``log_file`` unless ``verbose``.
 
+    If a local cloud is already running (``stratus dev``) and ``fresh`` is false, the
+    walk-through drives that one, so what it did stays there (``stratus eval capture``,
+    ``stratus review``); otherwise it starts its own on free ports and stops it after.
     Returns 0 if every step behaved as documented, 1 otherwise.
     """
+    running = None if fresh else running_cloud(state_file)
+    if running is not None:
+        print(
+            f"Driving the local cloud already running at {running.api_url} (stratus dev); "
+            "its logs are in that terminal, and what this walk-through does stays there.",
+            file=out,
+            flush=True,
+        )
+        return Demo(running, out).run()
     if verbose:
         logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", stream=sys.stderr)
         with LocalCloud(api_port=0, aws_port=0, state_file=None) as cloud:
