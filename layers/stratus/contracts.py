@@ -66,6 +66,18 @@ class AgentRef(BaseModel):
     version: str
 
 
+class ToolCallView(BaseModel):
+    """One tool call the agent made while answering."""
+
+    name: str = Field(description="The tool's name.")
+    arguments: JsonObject = Field(
+        description=(
+            "The JSON object the model passed, as parsed; arguments that were not a JSON "
+            'object are kept as text: {"_raw": "..."}.'
+        )
+    )
+
+
 class InvokeResponse(BaseModel):
     output: str | JsonObject
     usage: Usage
@@ -73,6 +85,9 @@ class InvokeResponse(BaseModel):
     model: str
     agent: AgentRef
     request_id: str
+    tool_calls: list[ToolCallView] = Field(
+        default_factory=list, description="The tool calls the agent made, in order."
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -124,6 +139,9 @@ class SessionTurnResponse(BaseModel):
     cost_usd: float
     session_cost_usd: float
     request_id: str = Field(description="The request that sent the message.")
+    tool_calls: list[ToolCallView] = Field(
+        default_factory=list, description="The tool calls the agent made in this turn, in order."
+    )
 
 
 class SessionMessageView(BaseModel):

@@ -52,6 +52,35 @@ class ChatModel(Protocol):
     ) -> ChatResult: ...
 
 
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One tool call the runner executed: its name and the arguments the model passed.
+
+    ``arguments`` is the JSON object the model sent, as parsed; arguments that are not
+    a JSON object (invalid JSON, a bare value) are kept as text under ``_raw``.
+    """
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, name: str, arguments: str | None) -> ToolCallRecord:
+        try:
+            parsed = json.loads(arguments or "{}")
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            return cls(name, {RAW_ARGUMENTS: arguments or ""})
+        return cls(name, parsed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments}
+
+
+#: The key under which arguments that are not a JSON object are kept as text.
+RAW_ARGUMENTS = "_raw"
+
+
 @dataclass
 class AgentResult:
     output: str | dict[str, Any]
@@ -59,7 +88,8 @@ class AgentResult:
     usage: Usage = field(default_factory=Usage)
     cost_usd: Decimal = Decimal(0)
     model_calls: int = 0
-    tool_calls: list[str] = field(default_factory=list)
+    #: Every tool call executed, in order (name and arguments).
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
     fake_model: bool = False
     price_table_version: str = ""
     #: Models that failed before the one that answered (fallbacks), in order.
@@ -68,6 +98,11 @@ class AgentResult:
     #: Model calls replayed from the call ledger / served by the response cache.
     ledger_hits: int = 0
     cache_hits: int = 0
+
+    @property
+    def tool_names(self) -> list[str]:
+        """The names of the tools called, in order (for logs)."""
+        return [call.name for call in self.tool_calls]
 
 
 class AgentRunner:
@@ -151,7 +186,9 @@ class AgentRunner:
                 break
             messages.append(_assistant_message(reply.message.content, tool_calls))
             for call in tool_calls:
-                result.tool_calls.append(call.function.name)
+                result.tool_calls.append(
+                    ToolCallRecord.of(call.function.name, call.function.arguments)
+                )
                 messages.append(
                     {
                         "role": "tool",

@@ -2,8 +2,10 @@
 
 One local cloud (ephemeral ports, its own fake model) serves both targets: the
 in-process run points its runtime at the cloud's fake model server, the API run
-goes through the cloud's HTTP gateway and agent functions. The same scripted
-replies (a planted wrong category) give the same verdicts on both: the same
+goes through the cloud's HTTP gateway, agent functions, job queues and workflows.
+Every shipped suite gives the same per-case verdicts on both, unplanted (all
+pass) and with the same scripted replies planted: a wrong category, a wrong tool
+argument, a turn that forgot the first one, a job that is not routed. The same
 cases pass and fail, and the gate fails for the same reasons.
 """
 
@@ -104,52 +106,178 @@ def test_the_api_and_the_in_process_runtime_give_the_same_verdicts(
     assert _eval(tmp_path, "api-clean", *triage, *api)[0] == 0
 
 
-def test_tool_assertions_fail_over_the_api_as_not_observable(
-    local: LocalCloud, model: FakeModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _api(local: LocalCloud) -> list[str]:
     facts = local.facts
     assert facts is not None
-    code, result = _eval(
-        tmp_path,
-        "tools",
-        "--agent",
-        "order_status",
-        "--api",
-        facts.api_url,
-        "--key",
-        facts.demo_tenant_key,
+    return ["--api", facts.api_url, "--key", facts.demo_tenant_key]
+
+
+def _both(
+    tmp_path: Path, model: FakeModelServer, replies: list[Reply], api: list[str], *args: str
+) -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
+    """The same cases in-process and over the API, each with ``replies`` planted first."""
+    model.reset()
+    model.script(*replies)
+    in_process = _eval(tmp_path, "in-process", *args)
+    model.reset()
+    model.script(*replies)
+    over_api = _eval(tmp_path, "api", *args, *api)
+    model.reset()
+    return in_process, over_api
+
+
+def _sample(result: dict[str, Any], case_id: str) -> dict[str, Any]:
+    case = next(c for a in result["agents"] for c in a["cases"] if c["id"] == case_id)
+    sample: dict[str, Any] = case["samples"][0]
+    return sample
+
+
+def _statuses(sample: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(a["type"], a["status"], a["message"]) for a in sample["assertions"]]
+
+
+def test_every_shipped_suite_passes_with_the_same_verdicts_in_process_and_over_the_api(
+    local: LocalCloud, model: FakeModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (code_local, in_process), (code_api, over_api) = _both(tmp_path, model, [], _api(local))
+    out = capsys.readouterr().out
+    assert code_local == code_api == 0, out
+    assert _verdicts(over_api) == _verdicts(in_process)
+    shipped = {"order_status", "researcher", "returns", "support", "triage"}
+    assert set(_verdicts(over_api)) == shipped
+    assert all(v["passed"] and v["score"] == 100.0 for v in _verdicts(over_api).values())
+    # Tool calls and their arguments come back in the API's answers ...
+    lookup = _sample(over_api, "lookup-in-transit")
+    assert lookup["tool_calls"] == [{"name": "lookup_order", "arguments": {"order_id": "A-1001"}}]
+    assert lookup["tool_calls"] == _sample(in_process, "lookup-in-transit")["tool_calls"]
+    # ... the session's context is read back from the session ...
+    multi = _sample(over_api, "refers-back-to-the-order")
+    assert _statuses(multi) == _statuses(_sample(in_process, "refers-back-to-the-order"))
+    # ... a routed job names its specialist, and the workflow ran its planned steps.
+    assert _statuses(_sample(over_api, "job-routes-order")) == _statuses(
+        _sample(in_process, "job-routes-order")
+    )
+    report = _sample(over_api, "report-with-planned-steps")
+    assert set(report["answer"]) == {"answer", "confidence", "gaps"}
+    assert report["cost_usd"] > 0 and report["tokens"] > 0
+
+
+def _lookup_suite(tmp_path: Path) -> list[str]:
+    evals = tmp_path / "agents" / "order_status" / "evals"
+    evals.mkdir(parents=True)
+    suite = {
+        "agent": "order_status",
+        "cases": [
+            {
+                "id": "looks-up-a-1001",
+                "tags": ["critical"],
+                "input": "Where is my order A-1001?",
+                "assertions": [
+                    {
+                        "type": "tool_called",
+                        "name": "lookup_order",
+                        "arguments": {"order_id": "A-1001"},
+                    },
+                    {"type": "tool_not_called", "name": "cancel_order"},
+                ],
+            }
+        ],
+    }
+    (evals / "lookups.json").write_text(json.dumps(suite))
+    return ["--agents-dir", str(tmp_path / "agents")]
+
+
+def test_a_planted_wrong_tool_argument_fails_the_same_case_on_both_targets(
+    local: LocalCloud, model: FakeModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    planted = [
+        Reply(tool_calls=[{"name": "lookup_order", "arguments": {"order_id": "A-1002"}}]),
+        Reply(content="It was delivered."),
+    ]
+    agents = _lookup_suite(tmp_path)
+    (code_local, in_process), (code_api, over_api) = _both(
+        tmp_path, model, planted, _api(local), *agents
     )
     out = capsys.readouterr().out
-    assert code == 1  # critical cases assert a tool call: never a silent pass
-    cases = {case["id"]: case for case in result["agents"][0]["cases"]}
-    lookup = cases["lookup-in-transit"]
-    assertions = {a["type"]: a for a in lookup["samples"][0]["assertions"]}
-    assert assertions["tool_called"] == {
-        "type": "tool_called",
-        "status": "failed",
-        "message": "lookup_order: tool calls are not observable over the API",
+    assert code_local == code_api == 1
+    assert "critical case looks-up-a-1001 failed" in out
+    assert _verdicts(over_api) == _verdicts(in_process)
+    expected = [
+        (
+            "tool_called",
+            "failed",
+            'lookup_order called with [{"order_id": "A-1002"}]; expected {"order_id": "A-1001"}',
+        ),
+        ("tool_not_called", "passed", "cancel_order was called 0 time(s)"),
+    ]
+    assert _statuses(_sample(over_api, "looks-up-a-1001")) == expected
+    assert _statuses(_sample(in_process, "looks-up-a-1001")) == expected
+    # Unplanted, the fake model looks the order up with the id in the message: both pass.
+    (code_local, _), (code_api, _) = _both(tmp_path, model, [], _api(local), *agents)
+    capsys.readouterr()
+    assert code_local == code_api == 0
+
+
+def _turns_suite(tmp_path: Path) -> list[str]:
+    evals = tmp_path / "agents" / "support" / "evals"
+    evals.mkdir(parents=True)
+    suite = {
+        "agent": "support",
+        "cases": [
+            {
+                "id": "carries-the-first-turn",
+                "tags": ["critical"],
+                "input": ["My order is A-1001.", "When does it come?"],
+                "assertions": [
+                    {"type": "context_contains", "text": "My order is A-1001."},
+                    {"type": "context_contains", "text": "Noted: order A-1001."},
+                    {"type": "context_contains", "text": "When does it come?"},
+                    {"type": "text_contains", "text": "Tomorrow"},
+                ],
+            }
+        ],
     }
-    # The rest of the case was checked on the API's real answer (the demo tenant's order).
-    assert assertions["text_contains"]["status"] == "passed"
-    assert "critical case lookup-in-transit failed" in out
+    (evals / "turns.json").write_text(json.dumps(suite))
+    return ["--agents-dir", str(tmp_path / "agents")]
 
 
-def test_a_session_case_runs_over_the_session_routes(
+def test_a_session_case_sees_the_same_context_over_the_session_routes(
     local: LocalCloud, model: FakeModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    facts = local.facts
-    assert facts is not None
-    api = ["--api", facts.api_url, "--key", facts.demo_tenant_key]
-    code, result = _eval(tmp_path, "support", "--agent", "support", *api)
-    capsys.readouterr()
-    assert code == 1  # its critical case asserts the tool call and the context: not observable
-    cases = {case["id"]: case for case in result["agents"][0]["cases"]}
-    sample = cases["refers-back-to-the-order"]["samples"][0]
-    assert sample["error"] is None and sample["answer"].startswith("[fake model]")
-    statuses = {a["type"]: a for a in sample["assertions"]}
-    assert statuses["context_contains"]["message"] == (
-        "the model's context is not observable on this target"
+    planted = [Reply(content="Noted: order A-1001."), Reply(content="Tomorrow, by DHL.")]
+    agents = _turns_suite(tmp_path)
+    (code_local, in_process), (code_api, over_api) = _both(
+        tmp_path, model, planted, _api(local), *agents
     )
-    assert statuses["cost_at_most"]["status"] == "passed" and sample["tokens"] > 0
-    # Text assertions on the last turn's answer are checked over the API too.
-    assert cases["other-tenants-order-invisible"]["passed"] is True
+    capsys.readouterr()
+    assert code_local == code_api == 1  # the last turn's own message is not its context
+    assert _verdicts(over_api) == _verdicts(in_process)
+    sample = _sample(over_api, "carries-the-first-turn")
+    assert _statuses(sample) == _statuses(_sample(in_process, "carries-the-first-turn"))
+    assert [status for _, status, _ in _statuses(sample)] == [
+        "passed",
+        "passed",
+        "failed",
+        "passed",
+    ]
+    assert sample["answer"] == "Tomorrow, by DHL."
+
+
+def test_a_planted_routing_regression_fails_the_same_job_cases_on_both_targets(
+    local: LocalCloud, model: FakeModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every job decision says billing: nothing is routed, so the routed cases fail.
+    planted = [_decision("billing")] * 4
+    args = ["--agent", "triage", "--tag", "job"]
+    (code_local, in_process), (code_api, over_api) = _both(
+        tmp_path, model, planted, _api(local), *args
+    )
+    out = capsys.readouterr().out
+    assert code_local == code_api == 1
+    assert _verdicts(over_api) == _verdicts(in_process)
+    verdict = _verdicts(over_api)["triage"]
+    failed = sorted(case for case, (passed, _) in verdict["cases"].items() if not passed)
+    assert failed == ["job-routes-order", "job-routes-return"]
+    assert "critical case job-routes-order failed" in out
+    routed = [a for a in _statuses(_sample(over_api, "job-routes-return")) if a[0] == "routed_to"]
+    assert routed == [("routed_to", "failed", "routed to no agent, expected returns")]

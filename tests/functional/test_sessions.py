@@ -140,6 +140,7 @@ def test_session_lifecycle(support: dict[str, Any], fake_model: FakeModelServer)
         "usage",
         "cost_usd",
         "session_cost_usd",
+        "tool_calls",
         "request_id",
     }
     assert first.body["turn"] == 1

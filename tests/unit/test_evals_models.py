@@ -144,3 +144,85 @@ def test_a_suite_under_the_wrong_agent_and_ids_reused_across_files_are_errors(
     _write(evals, _suite(), "b.json")
     with pytest.raises(eval_cli.UsageError, match=r"b\.json: cases: id 'ok' is also used"):
         eval_cli.load_suites(tmp_path, ["triage"])
+
+
+def test_job_cases_route_and_reference_parse_with_defaults() -> None:
+    data = _suite()
+    data["cases"].append(
+        {
+            "id": "routed",
+            "kind": "job",
+            "route": True,
+            "input": {"message": "Where is my order?"},
+            "reference": {"category": "order_status", "anything": [1, None]},
+            "assertions": [
+                {"type": "routed_to", "agent": "order_status"},
+                {"type": "routed_to", "agent": None},
+                {"type": "job_steps", "include": ["main"]},
+            ],
+        }
+    )
+    plain, job = Suite.model_validate(data).cases
+    assert (plain.kind, plain.route, plain.reference, plain.mode) == (
+        "invoke",
+        False,
+        None,
+        "invoke",
+    )
+    assert (job.kind, job.route, job.mode) == ("job", True, "job")
+    assert job.reference == {"category": "order_status", "anything": [1, None]}
+    routed = job.assertions[0]
+    assert routed.type == "routed_to" and routed.agent == "order_status"
+    assert job.assertions[1].agent is None  # type: ignore[union-attr]
+    turns = Suite.model_validate(
+        _suite(
+            cases=[
+                {"id": "t", "input": ["a", "b"], "assertions": [{"type": "cost_at_most", "usd": 1}]}
+            ]
+        )
+    ).cases[0]
+    assert turns.mode == "session"
+
+
+@pytest.mark.parametrize(
+    ("case", "field", "message"),
+    [
+        ({"route": True}, "cases[1]", 'route: only a job case ("kind": "job") can be routed'),
+        ({"kind": "job", "input": ["a", "b"]}, "cases[1]", "a list of turns is a session"),
+        ({"kind": "queue"}, "cases[1].kind", "Input should be 'invoke' or 'job'"),
+        (
+            {"assertions": [{"type": "routed_to", "agent": "returns"}]},
+            "cases[1]",
+            'routed_to needs "kind": "job"',
+        ),
+        ({"kind": "job", "assertions": [{"type": "routed_to"}]}, "assertions[0].agent", "required"),
+        (
+            {"kind": "job", "assertions": [{"type": "job_steps", "include": []}]},
+            "assertions[0].include",
+            "at least 1 item",
+        ),
+    ],
+)
+def test_job_fields_that_do_not_fit_name_the_case_and_field(
+    tmp_path: Path, case: dict[str, Any], field: str, message: str
+) -> None:
+    data = _suite()
+    data["cases"].append(
+        {
+            "id": "bad-job",
+            "input": "hi",
+            "assertions": [{"type": "cost_at_most", "usd": 1}],
+            **case,
+        }
+    )
+    with pytest.raises(SuiteError) as error:
+        load_suite(_write(tmp_path, data), display="s.json")
+    text = str(error.value)
+    assert text.startswith("s.json: case 'bad-job' (cases[1]): ") and field in text
+    assert message in text
+
+
+def test_the_schema_publishes_kind_route_reference_and_the_job_assertions() -> None:
+    schema = eval_cli.schema_text()
+    for name in ('"kind"', '"route"', '"reference"', '"routed_to"', '"job_steps"'):
+        assert name in schema

@@ -48,6 +48,9 @@ class Result:
     output: str
     usage: Usage = field(default_factory=lambda: Usage(input_tokens=10, output_tokens=5))
     cost_usd: Decimal = Decimal("0.001")
+    model: str = "gpt-5-mini"
+    #: The runner's executed tool calls (``stratus.runner.ToolCallRecord``); none here.
+    tool_calls: list[Any] = field(default_factory=list)
 
 
 class Runner:

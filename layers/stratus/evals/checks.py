@@ -38,6 +38,10 @@ class Observation:
     #: A session case: the earlier conversation the last turn's model call carried
     #: (chat messages); None when the target cannot see it.
     context: list[dict[str, Any]] | None = None
+    #: A job case: the agent the job was handed to (None: not routed).
+    routed_to: str | None = None
+    #: A job case: the names of the steps the job recorded (None: not a job).
+    steps: list[str] | None = None
 
     @property
     def tokens(self) -> int:
@@ -162,6 +166,23 @@ def check(
             f"the last turn's context ({len(seen.context)} earlier message(s)) "
             f"{'contains' if found else 'lacks'} {assertion.text!r}",
         )
+    if isinstance(assertion, m.RoutedTo):
+        if seen.steps is None:
+            return result(False, "routed_to is only observable on a job")
+        want = assertion.agent or "no agent"
+        return result(
+            seen.routed_to == assertion.agent,
+            f"routed to {seen.routed_to or 'no agent'}, expected {want}",
+        )
+    if isinstance(assertion, m.JobSteps):
+        if seen.steps is None:
+            return result(False, "job_steps is only observable on a job")
+        missing = [name for name in assertion.include if name not in seen.steps]
+        return result(
+            not missing,
+            f"the job's steps are {_show(seen.steps)}"
+            + (f"; missing {_show(missing)}" if missing else ""),
+        )
     if isinstance(assertion, m.CostAtMost):
         return result(
             seen.cost_usd <= assertion.usd,
@@ -177,7 +198,7 @@ def check(
             seen.tokens <= assertion.tokens, f"{seen.tokens} tokens, at most {assertion.tokens}"
         )
     # m.LlmJudge: needs a judge model through the gateway; not run by this version.
-    return AssertionResult(kind, "skipped", "LLM-judge assertions are not run yet (skipped)")
+    return AssertionResult(kind, "skipped", "no judge in this run (skipped)")
 
 
 def _check_schema(schema: dict[str, Any] | None, seen: Observation) -> AssertionResult:

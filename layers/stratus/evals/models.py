@@ -105,6 +105,21 @@ class ContextContains(_Strict):
     case_sensitive: bool = False
 
 
+class RoutedTo(_Strict):
+    """A job case: the job was handed to ``agent`` (``null``: it was not routed)."""
+
+    type: Literal["routed_to"]
+    agent: str | None
+
+
+class JobSteps(_Strict):
+    """A job case: the job recorded every step named in ``include`` (``plan``,
+    ``research-0``, ``review``, or ``main`` for a single-step job), in any order."""
+
+    type: Literal["job_steps"]
+    include: list[str] = Field(min_length=1)
+
+
 class CostAtMost(_Strict):
     type: Literal["cost_at_most"]
     usd: float = Field(ge=0)
@@ -123,7 +138,7 @@ class TokensAtMost(_Strict):
 
 
 class LlmJudge(_Strict):
-    """A rubric scored 0-1 by a judge model; parsed, and reported ``skipped`` for now."""
+    """A rubric scored 0-1 by a judge model through the gateway (``stratus.evals.judge``)."""
 
     type: Literal["llm_judge"]
     rubric: str = Field(min_length=1)
@@ -142,12 +157,18 @@ Assertion = Annotated[
     | ToolCalled
     | ToolNotCalled
     | ContextContains
+    | RoutedTo
+    | JobSteps
     | CostAtMost
     | LatencyAtMost
     | TokensAtMost
     | LlmJudge,
     Field(discriminator="type"),
 ]
+
+
+#: Assertions that only a job case can check.
+JOB_ASSERTIONS = frozenset({"routed_to", "job_steps"})
 
 
 class Case(_Strict):
@@ -163,13 +184,37 @@ class Case(_Strict):
         | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     )
     #: Runs of the case (pass@k); ``stratus eval --samples K`` overrides it.
+    #: ``invoke`` (the default): one synchronous call; ``job``: one asynchronous job
+    #: (``POST /v1/jobs``), run to its end (a workflow agent's whole workflow). A list
+    #: of turns is always a session.
+    kind: Literal["invoke", "job"] = "invoke"
+    #: A job case: submit with routing (``"route": true``), so a decision hands it on.
+    route: bool = False
+    #: The observed answer a captured case was made from; informational, never asserted.
+    reference: Any = None
     samples: int = Field(default=1, ge=1, le=100)
     require: Literal["all", "majority", "any"] = "all"
     assertions: list[Assertion] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _kind_fits(self) -> Case:
+        if self.kind == "job" and isinstance(self.input, list):
+            raise ValueError("kind: a list of turns is a session, it cannot be a job")
+        if self.route and self.kind != "job":
+            raise ValueError('route: only a job case ("kind": "job") can be routed')
+        job_only = sorted({a.type for a in self.assertions if a.type in JOB_ASSERTIONS})
+        if job_only and self.kind != "job":
+            raise ValueError(f'assertions: {", ".join(job_only)} needs "kind": "job"')
+        return self
+
     @property
     def critical(self) -> bool:
         return "critical" in self.tags
+
+    @property
+    def mode(self) -> Literal["invoke", "job", "session"]:
+        """How the case runs: one invoke, one job, or one session (a list of turns)."""
+        return "session" if isinstance(self.input, list) else self.kind
 
 
 class Suite(_Strict):
