@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import threading
 import time
 import uuid
@@ -39,7 +40,7 @@ from typing import Any
 from unittest import mock
 
 from bench.common import REPO, base_event, make_event
-from bench.invoke import environment, moto_tables
+from bench.invoke import moto_tables
 from bench.litellm_router import router_call
 from bench.litellm_router import version as litellm_version
 from bench.roundtrips import Trace, recording
@@ -93,7 +94,7 @@ def _cloud(server: FakeModelServer) -> Iterator[dict[str, str]]:
             "STRATUS_KEY_RPM": "10000000",
             "STRATUS_KEY_TPM": "10000000000",
         }
-        with environment(env):
+        with mock.patch.dict(os.environ, env):
             yield {**names, "queue_url": url}
 
 
@@ -389,7 +390,7 @@ def staleness(
         "STRATUS_BREAKER_OPEN_S": "300",
         "STRATUS_MODEL_MAX_ATTEMPTS": "1",
     }
-    with environment(overrides):
+    with mock.patch.dict(os.environ, overrides):
         first, second = Runtime(Settings()), Runtime(Settings())
     cache_s = getattr(second.settings, "gateway_state_cache_s", None)
     limit_s = max(5.0, 2.0 * float(cache_s or 0) + 2.0)

@@ -65,21 +65,11 @@ INVOKE_UNSET = (
 )
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
-    """Set (and unset) environment variables, restoring the old values afterwards."""
-    saved = {name: os.environ.get(name) for name in (*values, *unset)}
-    try:
-        for name in unset:
-            os.environ.pop(name, None)
-        os.environ.update(values)
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def invoke_environ() -> dict[str, str]:
+    """This process's environment as a function's: ``INVOKE_ENV`` set, ``INVOKE_UNSET``
+    gone; for ``mock.patch.dict(os.environ, invoke_environ(), clear=True)``."""
+    kept = {k: v for k, v in os.environ.items() if k not in INVOKE_UNSET}
+    return {**kept, **INVOKE_ENV}
 
 
 @contextlib.contextmanager
@@ -94,8 +84,8 @@ def moto_tables(model_url: str, prefix: str) -> Iterator[dict[str, str]]:
     from infra.local import moto_atomic
 
     with (
-        environment(INVOKE_ENV, INVOKE_UNSET),
-        environment({"OPENAI_BASE_URL": model_url}),
+        mock.patch.dict(os.environ, invoke_environ(), clear=True),
+        mock.patch.dict(os.environ, {"OPENAI_BASE_URL": model_url}),
         mock_aws(),
     ):
         moto_atomic.install()
@@ -104,7 +94,7 @@ def moto_tables(model_url: str, prefix: str) -> Iterator[dict[str, str]]:
             names = {table.name: f"{prefix}{table.name}" for table in TABLES}
             for table in TABLES:
                 dynamodb.create_table(**create_table_kwargs(table, names[table.name]))
-            with environment({table.env_var: names[table.name] for table in TABLES}):
+            with mock.patch.dict(os.environ, {t.env_var: names[t.name] for t in TABLES}):
                 yield names
         finally:
             moto_atomic.uninstall()
@@ -145,9 +135,9 @@ def count_aws_calls(fn: Callable[[], Any]) -> list[str]:
 
 def measure(invokes: int, warmup: int, *, log: Callable[[str], None]) -> dict[str, Any]:
     with (
-        environment(INVOKE_ENV, INVOKE_UNSET),
+        mock.patch.dict(os.environ, invoke_environ(), clear=True),
         FakeModelServer(quiet=True) as server,
-        environment({"OPENAI_BASE_URL": server.url}),
+        mock.patch.dict(os.environ, {"OPENAI_BASE_URL": server.url}),
         captured_stdout() as stdout,
     ):
         result = _measure(server, invokes, warmup, log=log)
@@ -173,7 +163,7 @@ def _measure(
             name = f"stratus-bench-{table.name}"
             dynamodb.create_table(**create_table_kwargs(table, name))
             tables[table.env_var] = name
-        with environment(tables):
+        with mock.patch.dict(os.environ, tables):
             return _run_cases(server, invokes, warmup, openai_module=openai, log=log)
 
 

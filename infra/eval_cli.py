@@ -1,88 +1,64 @@
 """``stratus eval``: run the agents' behavioural suites and gate on the results.
 
 Suites are data (``functions/agents/<agent>/evals/*.json``, schema in
-``evals/schema.json``). The cases run in this process through a
-``stratus.composition.Runtime`` (the same runner, gateway and tools a function
-uses) on in-process moto with the stack's tables, against the offline fake model
-(started here) or, when ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` is set, that
-OpenAI-compatible endpoint. Exit codes: 0 the gate passes, 1 it fails (the
-report names the agent, the cases and the score drop), 2 a suite or an option
-is unusable.
+``evals/schema.json``, or any file given with ``--suite``). Where the cases run
+(``infra.eval_targets``): in this process through a ``stratus.composition.Runtime``
+on in-process moto, against the offline fake model or an OpenAI-compatible
+endpoint (the default); a running local cloud (``--api``); a deployed stage
+(``--stack``); one published function version (``--version``). ``llm_judge``
+assertions are scored by a judge model through this process's gateway, their
+cost reported apart. With ``--stack``/``--version`` (or ``--metrics``) the scores
+go to CloudWatch as ``EvalScore`` and ``EvalPassRate``. Exit codes: 0 the gate
+passes, 1 it fails (the report names the agent, the cases and the score drop),
+2 a suite or an option is unusable. ``stratus eval capture`` turns stored
+interactions into candidate cases (``infra.eval_capture``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from infra import eval_targets as targets
+from infra.eval_targets import UsageError
 from infra.paths import FUNCTIONS_DIR, REPO_ROOT
 from stratus.evals import gate, reports
 from stratus.evals.models import (
     BASELINE_FILE,
+    LlmJudge,
     Suite,
     SuiteError,
     load_suite,
     suite_files,
     suite_json_schema,
 )
-from stratus.evals.runner import plan, run_cases
+from stratus.evals.runner import Planned, plan, run_cases
 
 AGENTS_DIR = FUNCTIONS_DIR / "agents"
 SCHEMA_FILE = REPO_ROOT / "evals" / "schema.json"
 LOCAL_FACTS = REPO_ROOT / ".stratus" / "local.json"
-OFFLINE_KEY = "sk-eval-offline"
-_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "eu-west-1",
-    "AWS_REGION": "eu-west-1",
-}
-_AWS_UNSET = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB")
-#: The orders the ``order_status`` suites look up (the eval tenant's, like the demo's).
-EVAL_ORDERS: tuple[dict[str, Any], ...] = (
-    {
-        "order_id": "A-1001",
-        "status": "in_transit",
-        "carrier": "DHL",
-        "eta": "2026-11-24",
-        "items": ["running shoes"],
-    },
-    {
-        "order_id": "A-1002",
-        "status": "delivered",
-        "carrier": "UPS",
-        "eta": "2026-11-18",
-        "items": ["rain jacket", "socks"],
-    },
+__all__ = ["AGENTS_DIR", "LOCAL_FACTS", "SCHEMA_FILE", "UsageError", "add_parser", "main"]
+
+_SUITE_HELP = (
+    "run this suite file (repeatable) instead of the agents' own (with --agent: as well "
+    "as theirs); the agent is the file's 'agent'. The regression check against the "
+    "agent's committed baseline is skipped unless the file is in the agent's own evals dir"
 )
-
-#: An order of another tenant: the suites check that the eval tenant never sees it.
-OTHER_TENANT = "eval-other-tenant"
-OTHER_TENANT_ORDER = {
-    "order_id": "C-3003",
-    "status": "in_transit",
-    "carrier": "FedEx",
-    "eta": "2026-12-02",
-    "items": ["espresso machine"],
-}
-
-
-class UsageError(Exception):
-    """Exit code 2: a suite file or an option cannot be used."""
 
 
 def add_parser(commands: Any) -> None:
-    """Register ``eval`` on the ``stratus`` command's sub-parsers."""
+    """Register ``eval`` (and ``eval capture``) on the ``stratus`` command's sub-parsers."""
     p = commands.add_parser("eval", help="run the agents' eval suites and gate on the scores")
     p.add_argument("--agent", action="append", help="only this agent (repeatable)")
+    p.add_argument("--suite", action="append", type=Path, metavar="FILE", help=_SUITE_HELP)
     p.add_argument("--tag", help="only the cases with this tag, e.g. critical")
     p.add_argument("--samples", type=int, help="run every case this many times (pass@k)")
     p.add_argument("--concurrency", type=int, default=4, help="samples run at once (default 4)")
@@ -96,18 +72,58 @@ def add_parser(commands: Any) -> None:
         default=AGENTS_DIR,
         help="where <agent>/evals/*.json live (default functions/agents)",
     )
-    p.add_argument(
+    where = p.add_argument_group("targets (default: this process, offline fake model)")
+    where.add_argument(
         "--api",
         nargs="?",
         const="",
         metavar="URL",
         help="run against a running local cloud's API (URL and key from .stratus/local.json)",
     )
-    p.add_argument("--key", help="the tenant API key for --api (default: the demo tenant's)")
+    where.add_argument(
+        "--key", help=f"the tenant API key for --api / --stack (--stack: or ${targets.API_KEY_ENV})"
+    )
+    where.add_argument(
+        "--stack", help="a deployed stage: its API URL from the stack's ApiUrl output"
+    )
+    where.add_argument("--stage", help="the stage whose stack (Stratus-<stage>) --stack means")
+    where.add_argument("--region", help="AWS region of --stack / --version / --metrics")
+    where.add_argument(
+        "--version",
+        metavar="V",
+        help="run against published version V of the agent's function (Lambda Invoke with "
+        "Qualifier=V; with --stack, or --function NAME); no API key: IAM is the authority",
+    )
+    where.add_argument("--function", metavar="NAME", help="the function of --version (one agent)")
+    where.add_argument(
+        "--tenant",
+        default=None,
+        help="the tenant id --version's requests carry (default: eval-tenant)",
+    )
+    p.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="publish EvalScore / EvalPassRate to CloudWatch (default: on with --stack/--version)",
+    )
     p.add_argument(
         "--write-schema", action="store_true", help="regenerate evals/schema.json and exit"
     )
     p.set_defaults(func=main)
+    sub = p.add_subparsers(dest="eval_command", metavar="{capture}")
+    capture = _capture_module()
+    if capture is not None:
+        capture.add_parser(sub)
+
+
+def _capture_module() -> Any:
+    """``infra.eval_capture`` (``stratus eval capture``), if it is there."""
+    try:
+        return importlib.import_module("infra.eval_capture")
+    except ModuleNotFoundError as error:
+        if error.name != "infra.eval_capture":
+            raise
+        return None
 
 
 def _display(path: Path) -> str:
@@ -117,9 +133,52 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_suites(agents_dir: Path, only: list[str] | None) -> dict[str, list[Suite]]:
-    """Agent -> its suites; every file is validated before anything runs."""
-    from functions.agents import agent_names, load_agent
+def _accept(
+    path: Path, suite: Suite, suites: dict[str, list[Suite]], errors: list[str], *, expected: str
+) -> None:
+    """Add ``suite`` to ``suites`` unless it breaks a rule (then say why in ``errors``)."""
+    from functions.agents import load_agent
+
+    name = suite.agent
+    if name != expected:
+        errors.append(
+            f"{_display(path)}: agent: the suite is for {name!r} but lives under agent {expected!r}"
+        )
+        return
+    turns = [i for i, case in enumerate(suite.cases) if isinstance(case.input, list)]
+    if turns and load_agent(name).sessions is None:
+        case = suite.cases[turns[0]]
+        errors.append(
+            f"{_display(path)}: case {case.id!r} (cases[{turns[0]}]): "
+            f"cases[{turns[0]}].input: a list of turns needs an agent with "
+            f"sessions; {name} has none"
+        )
+        return
+    taken = {case.id for other in suites.get(name, []) for case in other.cases}
+    twice = sorted(taken & {case.id for case in suite.cases})
+    if twice:
+        errors.append(
+            f"{_display(path)}: cases: id {twice[0]!r} is also used by another "
+            f"suite of {name} (case ids are unique per agent: the baseline keys on them)"
+        )
+        return
+    suites.setdefault(name, []).append(suite)
+
+
+def load_suites(
+    agents_dir: Path,
+    only: list[str] | None,
+    extra: Sequence[Path] = (),
+    *,
+    outside: set[str] | None = None,
+) -> dict[str, list[Suite]]:
+    """Agent -> its suites; every file is validated before anything runs.
+
+    ``extra`` (``--suite``): files run instead of the agents' own (with ``only``: as
+    well as theirs). ``outside`` collects the agents with a file from outside their own
+    evals dir (their regression check against the baseline is skipped).
+    """
+    from functions.agents import agent_names
 
     known = agent_names()
     for name in only or []:
@@ -127,67 +186,36 @@ def load_suites(agents_dir: Path, only: list[str] | None) -> dict[str, list[Suit
             raise UsageError(f"--agent {name}: no such agent (agents: {', '.join(known)})")
     suites: dict[str, list[Suite]] = {}
     errors: list[str] = []
-    for name in only or known:
+    own: set[Path] = set()
+    for name in only or ([] if extra else known):
         for path in suite_files(agents_dir / name / "evals"):
+            own.add(path.resolve())
             try:
                 suite = load_suite(path, display=_display(path))
             except SuiteError as error:
                 errors.append(str(error))
                 continue
-            if suite.agent != name:
-                errors.append(
-                    f"{_display(path)}: agent: the suite is for {suite.agent!r} "
-                    f"but lives under agent {name!r}"
-                )
-                continue
-            turns = [i for i, case in enumerate(suite.cases) if isinstance(case.input, list)]
-            if turns and load_agent(name).sessions is None:
-                case = suite.cases[turns[0]]
-                errors.append(
-                    f"{_display(path)}: case {case.id!r} (cases[{turns[0]}]): "
-                    f"cases[{turns[0]}].input: a list of turns needs an agent with "
-                    f"sessions; {name} has none"
-                )
-                continue
-            taken = {case.id for other in suites.get(name, []) for case in other.cases}
-            twice = sorted(taken & {case.id for case in suite.cases})
-            if twice:
-                errors.append(
-                    f"{_display(path)}: cases: id {twice[0]!r} is also used by another "
-                    f"suite of {name} (case ids are unique per agent: the baseline keys on them)"
-                )
-                continue
-            suites.setdefault(name, []).append(suite)
+            _accept(path, suite, suites, errors, expected=name)
+    for path in extra:
+        if path.resolve() in own:
+            continue  # already run as the agent's own
+        try:
+            suite = load_suite(path, display=_display(path))
+        except SuiteError as error:
+            errors.append(str(error))
+            continue
+        if suite.agent not in known:
+            errors.append(f"{_display(path)}: agent: no such agent {suite.agent!r}")
+            continue
+        home = (agents_dir / suite.agent / "evals").resolve()
+        if path.resolve().parent != home and outside is not None:
+            outside.add(suite.agent)
+        _accept(path, suite, suites, errors, expected=suite.agent)
     if errors:
         raise UsageError("\n".join(errors))
     if not suites:
         raise UsageError(f"no eval suites found under {_display(agents_dir)}/<agent>/evals/")
     return suites
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in (*values, *unset)}
-    try:
-        for name in unset:
-            os.environ.pop(name, None)
-        os.environ.update(values)
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def model_endpoint() -> tuple[str | None, str | None]:
-    """(base URL, key) of a real endpoint from the environment, or (None, None): offline."""
-    url = os.environ.get("STRATUS_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-    key = os.environ.get("STRATUS_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
-    if not url and not key:
-        return None, None
-    return url or None, key or OFFLINE_KEY
 
 
 @contextlib.contextmanager
@@ -202,97 +230,6 @@ def _quiet_runtime() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def in_process_target(agents: list[str]) -> Iterator[tuple[Any, bool]]:
-    """(target, offline): a Runtime on in-process moto and the model endpoint."""
-    import boto3
-    from moto import mock_aws
-
-    from functions.agents import load_agent
-    from infra.definitions import TABLES, create_table_kwargs
-    from infra.local import moto_atomic
-    from infra.local.fake_model import FakeModelServer
-    from stratus.aws import AwsClients
-    from stratus.composition import Runtime
-    from stratus.config import Settings
-    from stratus.evals.target import EVAL_TENANT, InProcessTarget
-
-    url, key = model_endpoint()
-    offline = url is None and key is None
-    with contextlib.ExitStack() as stack:
-        if offline:
-            url = stack.enter_context(FakeModelServer(quiet=True)).url
-            key = OFFLINE_KEY
-        stack.enter_context(_environment(_AWS_ENV, _AWS_UNSET))
-        stack.enter_context(mock_aws())
-        moto_atomic.install()
-        stack.callback(moto_atomic.uninstall)
-        dynamodb = boto3.client("dynamodb")
-        names = {t.name: f"stratus-eval-{t.name}" for t in TABLES}
-        for table in TABLES:
-            dynamodb.create_table(**create_table_kwargs(table, names[table.name]))
-        tables = {t.env_var.removeprefix("STRATUS_").lower(): names[t.name] for t in TABLES}
-        fields: dict[str, Any] = {
-            "stage": "eval",
-            "openai_api_key": key or OFFLINE_KEY,
-            "openai_base_url": url,
-            "model_secret_name": "",
-            **tables,
-        }
-        settings = Settings(**fields)
-        clients = AwsClients()
-        orders = clients.table(settings.orders_table)
-        for order in EVAL_ORDERS:
-            orders.put({"tenant_id": EVAL_TENANT, **order})
-        orders.put({"tenant_id": OTHER_TENANT, **OTHER_TENANT_ORDER})
-        runtime = Runtime(settings, clients=clients)
-        yield InProcessTarget(runtime, {name: load_agent(name) for name in agents}), offline
-
-
-@contextlib.contextmanager
-def api_target(
-    agents: list[str], url: str | None, key: str | None, facts_file: Path | None = None
-) -> Iterator[tuple[Any, bool]]:
-    """(target, offline): a running API; what is not given comes from ``.stratus/local.json``."""
-    from functions.agents import load_agent
-    from stratus.evals.api_target import ApiTarget, ApiUnreachable
-
-    facts_file = facts_file or LOCAL_FACTS
-    facts: dict[str, Any] = {}
-    if not url or not key:
-        try:
-            facts = json.loads(facts_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            raise UsageError(
-                f"--api: no local cloud is running ({_display(facts_file)} not found or "
-                "unreadable); start one with `stratus dev`, or pass --api URL --key KEY"
-            ) from None
-    url = url or facts.get("api_url")
-    key = key or facts.get("demo_tenant_key")
-    if not url or not key:
-        raise UsageError(f"--api: {_display(facts_file)} names no api_url / demo_tenant_key")
-    # The facts say whether that cloud runs the fake model; for another API it is unknown.
-    offline = bool(facts.get("fake_model")) and facts.get("api_url") == url
-    specs = {name: load_agent(name) for name in agents}
-    schemas = {
-        name: None if spec.output_schema is None else spec.output_schema.model_json_schema()
-        for name, spec in specs.items()
-    }
-    try:
-        target = ApiTarget(
-            url,
-            key,
-            schemas,
-            versions={name: spec.version for name, spec in specs.items()},
-            fake_model=offline,
-        )
-        target.check_reachable()
-    except ApiUnreachable as error:
-        raise UsageError(f"--api: {error}; is the local cloud running (`stratus dev`)?") from None
-    print(f"[eval] against the API at {url}", file=sys.stderr)
-    yield target, offline
 
 
 class _Progress:
@@ -317,6 +254,99 @@ def schema_text() -> str:
     return json.dumps(suite_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
+def _mode(args: argparse.Namespace) -> str:
+    """in_process | api | stack | version, after checking the options fit together."""
+    stack = args.stack or (f"Stratus-{args.stage}" if args.stage else None)
+    args.stack = stack
+    if args.version is not None:
+        if args.api is not None:
+            raise UsageError("--version runs against a function version: drop --api")
+        if stack is None and args.function is None:
+            raise UsageError("--version needs --stack NAME (or --stage S) or --function NAME")
+        return "version"
+    if args.function is not None:
+        raise UsageError("--function needs --version V")
+    if stack is not None:
+        if args.api is not None:
+            raise UsageError("--stack and --api are two targets: choose one")
+        return "stack"
+    if args.api is not None or args.key is not None:
+        return "api"
+    return "in_process"
+
+
+def _workflows(agents: Sequence[str]) -> dict[str, Any]:
+    """Agent -> its supervised workflow (the agent package's ``WORKFLOW``), if any."""
+    out = {}
+    for name in agents:
+        workflow = getattr(importlib.import_module(f"functions.agents.{name}"), "WORKFLOW", None)
+        if workflow is not None:
+            out[name] = workflow
+    return out
+
+
+def _needs_judge(planned: Sequence[Planned]) -> bool:
+    return any(isinstance(a, LlmJudge) for item in planned for a in item.case.assertions)
+
+
+@contextlib.contextmanager
+def _target(
+    args: argparse.Namespace, mode: str, agents: list[str], planned: Sequence[Planned]
+) -> Iterator[tuple[Any, bool, Any]]:
+    """(target, offline, judge): where the cases run, and the judge on this process's gateway."""
+    with contextlib.ExitStack() as stack:
+        if mode == "in_process":
+            runtime, offline = stack.enter_context(targets.in_process_runtime())
+            from functions.agents import load_agent
+            from stratus.evals.target import InProcessTarget
+
+            specs = {name: load_agent(name) for name in agents}
+            workflows = _workflows(agents)
+            target = (
+                InProcessTarget(runtime, specs, workflows=workflows)
+                if workflows
+                else InProcessTarget(runtime, specs)
+            )
+            yield target, offline, targets.judge_for(runtime)
+            return
+        # Remote targets' clients are made here, before the judge's runtime mocks AWS.
+        if mode == "api":
+            shown = _display(LOCAL_FACTS)
+            target, offline = targets.api_target(agents, args.api, args.key, LOCAL_FACTS, shown)
+        elif mode == "stack":
+            session = targets.aws_session(args.region)
+            target, offline = targets.stack_api_target(agents, session, args.stack, args.key)
+        else:
+            session = targets.aws_session(args.region)
+            target, offline = targets.version_target(
+                agents,
+                session,
+                args.version,
+                stack=args.stack,
+                function=args.function,
+                tenant=args.tenant or targets.EVAL_TENANT,
+            )
+        judge = None
+        if _needs_judge(planned):
+            runtime, _ = stack.enter_context(targets.in_process_runtime(remote=mode != "api"))
+            judge = targets.judge_for(runtime)
+        yield target, offline, judge
+
+
+def _publish_metrics(args: argparse.Namespace, verdicts: list[gate.AgentVerdict]) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from stratus.evals.metrics import CloudWatchSink, publish
+
+    client = targets.aws_session(args.region).client("cloudwatch")
+    try:
+        sent = publish(verdicts, CloudWatchSink(client))
+    except (BotoCoreError, ClientError) as error:
+        raise UsageError(f"--metrics: EvalScore/EvalPassRate not published: {error}") from None
+    names = ", ".join(f"{m.agent}@{m.release}" for m in sent)
+    print(f"[eval] metrics EvalScore, EvalPassRate published for {names}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.write_schema:
         SCHEMA_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +359,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency must be at least 1")
     if args.update_baseline and (args.tag or args.samples):
         raise UsageError("--update-baseline needs the whole suites: drop --tag and --samples")
-    suites = load_suites(args.agents_dir, args.agent)
+    mode = _mode(args)
+    outside: set[str] = set()
+    suites = load_suites(args.agents_dir, args.agent, args.suite or (), outside=outside)
+    if args.update_baseline and outside:
+        raise UsageError(
+            "--update-baseline: a --suite file outside the agent's evals dir has no baseline "
+            f"({', '.join(sorted(outside))})"
+        )
     planned = plan(
         [s for agent in suites for s in suites[agent]], tag=args.tag, samples=args.samples
     )
@@ -337,27 +374,28 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no case has the tag {args.tag!r}")
     agents = sorted({item.agent for item in planned})
     started = time.perf_counter()
-    chosen = (
-        in_process_target(agents)
-        if args.api is None and args.key is None
-        else api_target(agents, args.api, args.key)
-    )
-    with chosen as (target, offline):
+    with _target(args, mode, agents, planned) as (target, offline, judge):
         with _quiet_runtime():
-            results = run_cases(planned, target, concurrency=args.concurrency, progress=_Progress())
+            results = run_cases(
+                planned, target, concurrency=args.concurrency, progress=_Progress(), judge=judge
+            )
         verdicts = []
         for agent in agents:
             baseline_path = args.agents_dir / agent / "evals" / BASELINE_FILE
-            verdicts.append(
-                gate.judge(
-                    agent,
-                    suites[agent],
-                    [r for r in results if r.agent == agent],
-                    model=target.model(agent) + (" (offline fake model)" if offline else ""),
-                    release=target.release(agent),
-                    baseline=gate.load_baseline(baseline_path),
-                )
+            verdict = gate.judge(
+                agent,
+                suites[agent],
+                [r for r in results if r.agent == agent],
+                model=target.model(agent) + (" (offline fake model)" if offline else ""),
+                release=target.release(agent),
+                baseline=None if agent in outside else gate.load_baseline(baseline_path),
             )
+            if agent in outside:
+                verdict.notes.append(
+                    "no regression check against the baseline: a --suite file is outside "
+                    "the agent's evals dir"
+                )
+            verdicts.append(verdict)
     elapsed = time.perf_counter() - started
     if args.update_baseline:
         for verdict in verdicts:
@@ -367,6 +405,8 @@ def run(args: argparse.Namespace) -> int:
                 f"baseline written: {_display(path)} (score {verdict.score:.2f})", file=sys.stderr
             )
     _write_reports(args, verdicts, elapsed, offline)
+    if args.metrics if args.metrics is not None else mode in ("stack", "version"):
+        _publish_metrics(args, verdicts)
     for v in verdicts:
         base = "" if v.baseline_score is None else f" (baseline {v.baseline_score:.2f})"
         status = "pass" if v.passed else "FAIL"
@@ -374,7 +414,10 @@ def run(args: argparse.Namespace) -> int:
         for reason in v.reasons:
             print(f"  - {reason}")
     total = sum(len(v.cases) for v in verdicts)
-    print(f"{total} cases in {elapsed:.1f} s" + (" (offline fake model)" if offline else ""))
+    print(
+        f"{total} cases in {elapsed:.1f} s; {reports.cost_summary(verdicts)}"
+        + (" (offline fake model)" if offline else "")
+    )
     if args.update_baseline:
         return 0
     return 0 if all(v.passed for v in verdicts) else 1
@@ -399,6 +442,10 @@ def _write_reports(
 
 def main(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "eval_command", None) == "capture":
+            capture = _capture_module()
+            assert capture is not None  # the sub-command exists only when the module does
+            return int(capture.run(args))
         return run(args)
     except UsageError as error:
         print(f"stratus eval: {error}", file=sys.stderr)

@@ -134,6 +134,13 @@ class StratusStack(Stack):
             value=self.tables.table(JOBS.name).table_name,
             description=f"{JOBS.env_var}: {JOBS.description}",
         )
+        for name, agent in sorted(self.functions.agents.items()):
+            CfnOutput(
+                self,
+                "AgentFunction" + "".join(part.title() for part in name.split("_")),
+                value=agent.function.function_name,
+                description=f"The {name} agent's function (stratus eval --stack ... --version V)",
+            )
 
         Tags.of(self).add("project", "stratus")
         Tags.of(self).add("stratus:stage", stage.name)

@@ -74,7 +74,17 @@ class AgentVerdict:
 
     @property
     def cost_usd(self) -> float:
+        """What the agent's runs cost (the judge's cost is apart: ``judge_cost_usd``)."""
         return sum(c.cost_usd for c in self.cases)
+
+    @property
+    def judge_cost_usd(self) -> float:
+        return sum(c.judge_cost_usd for c in self.cases)
+
+    @property
+    def pass_rate(self) -> float:
+        """The share of cases that passed (0-1): the ``EvalPassRate`` metric."""
+        return sum(1 for c in self.cases if c.passed) / len(self.cases) if self.cases else 0.0
 
     def as_baseline(self) -> Baseline:
         return Baseline(
@@ -99,6 +109,8 @@ class AgentVerdict:
             "notes": self.notes,
             "regressed": self.regressed,
             "cost_usd": self.cost_usd,
+            "judge_cost_usd": self.judge_cost_usd,
+            "pass_rate": round(self.pass_rate, 4),
             "cases": [c.to_json() for c in self.cases],
         }
 

@@ -31,12 +31,28 @@ def failure_text(case: CaseResult) -> str:
     return "; ".join(f"{a.type}: {a.message}" for a in sample.failures)
 
 
+def judge_text(case: CaseResult) -> str:
+    """The judge's verdicts on the case's first sample: ``llm_judge 0.40: reason``."""
+    sample = case.first_failure() or (case.samples[0] if case.samples else None)
+    if sample is None:
+        return ""
+    out = []
+    for result in sample.assertions:
+        if result.type != "llm_judge" or result.status == "failed":
+            continue  # a failed judgement is in failure_text already
+        score = getattr(result, "score", None)
+        shown = "skipped" if score is None else f"{score:.2f}"
+        out.append(f"llm_judge {shown}: {getattr(result, 'reason', '') or result.message}")
+    return "; ".join(out)
+
+
 def to_json(verdicts: Sequence[AgentVerdict], *, elapsed_s: float, offline: bool) -> dict[str, Any]:
     return {
         "passed": all(v.passed for v in verdicts),
         "offline": offline,
         "elapsed_s": round(elapsed_s, 3),
         "cost_usd": sum(v.cost_usd for v in verdicts),
+        "judge_cost_usd": sum(v.judge_cost_usd for v in verdicts),
         "agents": [v.to_json() for v in verdicts],
     }
 
@@ -92,14 +108,20 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def cost_summary(verdicts: Sequence[AgentVerdict]) -> str:
+    """``agent cost $X, judge cost $Y``: the judge's spend is reported apart."""
+    agent = sum(v.cost_usd for v in verdicts)
+    judge = sum(v.judge_cost_usd for v in verdicts)
+    return f"agent cost ${agent:.6f}, judge cost ${judge:.6f}"
+
+
 def to_markdown(verdicts: Sequence[AgentVerdict], *, elapsed_s: float, offline: bool) -> str:
-    total_cost = sum(v.cost_usd for v in verdicts)
     overall = "PASS" if all(v.passed for v in verdicts) else "FAIL"
     lines = [
         f"# Eval report: {overall}",
         "",
         f"{sum(len(v.cases) for v in verdicts)} cases, {elapsed_s:.1f} s, "
-        f"cost {total_cost:.6f} USD" + (" (offline fake model)" if offline else ""),
+        f"{cost_summary(verdicts)}" + (" (offline fake model)" if offline else ""),
         "",
     ]
     if offline:
@@ -109,15 +131,15 @@ def to_markdown(verdicts: Sequence[AgentVerdict], *, elapsed_s: float, offline: 
             "",
         ]
     lines += [
-        "| agent | score | baseline | threshold | verdict | cost (USD) |",
-        "|---|---|---|---|---|---|",
+        "| agent | score | baseline | threshold | verdict | cost (USD) | judge cost (USD) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in verdicts:
         base = "-" if v.baseline_score is None else f"{v.baseline_score:.2f}"
         verdict = "pass" if v.passed else "FAIL"
         lines.append(
             f"| {v.agent} | {v.score:.2f} | {base} | {v.threshold:.2f} | {verdict} "
-            f"| {v.cost_usd:.6f} |"
+            f"| {v.cost_usd:.6f} | {v.judge_cost_usd:.6f} |"
         )
     for v in verdicts:
         lines += ["", f"## {v.agent} (release {v.release}, model {v.model})", ""]
@@ -135,6 +157,9 @@ def to_markdown(verdicts: Sequence[AgentVerdict], *, elapsed_s: float, offline: 
             result = "skipped" if case.skipped else ("pass" if case.passed else "FAIL")
             detail = "" if case.passed else failure_text(case)
             answer = "" if case.passed else _answer(case)
+            judged = judge_text(case)
+            if judged:
+                detail = f"{detail}; {judged}" if detail else judged
             lines.append(
                 f"| {case.case.id} | {result} | {case.passes}/{case.k} | {_cell(detail)} "
                 f"| {_cell(answer)} |"

@@ -4,7 +4,9 @@ A :class:`Target` runs one agent on one input and reports an
 :class:`~stratus.evals.checks.Observation` (answer, cost, latency, tokens, tool
 calls). Each case runs ``samples`` times; ``require`` (all, majority, any) says
 how many samples must pass (pass@k), and the case's pass rate (passes/k) is
-what the agent's score averages.
+what the agent's score averages. After a sample's deterministic checks, each
+``llm_judge`` assertion is scored by a :class:`Scorer` (``stratus.evals.judge``)
+when the run has one; its cost is kept apart from the agent's (``judge_cost_usd``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stratus.evals.checks import AssertionResult, Observation, check
-from stratus.evals.models import Case, Suite
+from stratus.evals.models import Case, LlmJudge, Suite
 
 
 class Target(Protocol):
@@ -26,6 +28,22 @@ class Target(Protocol):
         ...
 
     def output_schema(self, agent: str) -> dict[str, Any] | None: ...
+
+
+class Scorer(Protocol):
+    """Scores one ``llm_judge`` assertion (``stratus.evals.judge.Judge``)."""
+
+    def score(self, assertion: LlmJudge, case: Case, seen: Observation) -> AssertionResult: ...
+
+
+def _judge_cost(result: AssertionResult) -> float:
+    return float(getattr(result, "cost_usd", 0.0) or 0.0)
+
+
+def _judge_tokens(result: AssertionResult) -> int:
+    return int(getattr(result, "input_tokens", 0) or 0) + int(
+        getattr(result, "output_tokens", 0) or 0
+    )
 
 
 @dataclass
@@ -39,6 +57,15 @@ class SampleResult:
     def failures(self) -> list[AssertionResult]:
         return [a for a in self.assertions if a.status == "failed"]
 
+    @property
+    def judge_cost_usd(self) -> float:
+        """What judging this sample cost (apart from the agent's own cost)."""
+        return sum(_judge_cost(a) for a in self.assertions)
+
+    @property
+    def judge_tokens(self) -> int:
+        return sum(_judge_tokens(a) for a in self.assertions)
+
     def to_json(self) -> dict[str, Any]:
         seen = self.observation
         return {
@@ -48,6 +75,8 @@ class SampleResult:
             "answer": None if seen is None else seen.output,
             "model": None if seen is None else seen.model,
             "cost_usd": None if seen is None else seen.cost_usd,
+            "judge_cost_usd": self.judge_cost_usd,
+            "judge_tokens": self.judge_tokens,
             "latency_s": None if seen is None else round(seen.latency_s, 4),
             "tokens": None if seen is None else seen.tokens,
             "tool_calls": []
@@ -94,6 +123,10 @@ class CaseResult:
     def cost_usd(self) -> float:
         return sum(s.observation.cost_usd for s in self.samples if s.observation)
 
+    @property
+    def judge_cost_usd(self) -> float:
+        return sum(s.judge_cost_usd for s in self.samples)
+
     def first_failure(self) -> SampleResult | None:
         return next((s for s in self.samples if not s.passed), None)
 
@@ -107,6 +140,7 @@ class CaseResult:
             "k": self.k,
             "pass_rate": round(self.pass_rate, 4),
             "cost_usd": self.cost_usd,
+            "judge_cost_usd": self.judge_cost_usd,
             "samples": [s.to_json() for s in self.samples],
         }
 
@@ -131,15 +165,22 @@ def plan(
     return out
 
 
-def run_sample(target: Target, agent: str, case: Case) -> SampleResult:
+def run_sample(target: Target, agent: str, case: Case, judge: Scorer | None = None) -> SampleResult:
     try:
-        seen = target.run(agent, case.input)
+        # A target that knows case kinds (invoke, session, job) runs the whole case.
+        run_case = getattr(target, "run_case", None)
+        seen = run_case(agent, case) if run_case is not None else target.run(agent, case.input)
     except Exception as error:  # the agent failed: the sample fails, the run goes on
         code = getattr(error, "code", None)
         name = code if isinstance(code, str) else type(error).__name__
         return SampleResult(False, error=f"{name}: {error}")
     schema = target.output_schema(agent)
     results = [check(assertion, seen, schema) for assertion in case.assertions]
+    if judge is not None:  # after the deterministic checks: one judge call per rubric
+        results = [
+            judge.score(assertion, case, seen) if isinstance(assertion, LlmJudge) else result
+            for assertion, result in zip(case.assertions, results, strict=True)
+        ]
     ok = all(r.status != "failed" for r in results)
     return SampleResult(ok, results, seen)
 
@@ -153,6 +194,7 @@ def run_cases(
     *,
     concurrency: int = 4,
     progress: Progress | None = None,
+    judge: Scorer | None = None,
 ) -> list[CaseResult]:
     """Every sample of every planned case, at most ``concurrency`` at a time, in plan order."""
     units = [(index, item) for index, item in enumerate(planned) for _ in range(item.k)]
@@ -161,7 +203,7 @@ def run_cases(
 
     def one(unit: tuple[int, Planned]) -> tuple[int, SampleResult]:
         index, item = unit
-        return index, run_sample(target, item.agent, item.case)
+        return index, run_sample(target, item.agent, item.case, judge)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="eval") as pool:
         for index, sample in pool.map(one, units):
