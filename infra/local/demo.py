@@ -72,9 +72,11 @@ def http(
 
 
 class Demo:
-    def __init__(self, facts: LocalFacts, out: TextIO) -> None:
+    def __init__(self, facts: LocalFacts, out: TextIO, *, keep_session: bool = False) -> None:
         self.facts = facts
         self.out = out
+        #: Leave the support session in place (a running ``stratus dev`` keeps it).
+        self.keep_session = keep_session
         self.failures: list[str] = []
         self.spend: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._auth = {"Authorization": f"Bearer {facts.demo_tenant_key}"}
@@ -190,6 +192,11 @@ class Demo:
         roles = [m["role"] for m in history.body["messages"]]
         assert roles == ["user", "assistant"] * 2, roles
         cost = history.body["cost_usd"]
+        if self.keep_session:
+            return (
+                f"{session_id}: 2 turns, history {len(roles)} messages, cost=${cost:.6f}; "
+                "kept on the running cloud (stratus eval capture --agent support)"
+            )
         deleted = http("DELETE", url, None, self._auth)
         assert deleted.status == 204, f"HTTP {deleted.status}: {deleted.body}"
         gone = http("GET", url, None, self._auth)
@@ -309,7 +316,11 @@ class Demo:
         self.step("sync: returns reasons over the policy (smart tier)", self.returns)
         self.step("sync: Idempotency-Key replays without paying again", self.idempotent_replay)
         self.step("errors: documented codes", self.errors)
-        self.step("session: support remembers two turns, read back, deleted", self.session)
+        self.step(
+            "session: support remembers two turns, read back, "
+            + ("kept" if self.keep_session else "deleted"),
+            self.session,
+        )
         self.step("job over HTTP: triage, routed to its specialist", self.http_job)
         self.step("job from a plain boto3 producer (SQS contract v1)", self.sqs_job)
         self.step(
@@ -437,7 +448,7 @@ def run_demo(
             file=out,
             flush=True,
         )
-        return Demo(running, out).run()
+        return Demo(running, out, keep_session=True).run()
     if verbose:
         logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", stream=sys.stderr)
         with LocalCloud(api_port=0, aws_port=0, state_file=None) as cloud:
