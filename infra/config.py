@@ -80,6 +80,24 @@ class StageConfig(BaseModel):
     #: How long a workflow waits for a human approval before the job fails.
     approval_timeout_s: int = Field(default=86_400, ge=1, le=31_536_000)
 
+    # -- human review sampling -------------------------------------------------------
+    #: Share (0..1) of every agent's live answers queued for human review.
+    review_sample_rate: float = Field(default=0.05, ge=0, le=1)
+    #: Per-agent shares that replace ``review_sample_rate`` ({agent: rate}).
+    review_sample_rates: dict[str, float] = Field(default_factory=dict)
+    #: The share of a canary's answers (the releases issue uses it); None: the agent's.
+    review_sample_rate_canary: float | None = Field(default=None, ge=0, le=1)
+    #: How long queued reviews are kept (DynamoDB TTL), graded or not.
+    review_retention_days: int = Field(default=90, ge=1, le=3650)
+
+    @field_validator("review_sample_rates")
+    @classmethod
+    def _review_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for agent, rate in value.items():
+            if not 0 <= rate <= 1:
+                raise ValueError(f"the share of {agent!r} must be within 0..1, not {rate}")
+        return value
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

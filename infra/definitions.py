@@ -163,6 +163,20 @@ LIMITS = TableDefinition(
     ),
 )
 
+REVIEWS = TableDefinition(
+    name="reviews",
+    env_var="STRATUS_REVIEWS_TABLE",
+    # pk = T#<tenant>: a tenant only ever reads its own reviews and scores.
+    partition_key=Key("pk"),
+    sort_key=Key("sk"),
+    ttl_attribute="expires_at",
+    description=(
+        "Human review sampling: reviews queued for grading (sk R#<time-sortable id>, "
+        "pending|reviewed; expire through TTL) and the human score per agent and release "
+        "(sk S#<agent>#<release>: score_sum and reviewed)."
+    ),
+)
+
 #: Every table of the stack, in creation order.
 TABLES: tuple[TableDefinition, ...] = (
     TENANTS,
@@ -174,6 +188,7 @@ TABLES: tuple[TableDefinition, ...] = (
     LEDGER,
     USAGE,
     LIMITS,
+    REVIEWS,
 )
 
 

@@ -63,6 +63,7 @@ from stratus.observability import logger, metrics, set_agent_dimension, tracer
 #: Route modules included below (each exposes ``router``, a Powertools ``Router``).
 ROUTER_MODULES: tuple[str, ...] = (
     "functions.handlers.routes_jobs",
+    "functions.handlers.routes_reviews",
     "functions.handlers.routes_sessions",
     "functions.handlers.routes_usage",
 )

@@ -1,9 +1,11 @@
 """The Lambda REQUEST authorizer: ``Authorization: Bearer <key>`` → tenant.
 
 A valid key yields an Allow policy for the whole API (so API Gateway can cache
-the decision per key) and puts ``tenant_id`` in the authorizer context, where
-the handlers read it. Anything else raises ``Unauthorized``, which API Gateway
-turns into a 401; the key itself is never logged.
+the decision per key) and puts ``tenant_id``, ``tenant_name`` and ``scopes`` (the
+key's scopes, space-separated: context values are strings) in the authorizer
+context, where the handlers read them (``functions.handlers.common.require_scope``).
+Anything else raises ``Unauthorized``, which API Gateway turns into a 401; the key
+itself is never logged.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         aws_account_id=arn.aws_account_id,
         api_id=arn.api_id,
         stage=arn.stage,
-        context={"tenant_id": tenant.tenant_id, "tenant_name": tenant.name},
+        context={
+            "tenant_id": tenant.tenant_id,
+            "tenant_name": tenant.name,
+            "scopes": " ".join(tenant.scopes),
+        },
     )
     policy.allow_all_routes()
     logger.info("request allowed", extra={"tenant_id": tenant.tenant_id})

@@ -16,7 +16,7 @@ from stratus import composition
 from stratus.agents import AgentSpec
 from stratus.contracts import MAX_IDEMPOTENCY_KEY_LEN
 from stratus.deadline import Deadline, LambdaDeadline
-from stratus.errors import AgentNotFound, Unauthorized
+from stratus.errors import AgentNotFound, StratusError, Unauthorized
 
 #: Where the error shape (``stratus.contracts.ErrorResponse``) lives in the OpenAPI document.
 ERROR_SCHEMA_REF = "#/components/schemas/ErrorResponse"
@@ -54,6 +54,40 @@ def tenant_id(event: APIGatewayProxyEvent) -> str:
     if not value:
         raise Unauthorized("no tenant: the request did not pass the authorizer")
     return str(value)
+
+
+class Forbidden(StratusError):
+    """The caller's key lacks the scope the route requires (``details.missing_scope``)."""
+
+    code = "forbidden"
+    status = 403
+
+
+#: The 403 a scoped route may answer, for its ``responses``.
+FORBIDDEN_RESPONSE: dict[int, Any] = {
+    403: {
+        "description": "Error",
+        "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
+    }
+}
+
+
+def scopes(event: APIGatewayProxyEvent) -> frozenset[str]:
+    """The scopes of the caller's key (the authorizer's space-separated ``scopes``)."""
+    return frozenset(str(event.request_context.authorizer.get("scopes") or "").split())
+
+
+def require_scope(event: APIGatewayProxyEvent, *accepted: str) -> None:
+    """Raise ``403 forbidden`` unless the caller's key has one of ``accepted``.
+
+    ``details.missing_scope`` names the first accepted scope (the one to grant).
+    """
+    held = scopes(event)
+    if not any(scope in held for scope in accepted):
+        raise Forbidden(
+            f"this key lacks the scope {accepted[0]!r}",
+            details={"missing_scope": accepted[0]},
+        )
 
 
 def deadline(context: Any) -> Deadline | None:

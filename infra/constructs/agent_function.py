@@ -181,6 +181,8 @@ class StratusFunction(Construct):
                 table.grant_read_write_data(self.function)
             elif access == "read":
                 table.grant_read_data(self.function)
+            elif access == "write":
+                table.grant_write_data(self.function)
             else:
                 table.grant(self.function, "dynamodb:DescribeTable")
         if self.plan.model_secret:

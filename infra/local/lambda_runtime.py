@@ -22,7 +22,10 @@ The protocol runs over two dedicated pipes (one JSON line per message, see the
 worker module), so nothing a handler prints can corrupt it. The workers' stdout
 and stderr are read line by line and passed to ``log_sink``, prefixed with the
 function name (and the request id, for lines that are not JSON), together with
-the ``START`` / ``END`` / ``REPORT`` lines Lambda writes to CloudWatch.
+the ``START`` / ``END`` / ``REPORT`` lines Lambda writes to CloudWatch. With an
+``AWS_ENDPOINT_URL`` in the base environment (the local cloud), EMF metric lines are
+also forwarded to that endpoint's CloudWatch (:mod:`infra.local.emf_forwarder`),
+batched, off the invocation path.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from infra.local.emf_forwarder import MetricForwarder
 from infra.local.lambda_pool import Pool, Worker, WorkerTimeout, exit_text
 from infra.local.lambda_types import (
     BASE_ENV_NAMES,
@@ -127,8 +131,10 @@ class LambdaRuntime:
         acquire_timeout_s: float = ACQUIRE_TIMEOUT_S,
         platform_logs: bool = True,
         default_concurrency: int | None = None,
+        forward_metrics: bool = True,
     ) -> None:
-        """``default_concurrency`` caps unreserved functions (None: from the environment)."""
+        """``default_concurrency`` caps unreserved functions (None: from the environment);
+        ``forward_metrics`` sends EMF lines to the base environment's CloudWatch endpoint."""
         self._functions: dict[str, FunctionConfig] = {}
         for config in functions:
             if config.name in self._functions:
@@ -150,6 +156,25 @@ class LambdaRuntime:
         self._platform_logs = platform_logs
         self._stopped = False
         self._stop_lock = threading.Lock()
+        endpoint = self._base_env.get("AWS_ENDPOINT_URL_CLOUDWATCH") or self._base_env.get(
+            "AWS_ENDPOINT_URL"
+        )
+        self._metrics = (
+            MetricForwarder(lambda: self._cloudwatch(str(endpoint)))
+            if forward_metrics and endpoint
+            else None
+        )
+
+    def _cloudwatch(self, endpoint: str) -> Any:
+        import boto3
+
+        env = self._base_env
+        return boto3.session.Session(
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=env.get("AWS_SESSION_TOKEN"),
+            region_name=env.get("AWS_REGION") or "us-east-1",
+        ).client("cloudwatch", endpoint_url=endpoint)
 
     # -- configuration -------------------------------------------------------------
 
@@ -323,6 +348,8 @@ class LambdaRuntime:
     # -- logs ----------------------------------------------------------------------
 
     def _emit(self, line: str) -> None:
+        if self._metrics is not None:
+            self._metrics.offer(line)
         # A broken sink must not break invocations.
         with self._sink_lock, contextlib.suppress(Exception):
             self._sink(line)
@@ -362,6 +389,8 @@ class LambdaRuntime:
             self._stopped = True
         for pool in self._pools.values():
             pool.stop(timeout)
+        if self._metrics is not None:
+            self._metrics.stop(timeout)
 
     def __enter__(self) -> LambdaRuntime:
         return self

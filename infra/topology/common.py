@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Literal
 
@@ -13,6 +14,7 @@ from infra.definitions import (
     LEDGER,
     LIMITS,
     ORDERS,
+    REVIEWS,
     SESSIONS,
     TENANTS,
     USAGE,
@@ -42,8 +44,9 @@ FunctionKind = Literal[
 ]
 #: ``start`` starts executions; ``respond`` answers task tokens and stops executions.
 WorkflowAccess = Literal["start", "respond"]
-#: ``describe`` is DescribeTable only: what a health check needs, nothing more.
-TableAccess = Literal["read", "read_write", "describe"]
+#: ``describe`` is DescribeTable only: what a health check needs, nothing more;
+#: ``write`` is item writes only (PutItem, UpdateItem, ...): what review sampling needs.
+TableAccess = Literal["read", "read_write", "write", "describe"]
 
 #: Every function logs, traces and emits metrics under one service name.
 POWERTOOLS_ENV: Mapping[str, str] = {
@@ -63,7 +66,7 @@ AGENT_RESOURCES: Mapping[Resource, tuple[str, TableAccess]] = {
 #: Table logical name -> the variable that carries its physical name.
 TABLE_ENV: Mapping[str, str] = {
     t.name: t.env_var
-    for t in (TENANTS, IDEMPOTENCY, ORDERS, JOBS, SESSIONS, BUDGETS, LEDGER, USAGE, LIMITS)
+    for t in (TENANTS, IDEMPOTENCY, ORDERS, JOBS, SESSIONS, BUDGETS, LEDGER, USAGE, LIMITS, REVIEWS)
 }
 
 #: What every function that calls a model needs: the model gateway's tables.
@@ -73,6 +76,22 @@ GATEWAY_TABLES: Mapping[str, TableAccess] = {
     USAGE.name: "read_write",
     LIMITS.name: "read_write",
 }
+
+
+#: Functions that produce answers queue a share of them for human review: writes only.
+REVIEW_SAMPLING_TABLES: Mapping[str, TableAccess] = {REVIEWS.name: "write"}
+
+
+def review_sampling_env(stage: StageConfig) -> dict[str, str]:
+    """The stage's review shares (every agent, per-agent overrides, the canary hook)."""
+    env = {
+        "STRATUS_REVIEW_SAMPLE_RATE": str(stage.review_sample_rate),
+        "STRATUS_REVIEW_SAMPLE_RATES": json.dumps(stage.review_sample_rates, sort_keys=True),
+        "STRATUS_REVIEW_RETENTION_DAYS": str(stage.review_retention_days),
+    }
+    if stage.review_sample_rate_canary is not None:
+        env["STRATUS_REVIEW_SAMPLE_RATE_CANARY"] = str(stage.review_sample_rate_canary)
+    return env
 
 
 #: The ingest function's timeout; its queue's visibility timeout is 6x this.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.config import StageConfig
-from infra.definitions import BUDGETS, IDEMPOTENCY, JOBS, SESSIONS, TENANTS, USAGE
+from infra.definitions import BUDGETS, IDEMPOTENCY, JOBS, REVIEWS, SESSIONS, TENANTS, USAGE
 from infra.topology.common import (
     AGENT_RESOURCES,
     API_HANDLER,
@@ -27,6 +27,7 @@ from infra.topology.common import (
     JOBS_TOPIC_ENV,
     MODEL_SECRET_ENV,
     POWERTOOLS_ENV,
+    REVIEW_SAMPLING_TABLES,
     SWEEPER_HANDLER,
     SWEEPER_TIMEOUT_S,
     TABLE_ENV,
@@ -39,6 +40,7 @@ from infra.topology.common import (
     alerts_topic_name,
     dlq,
     pascal,
+    review_sampling_env,
 )
 from stratus.agents import AgentSpec
 
@@ -179,7 +181,12 @@ NOTIFIES: Mapping[str, Any] = {
 
 def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
     """The function of one agent: sized by its spec, granted what its tools need."""
-    tables: dict[str, TableAccess] = {IDEMPOTENCY.name: "read_write", **GATEWAY_TABLES}
+    tables: dict[str, TableAccess] = {
+        IDEMPOTENCY.name: "read_write",
+        **GATEWAY_TABLES,
+        # Its answers (invoke, session turns, jobs in its worker) are sampled for review.
+        **REVIEW_SAMPLING_TABLES,
+    }
     for resource in sorted(spec.resources):
         if resource not in AGENT_RESOURCES:
             raise ValueError(f"agent {spec.name!r} needs {resource!r}, which the stack lacks")
@@ -196,6 +203,7 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
             "STRATUS_MAX_BODY_BYTES": str(stage.max_body_bytes),
             "STRATUS_IDEMPOTENCY_TTL_S": str(stage.idempotency_ttl_s),
             "STRATUS_ALERTS_TOPIC_NAME": alerts_topic_name(stage),
+            **review_sampling_env(stage),
         }
     )
     return FunctionPlan(
@@ -224,6 +232,8 @@ def _platform_tables(jobs: bool) -> dict[str, TableAccess]:
         IDEMPOTENCY.name: "describe",
         BUDGETS.name: "read",
         USAGE.name: "read",
+        # GET/POST /v1/reviews: list reviews, grade them, read and add to the human scores.
+        REVIEWS.name: "read_write",
     }
     if jobs:
         tables[JOBS.name] = "read_write"
@@ -238,6 +248,7 @@ def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = No
     """
     env = _base_env(stage, "")
     env["STRATUS_MAX_BODY_BYTES"] = str(stage.max_body_bytes)
+    env["STRATUS_REVIEW_RETENTION_DAYS"] = str(stage.review_retention_days)
     jobs: dict[str, Any] = {}
     if specs:
         names = tuple(sorted(specs))
@@ -404,6 +415,9 @@ def job_function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> li
 def function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[FunctionPlan]:
     """Every function: platform, authorizer, ingest, sweeper, callbacks, and an API and a
     worker function per agent."""
+    unknown = sorted(set(stage.review_sample_rates) - set(specs))
+    if unknown:
+        raise ValueError(f"review_sample_rates names agents the stack lacks: {unknown}")
     plans = [platform_plan(stage, specs), authorizer_plan(stage), *job_function_plans(stage, specs)]
     plans.extend(agent_plan(specs[name], stage) for name in sorted(specs))
     plans.extend(worker_plan(specs[name], stage) for name in sorted(specs))

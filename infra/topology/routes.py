@@ -37,6 +37,10 @@ def api_routes(agent_names: Iterable[str]) -> list[Route]:
         Route("GET", "/v1/jobs/{job_id}", "platform", authorized=True),
         Route("POST", "/v1/jobs/{job_id}/cancel", "platform", authorized=True),
         Route("POST", "/v1/jobs/{job_id}/approval", "platform", authorized=True),
+        # Human review of sampled answers (scope admin), served by the platform function.
+        Route("GET", "/v1/reviews", "platform", authorized=True),
+        Route("GET", "/v1/reviews/{review_id}", "platform", authorized=True),
+        Route("POST", "/v1/reviews/{review_id}", "platform", authorized=True),
     ]
     for name in sorted(agent_names):
         target = f"agent:{name}"

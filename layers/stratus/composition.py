@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from stratus.llm import ModelClient
     from stratus.prices import PriceTable
     from stratus.ratelimit import KeyBuckets
+    from stratus.reviews import Reviews
     from stratus.rollups import UsageRollups
     from stratus.runner import AgentRunner
     from stratus.sessions import IdempotentMessages, SessionService
@@ -153,13 +154,14 @@ class Runtime:
     def invoke_service(self, spec: AgentSpec) -> InvokeService:
         from stratus.invoke import InvokeService
 
-        return self._agent_member(
-            "invoke",
-            spec,
-            lambda: InvokeService(
+        def build() -> InvokeService:
+            service = InvokeService(
                 spec, self.settings, runner=self.runner(spec), clients=self.clients
-            ),
-        )
+            )
+            service.reviews = self.reviews  # a share of answers is queued for review
+            return service
+
+        return self._agent_member("invoke", spec, build)
 
     # -- gateway stores (budgets, ledger, key buckets, breaker, usage)
     # A table that is not configured turns budgets, the call ledger and the usage
@@ -236,7 +238,7 @@ class Runtime:
             raise ConfigurationError("STRATUS_SESSIONS_TABLE is not set for this function")
         table = self.clients.table(self.settings.sessions_table)
         summarizer = summarizer_spec(spec.sessions)
-        return SessionService(
+        service = SessionService(
             spec,
             self.settings,
             DynamoSessionStore(table, sleep=self.sleep),
@@ -246,6 +248,8 @@ class Runtime:
             sleep=self.sleep,
             clients=self.clients,
         )
+        service.reviews = self.reviews  # a share of turns is queued for review
+        return service
 
     def session_messages(self, spec: AgentSpec) -> IdempotentMessages:
         """:meth:`session_service` under ``Idempotency-Key`` (the message route uses it)."""
@@ -312,7 +316,7 @@ class Runtime:
     def jobs(self) -> JobService:
         from stratus.jobs.service import JobService
 
-        return JobService(
+        service = JobService(
             self.job_store,
             self.job_queue,
             self.job_notifier,
@@ -321,6 +325,18 @@ class Runtime:
             clients=self.clients,
             budgets=self.budgets if self.settings.budgets_table else None,
         )
+        service.reviews = self.reviews  # a share of succeeded jobs' answers is reviewed
+        return service
+
+    @cached_property
+    def reviews(self) -> Reviews:
+        """Human review sampling (``offer``) and grading; off without the reviews table."""
+        from stratus.reviews import Reviews
+        from stratus.reviews_dynamo import DynamoReviewStore
+
+        name = self.settings.reviews_table
+        store = DynamoReviewStore(self.clients.table(name)) if name else None
+        return Reviews(self.settings, store, clock=self.clock)
 
     @cached_property
     def job_sweeper(self) -> LeaseSweeper:

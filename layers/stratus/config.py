@@ -141,6 +141,26 @@ class Settings(BaseSettings):
     callback_max_receive_count: int = Field(default=5, ge=1)
     callback_timeout_s: float = Field(default=5.0, gt=0, le=30)
 
+    # -- human review sampling (issue 12) ------------------------------------------------
+    #: Reviews queued for people to grade, and the human score aggregates.
+    reviews_table: str = ""
+    #: Share (0..1) of live answers queued for review, for every agent ...
+    review_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    #: ... unless the agent has its own share here (JSON ``{"agent": rate}``).
+    review_sample_rates: dict[str, float] = Field(default_factory=dict)
+    #: The share of a canary's answers (the releases issue sets it); None: the agent's share.
+    review_sample_rate_canary: float | None = Field(default=None, ge=0, le=1)
+    #: How long a queued review is kept (DynamoDB TTL), graded or not.
+    review_retention_days: int = Field(default=90, ge=1, le=3650)
+
+    @field_validator("review_sample_rates")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for agent, rate in value.items():
+            if not 0 <= rate <= 1:
+                raise ValueError(f"review sample rate of {agent!r} must be within 0..1")
+        return value
+
     @field_validator("agent")
     @classmethod
     def _agent_name(cls, value: str) -> str:

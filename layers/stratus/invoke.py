@@ -11,21 +11,27 @@ responses even if they pick the same key.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stratus.agents import AgentSpec, CallScope, ToolContext
 from stratus.aws import AwsClients
 from stratus.config import Settings
-from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse
+from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse, ToolCallView
 from stratus.deadline import Deadline
 from stratus.gateway_bookkeeping import deferred
 from stratus.idempotency import IdempotentOperation
 from stratus.observability import logger, metrics
 from stratus.runner import AgentRunner
 
+if TYPE_CHECKING:
+    from stratus.reviews import Reviews
+
 
 class InvokeService:
     """Runs one agent for one tenant; created once per warm function."""
+
+    #: Human review sampling (the composition root sets it); None: no answer is offered.
+    reviews: Reviews | None = None
 
     def __init__(
         self,
@@ -84,7 +90,7 @@ class InvokeService:
                 "agent": self.spec.name,
                 "model": result.model,
                 "model_calls": result.model_calls,
-                "tools": result.tool_calls,
+                "tools": result.tool_names,
                 "usage": result.usage.model_dump(),
                 "cost_usd": str(result.cost_usd),
                 "fake_model": result.fake_model,
@@ -104,7 +110,19 @@ class InvokeService:
             model=result.model,
             agent=AgentRef(name=self.spec.name, version=self.spec.version),
             request_id=request_id,
+            tool_calls=[ToolCallView(**call.to_json()) for call in result.tool_calls],
         )
+        if self.reviews is not None:  # a share of answers is queued for review: 1 PutItem
+            self.reviews.offer(
+                tenant_id,
+                self.spec.name,
+                self.spec.version,
+                "invoke",
+                request_id,
+                request.input,
+                result.output,
+                result.model,
+            )
         return response.model_dump(mode="json")
 
     def invoke_idempotent(

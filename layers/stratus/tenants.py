@@ -5,6 +5,11 @@ are 256 random bits, so a fast hash is safe here (no dictionary to attack) and
 lets the authorizer find the tenant with one strongly consistent GetItem.
 Items: ``TENANT#<id>`` (the tenant) and ``KEY#<hash>`` (one per key).
 
+A key carries ``scopes`` (:data:`SCOPES`; a list attribute on its item). A
+tenant's first key is its owner's and gets every scope; a key item written before
+scopes existed (no ``scopes`` attribute) gets every scope except ``admin``: a
+migration, not a lock-out.
+
 :class:`TenantDirectory` is the port the runtime uses; :class:`TenantStore` is
 its DynamoDB adapter and :class:`MemoryTenants` its in-memory fake.
 """
@@ -15,6 +20,7 @@ import hashlib
 import secrets
 import threading
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -26,12 +32,46 @@ KEY_PREFIX = "sk-stratus-"
 _KEY_BODY_LEN = 43  # token_urlsafe(32)
 MAX_KEY_LEN = 128
 
+#: What a key may do (issue 14 names them; each route requires one).
+SCOPES: tuple[str, ...] = (
+    "invoke",
+    "sessions",
+    "jobs",
+    "jobs:approve",
+    "usage:read",
+    "audit:read",
+    "admin",
+)
+#: The scopes of a key made before keys had scopes: everything but ``admin``.
+LEGACY_SCOPES: tuple[str, ...] = tuple(s for s in SCOPES if s != "admin")
+
+
+def key_scopes(scopes: Iterable[str] | None) -> tuple[str, ...]:
+    """``scopes`` checked against :data:`SCOPES`, in that order; None means every scope."""
+    if scopes is None:
+        return SCOPES
+    wanted = set(scopes)
+    unknown = sorted(wanted - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
+    return tuple(s for s in SCOPES if s in wanted)
+
+
+def _stored_scopes(item: dict[str, Any]) -> tuple[str, ...]:
+    """A key item's scopes; an item without the attribute predates scopes (legacy)."""
+    raw = item.get("scopes")
+    if raw is None:
+        return LEGACY_SCOPES
+    return tuple(s for s in SCOPES if s in {str(v) for v in raw})
+
 
 class Tenant(BaseModel):
     tenant_id: str
     name: str = Field(min_length=1, max_length=100)
     status: str = "active"
     created_at: str
+    #: The scopes of the key that authenticated (or was created); empty when not known.
+    scopes: tuple[str, ...] = ()
 
 
 def new_api_key() -> str:
@@ -54,7 +94,7 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 class TenantDirectory(Protocol):
-    def create(self, name: str) -> tuple[Tenant, str]: ...
+    def create(self, name: str, scopes: Iterable[str] | None = None) -> tuple[Tenant, str]: ...
     def authenticate(self, key: str) -> Tenant | None: ...
     def is_active(self, tenant_id: str) -> bool: ...
     def tenant_ids(self) -> list[str]: ...
@@ -64,11 +104,12 @@ def _well_formed(key: str) -> bool:
     return key.startswith(KEY_PREFIX) and len(key) == len(KEY_PREFIX) + _KEY_BODY_LEN
 
 
-def _new_tenant(name: str) -> Tenant:
+def _new_tenant(name: str, scopes: Iterable[str] | None) -> Tenant:
     return Tenant(
         tenant_id=uuid.uuid4().hex,
         name=name.strip(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        scopes=key_scopes(scopes),
     )
 
 
@@ -82,9 +123,10 @@ class TenantStore:
             dynamodb = AwsClients().client("dynamodb")
         self._table = Table(table_name, dynamodb)
 
-    def create(self, name: str) -> tuple[Tenant, str]:
-        """Create a tenant with one API key; returns the key, which is never stored."""
-        tenant = _new_tenant(name)
+    def create(self, name: str, scopes: Iterable[str] | None = None) -> tuple[Tenant, str]:
+        """Create a tenant with one API key (``scopes``, default every scope); returns the
+        key, which is never stored."""
+        tenant = _new_tenant(name, scopes)
         key = new_api_key()
         put_new = "attribute_not_exists(pk)"
         self._table.transact(
@@ -105,6 +147,7 @@ class TenantStore:
                         "tenant_name": tenant.name,
                         "status": "active",
                         "created_at": tenant.created_at,
+                        "scopes": list(tenant.scopes),
                     },
                     condition=put_new,
                 ),
@@ -123,6 +166,7 @@ class TenantStore:
             tenant_id=str(item["tenant_id"]),
             name=str(item.get("tenant_name") or "unnamed"),
             created_at=str(item.get("created_at", "")),
+            scopes=_stored_scopes(item),
         )
 
     def is_active(self, tenant_id: str) -> bool:
@@ -145,21 +189,36 @@ class MemoryTenants:
 
     def __init__(self) -> None:
         self._tenants: dict[str, Tenant] = {}
-        self._keys: dict[str, str] = {}
+        #: Key hash -> the key item's fields (``scopes`` absent: a legacy key).
+        self._keys: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def create(self, name: str) -> tuple[Tenant, str]:
-        tenant, key = _new_tenant(name), new_api_key()
+    def create(self, name: str, scopes: Iterable[str] | None = None) -> tuple[Tenant, str]:
+        tenant, key = _new_tenant(name, scopes), new_api_key()
         with self._lock:
             self._tenants[tenant.tenant_id] = tenant
-            self._keys[hash_key(key)] = tenant.tenant_id
+            self._keys[hash_key(key)] = {
+                "tenant_id": tenant.tenant_id,
+                "scopes": list(tenant.scopes),
+            }
         return tenant, key
+
+    def add_legacy_key(self, tenant_id: str) -> str:
+        """A key as made before scopes existed (tests of the migration)."""
+        key = new_api_key()
+        with self._lock:
+            self._keys[hash_key(key)] = {"tenant_id": tenant_id}
+        return key
 
     def authenticate(self, key: str) -> Tenant | None:
         if not _well_formed(key):
             return None
         with self._lock:
-            return self._tenants.get(self._keys.get(hash_key(key), ""))
+            item = self._keys.get(hash_key(key))
+            tenant = self._tenants.get(item["tenant_id"]) if item else None
+        if tenant is None or item is None:
+            return None
+        return tenant.model_copy(update={"scopes": _stored_scopes(item)})
 
     def is_active(self, tenant_id: str) -> bool:
         with self._lock:

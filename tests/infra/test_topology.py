@@ -68,6 +68,7 @@ def test_function_plans_and_environment() -> None:
         "ledger": "l",
         "usage": "u",
         "limits": "r",
+        "reviews": "v",
     }
     env = plans["agent:order_status"].environment(table_names=names, model_secret_id="arn:s")
     assert env["STRATUS_ORDERS_TABLE"] == "o"
@@ -134,6 +135,9 @@ def test_routes() -> None:
         ("GET", "/v1/jobs/{job_id}", "platform", True),
         ("POST", "/v1/jobs/{job_id}/cancel", "platform", True),
         ("POST", "/v1/jobs/{job_id}/approval", "platform", True),
+        ("GET", "/v1/reviews", "platform", True),
+        ("GET", "/v1/reviews/{review_id}", "platform", True),
+        ("POST", "/v1/reviews/{review_id}", "platform", True),
         ("POST", "/v1/agents/triage/invoke", "agent:triage", True),
         ("ANY", "/v1/agents/triage/{proxy+}", "agent:triage", True),
         ("ANY", "/v1/agents/{agent}/{proxy+}", "platform", True),
@@ -202,3 +206,26 @@ def test_job_queues_sweep_and_lease_index() -> None:
     )
     kwargs = create_table_kwargs(JOBS, "j")
     assert kwargs["GlobalSecondaryIndexes"][0]["IndexName"] == "leases"
+
+
+def test_review_sampling_reaches_every_function_that_answers() -> None:
+    stage = load_stage("dev")
+    plans = {plan.key: plan for plan in function_plans(stage, load_all())}
+    for key, plan in plans.items():
+        answers = plan.kind in ("agent", "worker")
+        # Whoever answers may only write reviews; the platform grades and reads them.
+        expected = "write" if answers else "read_write" if key == "platform" else None
+        assert plan.tables.get("reviews") == expected, key
+        if answers:
+            assert plan.static_env["STRATUS_REVIEW_SAMPLE_RATE"] == "1.0"  # dev: every answer
+            assert json.loads(plan.static_env["STRATUS_REVIEW_SAMPLE_RATES"]) == {}
+    assert load_stage("prod").review_sample_rate == 0.05
+    overridden = stage.model_copy(
+        update={"review_sample_rates": {"triage": 0.5}, "review_sample_rate_canary": 0.2}
+    )
+    env = next(p for p in function_plans(overridden, load_all()) if p.key == "worker:triage")
+    assert json.loads(env.static_env["STRATUS_REVIEW_SAMPLE_RATES"]) == {"triage": 0.5}
+    assert env.static_env["STRATUS_REVIEW_SAMPLE_RATE_CANARY"] == "0.2"
+    typo = stage.model_copy(update={"review_sample_rates": {"triag": 0.5}})
+    with pytest.raises(ValueError, match="triag"):
+        function_plans(typo, load_all())

@@ -26,7 +26,7 @@ import json
 import random
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stratus.agents import CallScope, ToolContext
 from stratus.aws import AwsClients
@@ -75,6 +75,9 @@ from stratus.jobs.retries import (
 from stratus.jobs.store import Item, JobStore
 from stratus.observability import logger, metrics
 
+if TYPE_CHECKING:
+    from stratus.reviews import Reviews
+
 CANCELLED = {"code": "cancelled", "message": "cancelled by the client"}
 
 
@@ -111,6 +114,9 @@ def job_scope(job: Mapping[str, Any], step: str) -> CallScope:
 
 class JobService:
     """The job lifecycle over a :class:`JobStore`, a queue, a workflow engine and a notifier."""
+
+    #: Human review sampling of succeeded jobs' answers (the composition root sets it).
+    reviews: Reviews | None = None
 
     def __init__(
         self,
@@ -424,6 +430,8 @@ class JobService:
                 extra["routed_to"] = routed
             if self.finish_and_notify(job_id, "succeeded", result=output, extra=extra) is None:
                 logger.info("job was cancelled while it ran; its result is discarded")
+            elif self.reviews is not None:  # the winner only; never raises
+                self.reviews.offer_job(job, output, runner)
         except Exception as exc:
             if self.on_failure(job, exc, receives, delivery) != "fail":
                 raise

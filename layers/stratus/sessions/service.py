@@ -68,6 +68,7 @@ from stratus.usage import Usage
 
 if TYPE_CHECKING:
     from stratus.aws import AwsClients
+    from stratus.reviews import Reviews
 
 #: A turn is not started with less time than this left before the deadline margin.
 MIN_TURN_S = 3.0
@@ -83,6 +84,9 @@ class TurnOutcome:
 
 class SessionService:
     """Sessions of one agent: create, read, delete, and post a message (one turn)."""
+
+    #: Human review sampling (the composition root sets it); None: no turn is offered.
+    reviews: Reviews | None = None
 
     def __init__(
         self,
@@ -449,6 +453,7 @@ class SessionService:
             "cost_usd": float(cost),
             "session_cost_usd": float(total_cost),
             "request_id": request_id,
+            "tool_calls": [call.to_json() for call in result.tool_calls],
         }
         commit = TurnCommit(
             messages=(user, assistant),
@@ -463,6 +468,17 @@ class SessionService:
             result={**response, "reply": stored_reply} if ticket is not None else None,
         )
         head = self._store.commit_turn(head, owner, commit)
+        if self.reviews is not None:  # a share of turns is queued for review: 1 PutItem
+            self.reviews.offer(
+                key.tenant_id,
+                self.spec.name,
+                self.spec.version,
+                "session",
+                f"{key.session_id}/turn-{turn}",
+                message,
+                reply,
+                result.model,
+            )
         after = TurnView(
             head=head,
             summary=summary,
