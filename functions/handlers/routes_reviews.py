@@ -77,7 +77,8 @@ class GradedReview(Review):
 class GradeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    score: float = Field(ge=0, le=1, description="The grade, 0 (bad) to 1 (good).")
+    #: strict: JSON true/false and numeric strings are not grades.
+    score: float = Field(ge=0, le=1, strict=True, description="The grade, 0 (bad) to 1 (good).")
     comment: str = Field(default="", max_length=MAX_COMMENT_CHARS)
 
 

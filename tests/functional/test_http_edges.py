@@ -237,3 +237,23 @@ def test_a_deleted_session_answers_204_with_no_body_and_no_content_type(
     headers = {k.lower() for k in (raw.get("headers") or {})}
     headers |= {k.lower() for k in (raw.get("multiValueHeaders") or {})}
     assert "content-type" not in headers  # an empty body declared JSON does not parse
+
+
+@pytest.mark.parametrize(
+    "cap",
+    [
+        5e-324,  # found by the fuzzer: below DynamoDB's smallest number, it was a 500
+        1e-7,
+        0,
+        True,  # JSON booleans are not amounts
+        "0.5",
+        10_001,
+    ],
+)
+def test_an_unusable_job_cost_cap_is_422_before_anything_is_written(
+    serve_agent: Any, cap: Any
+) -> None:
+    import json
+
+    body = json.dumps({"agent": "triage", "input": "hi", "max_cost_usd": cap}).encode()
+    assert_error(send(serve_agent, "", "POST", "/v1/jobs", body), 422, "validation_error")

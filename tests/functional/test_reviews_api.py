@@ -174,6 +174,8 @@ def test_the_cursor_pages_and_is_refused_across_tenants(platform: dict[str, Any]
         {"score": -0.1},
         {"comment": "no score"},
         {"score": "high"},
+        {"score": False},  # found by the fuzzer: JSON booleans were taken for 0 and 1
+        {"score": "0.5"},
         {"score": 0.5, "comment": "x" * 2001},
         {"score": 0.5, "extra": True},
     ],

@@ -38,6 +38,10 @@ JsonObject = dict[str, Any]
 Clock = Callable[[], float]
 
 
+#: The smallest accepted ``max_cost_usd`` (one micro-dollar).
+MIN_JOB_COST_CAP_USD = 0.000001
+
+
 class _JobFields(BaseModel):
     agent: str = Field(pattern=AGENT_NAME, description="The agent that runs the job.")
     input: str | JsonObject = Field(description="The user's message, or a JSON object.")
@@ -48,8 +52,14 @@ class _JobFields(BaseModel):
         pattern=r"^https?://[^\s/?#]+",
         description="POSTed the completion event, signed with X-Stratus-Signature (http/https).",
     )
+    #: At least a micro-dollar (DynamoDB numbers stop at 1E-130; a smaller cap is no cap),
+    #: strict: JSON true/false and numeric strings are not amounts.
     max_cost_usd: float | None = Field(
-        default=None, gt=0, le=10_000, description="Per-job cost cap, checked before each step."
+        default=None,
+        ge=MIN_JOB_COST_CAP_USD,
+        le=10_000,
+        strict=True,
+        description="Per-job cost cap in USD (at least 0.000001), checked before each step.",
     )
     route: bool = Field(
         default=False,
