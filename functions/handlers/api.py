@@ -36,6 +36,8 @@ from functions.handlers.common import (
     deadline,
     request_id,
     served_agent,
+    served_release,
+    tag_served_release,
     tenant_id,
 )
 from stratus import composition, snapstart
@@ -154,6 +156,7 @@ def health() -> Response[str]:
         version=stratus.__version__,
         agent=runtime.settings.agent or None,
         checks=checks,
+        **(served_release() or {}),
     )
     return Response(
         status_code=200 if healthy else 503,
@@ -323,6 +326,7 @@ def _raw_body(body: str) -> bytes | None:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     set_agent_dimension(composition.current().settings.agent or "platform")
+    tag_served_release()
     problem = _guard(event)
     if problem is not None:
         rid = str((event.get("requestContext") or {}).get("requestId") or "")

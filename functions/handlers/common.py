@@ -17,6 +17,8 @@ from stratus.agents import AgentSpec
 from stratus.contracts import MAX_IDEMPOTENCY_KEY_LEN
 from stratus.deadline import Deadline, LambdaDeadline
 from stratus.errors import AgentNotFound, StratusError, Unauthorized
+from stratus.observability import logger
+from stratus.release_tags import tag_logger
 
 #: Where the error shape (``stratus.contracts.ErrorResponse``) lives in the OpenAPI document.
 ERROR_SCHEMA_REF = "#/components/schemas/ErrorResponse"
@@ -101,3 +103,27 @@ def served_agent(agent: str) -> AgentSpec:
     from functions.agents import load_agent
 
     return load_agent(agent)
+
+
+def served_release() -> dict[str, str] | None:
+    """``{"release", "prompt_version"}`` of the agent this function serves; None for the
+    platform function (or an agent that cannot be loaded: its requests report that)."""
+    runtime = composition.current()
+    if not runtime.settings.agent:
+        return None
+    from functions.agents import load_agent
+
+    try:
+        spec = load_agent(runtime.settings.agent)
+        return {"release": runtime.release_for(spec), "prompt_version": spec.prompt_version}
+    except Exception as exc:  # the request path answers the misconfiguration in its shape
+        logger.warning("the served agent's release is unknown", extra={"error": repr(exc)})
+        return None
+
+
+def tag_served_release() -> None:
+    """Every log line of this request carries the served agent's release (cleared per
+    request by ``inject_lambda_context(clear_state=True)``)."""
+    fields = served_release()
+    if fields is not None:
+        tag_logger(**fields)

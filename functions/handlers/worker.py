@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.agents import load_agent
 from functions.handlers.batches import sqs_batch
+from functions.handlers.common import served_release, tag_served_release
 from stratus import composition
 from stratus.agents import AgentSpec
 from stratus.deadline import LambdaDeadline
@@ -65,7 +66,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     remaining = lambda_context.get_remaining_time_in_millis() / 1000 if lambda_context else 900
     try:
         job = runtime.jobs.claim(
-            message, agent=runtime.settings.agent, lease_s=remaining + LEASE_MARGIN_S
+            message,
+            agent=runtime.settings.agent,
+            lease_s=remaining + LEASE_MARGIN_S,
+            release=served_release(),  # recorded on the job by the claim (no extra write)
         )
     except JobBusy as busy:
         runtime.jobs.retry_later(delivery, busy.retry_after_s)
@@ -103,6 +107,7 @@ def workflow_task(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     set_agent_dimension(composition.current().settings.agent or "unknown")
+    tag_served_release()
     if "Records" in event:
         return sqs_batch(event, context, record_handler)
     return workflow_task(event, context)

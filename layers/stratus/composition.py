@@ -80,6 +80,25 @@ class Runtime:
                 self._per_agent[key] = build()
             return self._per_agent[key]
 
+    def release_for(self, spec: AgentSpec) -> str:
+        """The release id ``spec`` runs as in this process, computed once per agent.
+
+        ``STRATUS_RELEASE`` (the stack and the local cloud set it) names the release of the
+        served agent; any other agent (a summarizer, a workflow's roles) or an empty value
+        is hashed from its spec and these settings (:func:`stratus.releases.release_of`:
+        a few small files, read at init, in the SnapStart priming).
+        """
+
+        def build() -> str:
+            if self.settings.release and spec.name == self.settings.agent:
+                return self.settings.release
+            from stratus.releases import release_of
+
+            return release_of(spec, self.settings)
+
+        release: str = self._agent_member("release", spec, build)
+        return release
+
     # -- model path (imports openai: only functions that call a model touch these)
 
     @cached_property
@@ -159,6 +178,7 @@ class Runtime:
                 spec, self.settings, runner=self.runner(spec), clients=self.clients
             )
             service.reviews = self.reviews  # a share of answers is queued for review
+            service.release = self.release_for(spec)
             return service
 
         return self._agent_member("invoke", spec, build)
@@ -249,6 +269,7 @@ class Runtime:
             clients=self.clients,
         )
         service.reviews = self.reviews  # a share of turns is queued for review
+        service.release = self.release_for(spec)
         return service
 
     def session_messages(self, spec: AgentSpec) -> IdempotentMessages:

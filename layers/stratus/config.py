@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     stage: str = "dev"
     #: The agent this function serves; empty for the platform function.
     agent: str = ""
+    #: The release id of the served agent (``r-`` + 12 hex, :mod:`stratus.releases`), set
+    #: by the stack and the local cloud; empty: computed once per process from the spec.
+    release: str = ""
 
     tenants_table: str = ""
     idempotency_table: str = ""
@@ -161,7 +164,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"review sample rate of {agent!r} must be within 0..1")
         return value
 
-    @field_validator("agent")
+    @field_validator("agent", "release")
     @classmethod
     def _agent_name(cls, value: str) -> str:
         return value.strip()

@@ -63,7 +63,11 @@ class InvokeRequest(BaseModel):
 
 class AgentRef(BaseModel):
     name: str
-    version: str
+    version: str = Field(description="The agent's human version (AgentSpec.version).")
+    release: str = Field(
+        description="The release that answered: a content hash of the agent (r- + 12 hex)."
+    )
+    prompt_version: str = Field(description="The prompt file version that answered.")
 
 
 class ToolCallView(BaseModel):
@@ -106,6 +110,12 @@ class HealthResponse(BaseModel):
     version: str
     agent: str | None
     checks: dict[str, str]
+    release: str | None = Field(
+        default=None, description="The release this agent function serves (null: platform)."
+    )
+    prompt_version: str | None = Field(
+        default=None, description="The prompt version it serves (null: platform)."
+    )
 
 
 # --- sessions -----------------------------------------------------------------------
@@ -142,6 +152,8 @@ class SessionTurnResponse(BaseModel):
     tool_calls: list[ToolCallView] = Field(
         default_factory=list, description="The tool calls the agent made in this turn, in order."
     )
+    release: str = Field(description="The release that ran the turn (r- + 12 hex).")
+    prompt_version: str = Field(description="The prompt version that ran the turn.")
 
 
 class SessionMessageView(BaseModel):
@@ -151,6 +163,9 @@ class SessionMessageView(BaseModel):
     turn: int
     created_at: str
     truncated: bool | None = None
+    release: str | None = Field(
+        default=None, description="Assistant messages: the release that wrote the reply."
+    )
 
 
 class SessionView(BaseModel):

@@ -21,14 +21,19 @@ from stratus.deadline import Deadline
 from stratus.gateway_bookkeeping import deferred
 from stratus.idempotency import IdempotentOperation
 from stratus.observability import logger, metrics
+from stratus.release_tags import ReleaseTagged, emit_task, is_task_error
 from stratus.runner import AgentRunner
 
 if TYPE_CHECKING:
     from stratus.reviews import Reviews
 
 
-class InvokeService:
-    """Runs one agent for one tenant; created once per warm function."""
+class InvokeService(ReleaseTagged):
+    """Runs one agent for one tenant; created once per warm function.
+
+    Its answers carry the agent's ``release`` and ``prompt_version`` (``agent``), and each
+    finished one emits the task metrics (:mod:`stratus.release_tags`).
+    """
 
     #: Human review sampling (the composition root sets it); None: no answer is offered.
     reviews: Reviews | None = None
@@ -82,7 +87,13 @@ class InvokeService:
             settings=self._settings,
             clients=self._clients,
         )
-        result = self._runner.run(request.input, ctx=ctx, deadline=deadline)
+        try:
+            result = self._runner.run(request.input, ctx=ctx, deadline=deadline)
+        except Exception as exc:
+            if is_task_error(exc):  # the agent failed (not a refusal of the request)
+                emit_task(self.spec.name, self.release, cost_usd=None, failed=True)
+            raise
+        emit_task(self.spec.name, self.release, cost_usd=result.cost_usd, failed=False)
         logger.info(
             "agent invoked",
             extra={
@@ -108,7 +119,7 @@ class InvokeService:
             usage=result.usage,
             cost_usd=float(result.cost_usd),
             model=result.model,
-            agent=AgentRef(name=self.spec.name, version=self.spec.version),
+            agent=AgentRef(name=self.spec.name, version=self.spec.version, **self.release_fields),
             request_id=request_id,
             tool_calls=[ToolCallView(**call.to_json()) for call in result.tool_calls],
         )
@@ -116,7 +127,7 @@ class InvokeService:
             self.reviews.offer(
                 tenant_id,
                 self.spec.name,
-                self.spec.version,
+                self.release,
                 "invoke",
                 request_id,
                 request.input,

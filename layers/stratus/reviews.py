@@ -344,7 +344,9 @@ class Reviews:
             spec = runner.spec
             source = json.loads(job["input"]) if isinstance(job.get("input"), str) else None
             model = str(getattr(runner, "model_name", "") or "")
-            release, job_id = spec.version, str(job["job_id"])
+            # The release the worker recorded on its claim; else the runner's spec's own.
+            job_id = str(job["job_id"])
+            release = str(job.get("release") or _release_of(spec, self.settings))
         except Exception:
             logger.exception("queueing a job's answer for review failed")
             return None
@@ -442,6 +444,12 @@ def emit_human_score(agent: str, release: str, score: float) -> None:
             metric.add_dimension(name="release", value=release)
     except Exception:  # a metric never fails the grade that is recorded already
         logger.exception("emitting HumanScore failed")
+
+
+def _release_of(spec: Any, settings: Settings) -> str:
+    from stratus.releases import release_of
+
+    return release_of(spec, settings)
 
 
 def _float(value: Any) -> float | None:

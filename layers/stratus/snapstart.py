@@ -152,7 +152,8 @@ def warm(runtime: composition.Runtime, load_spec: SpecLoader) -> list[str]:
         return ["settings"]
     spec = load_spec(settings.agent)
     _ = spec.system_prompt  # the prompt file
-    warmed = ["settings", "spec", "prompt"]
+    runtime.release_for(spec)  # STRATUS_RELEASE, or the hash of the agent's files
+    warmed = ["settings", "spec", "prompt", "release"]
     runtime.prices.price_for(settings.model_for(spec.tier))
     warmed.append("prices")
     # openai, the gateway and its stores (AWS clients created; no request is made).

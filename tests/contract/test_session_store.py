@@ -227,6 +227,20 @@ def test_commit_turn_stores_messages_head_and_entry_at_once(store: SessionStore)
     )
 
 
+def test_the_assistant_message_keeps_the_release_that_wrote_it(store: SessionStore) -> None:
+    created(store)
+    held = store.acquire_lock(KEY, "a", NOW, LEASE)
+    ms = int(NOW * 1000)
+    messages = (
+        StoredMessage.new(1, "user", "hi", 1, ms),
+        StoredMessage.new(2, "assistant", "hello", 1, ms, release="r-0123456789ab"),
+    )
+    store.commit_turn(held, "a", commit_for(held, messages=messages))
+    user, assistant = store.messages(KEY, after=0, limit=10, newest_first=False)
+    assert (user.release, assistant.release) == (None, "r-0123456789ab")
+    assert (user, assistant) == messages
+
+
 def test_commit_turn_can_keep_the_lock(store: SessionStore) -> None:
     held = store.acquire_lock(created(store).key, "a", NOW, LEASE)
     after = store.commit_turn(held, "a", commit_for(held, release=False, lock_until_ms=123_000))

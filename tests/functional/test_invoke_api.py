@@ -45,7 +45,17 @@ def test_triage_classifies_with_usage_and_cost(
     assert body["output"]["category"] == "order_status"
     assert 0 <= body["output"]["confidence"] <= 1
     assert body["model"] == "gpt-5-mini"
-    assert body["agent"] == {"name": "triage", "version": "1.0.0"}
+    from functions.agents import load_agent
+    from stratus.config import Settings
+    from stratus.releases import release_of
+
+    release = release_of(load_agent("triage"), Settings())
+    assert body["agent"] == {
+        "name": "triage",
+        "version": "1.0.0",
+        "release": release,
+        "prompt_version": "v1",
+    }
     assert body["request_id"] == event["requestContext"]["requestId"]
     usage = body["usage"]
     assert set(usage) == {

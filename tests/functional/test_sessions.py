@@ -142,7 +142,10 @@ def test_session_lifecycle(support: dict[str, Any], fake_model: FakeModelServer)
         "session_cost_usd",
         "tool_calls",
         "request_id",
+        "release",
+        "prompt_version",
     }
+    assert first.body["release"].startswith("r-") and first.body["prompt_version"] == "v1"
     assert first.body["turn"] == 1
     assert "in_transit" in first.body["reply"]  # the order_status tool, in the caller's tenant
     assert first.body["cost_usd"] > 0

@@ -152,7 +152,9 @@ class SpecRunner(Runner):
 def test_a_succeeded_job_is_offered_and_a_failed_offer_keeps_it_succeeded(fail: bool) -> None:
     store = CountingStore(fail=fail)
     service, jobs, job = _job_world(store)
-    claimed = service.store.claim(job["job_id"], lease_s=60)
+    # The worker's claim records the release that runs the job; the review carries it.
+    stamp = {"release": "r-0123456789ab", "prompt_version": "v1"}
+    claimed = service.store.claim(job["job_id"], lease_s=60, fields=stamp)
     assert claimed is not None
     service.run(
         claimed, SpecRunner({"category": "order_status"}), routes={}, request_id="r", receives=1
@@ -170,7 +172,7 @@ def test_a_succeeded_job_is_offered_and_a_failed_offer_keeps_it_succeeded(fail: 
         job["job_id"],
         "triage",
     )
-    assert (queued["release"], queued["model"]) == ("1.2.0", "gpt-5-mini")
+    assert (queued["release"], queued["model"]) == ("r-0123456789ab", "gpt-5-mini")
     assert json.loads(queued["output"]) == {"category": "order_status"}
     assert queued["input"] == "where is A-1001?"  # a string input stays plain text
 

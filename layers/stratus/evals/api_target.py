@@ -232,7 +232,8 @@ class ApiTarget:
         latency = time.perf_counter() - started
         usage = body.get("usage") or {}
         model = str(body.get("model", ""))
-        version = (body.get("agent") or {}).get("version")
+        served = body.get("agent") or {}
+        version = served.get("release") or served.get("version")  # the release id, if any
         with self._lock:
             self._models[agent] = model
             if isinstance(version, str):

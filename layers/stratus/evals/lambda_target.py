@@ -193,7 +193,8 @@ class LambdaVersionTarget:
         return answer
 
     def _seen(self, agent: str, body: dict[str, Any]) -> None:
-        version = (body.get("agent") or {}).get("version")
+        served = body.get("agent") or {}
+        version = served.get("release") or served.get("version")  # the release id, if any
         with self._lock:
             if body.get("model"):
                 self._models[agent] = str(body["model"])

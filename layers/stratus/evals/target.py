@@ -119,7 +119,8 @@ class InProcessTarget:
         return self._runtime.settings.model_for(self._specs[agent].tier)
 
     def release(self, agent: str) -> str:
-        return self._specs[agent].version
+        """The agent's release id (``stratus.releases``), as its function reports it."""
+        return self._runtime.release_for(self._specs[agent])
 
     def output_schema(self, agent: str) -> dict[str, Any] | None:
         schema = self._specs[agent].output_schema

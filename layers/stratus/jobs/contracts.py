@@ -213,6 +213,12 @@ class JobView(BaseModel):
     routed_to: JsonObject | None = None
     callback: CallbackStatus | None = None
     steps: list[StepView] | None = None
+    release: str | None = Field(
+        default=None, description="The release of the agent that ran the job (null: not yet)."
+    )
+    prompt_version: str | None = Field(
+        default=None, description="The prompt version that ran the job (null: not yet)."
+    )
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -321,6 +327,8 @@ def view(job: Mapping[str, Any], steps: Iterable[Mapping[str, Any]] | None = Non
         routed_to=dict(job["routed_to"]) if job.get("routed_to") else None,
         callback=_callback_status(job.get("callback")),
         steps=step_views,
+        release=job.get("release"),
+        prompt_version=job.get("prompt_version"),
     )
 
 

@@ -82,11 +82,14 @@ class DynamoJobStore(JobItems):
         except ddb.ConditionFailed:
             return None
 
-    def claim(self, job_id: str, lease_s: float) -> Item | None:
+    def claim(
+        self, job_id: str, lease_s: float, fields: Mapping[str, Any] | None = None
+    ) -> Item | None:
         now = Decimal(str(round(self.clock(), 3)))
         return self._update(
             job_id,
             set_={
+                **(fields or {}),
                 "status": "running",
                 "lease_until": now + Decimal(str(round(lease_s, 3))),
                 LEASE_SHARD: lease_shard(job_id),

@@ -88,12 +88,15 @@ class MemoryJobStore(JobItems):
                 job["attempts"] = int(job.get("attempts", 0)) + 1
             return copy.deepcopy(job)
 
-    def claim(self, job_id: str, lease_s: float) -> Item | None:
+    def claim(
+        self, job_id: str, lease_s: float, fields: Mapping[str, Any] | None = None
+    ) -> Item | None:
         now = Decimal(str(round(self.clock(), 3)))
         return self._transition(
             job_id,
             ("queued",),
             {
+                **(fields or {}),
                 "status": "running",
                 "lease_until": now + Decimal(str(round(lease_s, 3))),
                 LEASE_SHARD: lease_shard(job_id),

@@ -74,6 +74,7 @@ from stratus.jobs.retries import (
 )
 from stratus.jobs.store import Item, JobStore
 from stratus.observability import logger, metrics
+from stratus.release_tags import emit_task, is_task_error
 
 if TYPE_CHECKING:
     from stratus.reviews import Reviews
@@ -280,11 +281,18 @@ class JobService:
 
     # -- completion
 
-    def finish_and_notify(self, job_id: str, status: FinalStatus, **kwargs: Any) -> Item | None:
-        """Finish the job; only the writer that wins the transition notifies."""
+    def finish_and_notify(
+        self, job_id: str, status: FinalStatus, *, task_error: bool = True, **kwargs: Any
+    ) -> Item | None:
+        """Finish the job; only the writer that wins the transition notifies, and emits the
+        task metrics of the release that ran it (``task_error``: a failure of the agent)."""
         done = self.store.finish(job_id, status, **kwargs)
         if done is not None:
             metrics.add_metric(name=f"Jobs{status.capitalize()}", unit="Count", value=1)
+            failed = status == "failed"
+            if done.get("release") and (status == "succeeded" or (failed and task_error)):
+                cost = None if failed else Decimal(str(done.get("cost_usd", 0)))
+                emit_task(done["agent"], str(done["release"]), cost_usd=cost, failed=failed)
             self.notify(done)
         return done
 
@@ -319,8 +327,16 @@ class JobService:
 
     # -- the worker
 
-    def claim(self, message: JobMessage, *, agent: str, lease_s: float) -> Item | None:
-        """The job, claimed under a lease; None if there is nothing to run.
+    def claim(
+        self,
+        message: JobMessage,
+        *,
+        agent: str,
+        lease_s: float,
+        release: Mapping[str, str] | None = None,
+    ) -> Item | None:
+        """The job, claimed under a lease; None if there is nothing to run. The claim
+        records ``release`` (``{"release", "prompt_version"}`` of the worker) on the job.
 
         Raises :class:`BadJobMessage` (not this agent's job) or :class:`JobBusy`.
         """
@@ -339,7 +355,7 @@ class JobService:
         if job.get("execution_arn") or job["status"] == "waiting_approval":
             logger.info("job is in its workflow already; message acknowledged")
             return None
-        claimed = self.store.claim(message.job_id, lease_s=lease_s)
+        claimed = self.store.claim(message.job_id, lease_s=lease_s, fields=release)
         if claimed is None:
             latest = self.store.get(message.job_id) or job
             remaining = float(latest.get("lease_until", 0)) - self.store.clock()
@@ -494,7 +510,9 @@ class JobService:
             logger.info("job failed", extra={"code": exc.code, "error": exc.message})
         else:
             logger.exception("job failed on its last delivery")
-        self.finish_and_notify(job_id, "failed", error=job_error(exc))
+        self.finish_and_notify(
+            job_id, "failed", error=job_error(exc), task_error=is_task_error(exc)
+        )
         return action
 
     def retry_later(self, delivery: Delivery | None, delay_s: int) -> None:

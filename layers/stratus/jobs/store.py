@@ -97,8 +97,11 @@ class JobStore(Protocol):
         """The job's step items, in key order."""
         ...
 
-    def claim(self, job_id: str, lease_s: float) -> Item | None:
-        """queued -> running under a lease, or take over a running job whose lease expired."""
+    def claim(
+        self, job_id: str, lease_s: float, fields: Mapping[str, Any] | None = None
+    ) -> Item | None:
+        """queued -> running under a lease, or take over a running job whose lease expired;
+        ``fields`` are set in the same write (the worker's ``release``, ``prompt_version``)."""
         ...
 
     def release(self, job_id: str, hold_s: float = 0) -> None:

@@ -102,6 +102,7 @@ def _message(v: dict[str, Any]) -> StoredMessage:
         created_ms=int(v["created_ms"]),
         tokens=int(v["tokens"]),
         truncated=bool(v.get("truncated", False)),
+        release=v.get("release"),
     )
 
 

@@ -130,9 +130,20 @@ class StoredMessage:
     created_ms: int
     tokens: int
     truncated: bool = False
+    #: The release that wrote an assistant message (None: a user message, or older items).
+    release: str | None = None
 
     @classmethod
-    def new(cls, index: int, role: Role, content: str, turn: int, created_ms: int) -> StoredMessage:
+    def new(
+        cls,
+        index: int,
+        role: Role,
+        content: str,
+        turn: int,
+        created_ms: int,
+        *,
+        release: str | None = None,
+    ) -> StoredMessage:
         """A message with its token estimate (:mod:`stratus.tokens`), cut to the stored size."""
         stored = content[:MAX_STORED_CHARS]
         return cls(
@@ -143,6 +154,7 @@ class StoredMessage:
             created_ms,
             chat_message_tokens(role, stored),
             truncated=len(content) > MAX_STORED_CHARS,
+            release=release,
         )
 
     def item(self, sid: str, expires_at: int) -> dict[str, Any]:
@@ -160,6 +172,8 @@ class StoredMessage:
         }
         if self.truncated:
             item["truncated"] = True
+        if self.release:
+            item["release"] = self.release
         return item
 
 

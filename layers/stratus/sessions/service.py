@@ -40,6 +40,7 @@ from stratus.errors import (
     StratusError,
 )
 from stratus.observability import logger
+from stratus.release_tags import ReleaseTagged, emit_task, is_task_error
 from stratus.sessions.context import (
     build_history,
     keep_from,
@@ -82,8 +83,9 @@ class TurnOutcome:
     view: TurnView
 
 
-class SessionService:
-    """Sessions of one agent: create, read, delete, and post a message (one turn)."""
+class SessionService(ReleaseTagged):
+    """Sessions of one agent: create, read, delete, and post a message (one turn); each
+    turn's answer and stored reply carry the agent's release (:mod:`stratus.release_tags`)."""
 
     #: Human review sampling (the composition root sets it); None: no turn is offered.
     reviews: Reviews | None = None
@@ -192,6 +194,7 @@ class SessionService:
                     "turn": m.turn,
                     "created_at": iso(m.created_ms / 1000),
                     **({"truncated": True} if m.truncated else {}),
+                    **({"release": m.release} if m.release else {}),
                 }
                 for m in page
             ],
@@ -436,15 +439,21 @@ class SessionService:
         ctx = self._context(key, request_id, f"turn-{turn}")
         try:
             result = self._runner.run(message, ctx=ctx, deadline=deadline, history=history)
-        except StratusError as err:  # with the head as it is now (a summary may be saved)
-            raise TurnFailed(err, head) from None
+        except Exception as err:
+            if is_task_error(err):  # the agent failed (not a refusal of the message)
+                emit_task(self.spec.name, self.release, cost_usd=None, failed=True)
+            if not isinstance(err, StratusError):
+                raise
+            raise TurnFailed(err, head) from None  # with the head as it is now (a summary)
         reply = result.output if isinstance(result.output, str) else json.dumps(result.output)
         usage, cost = usage + result.usage, cost + result.cost_usd
         now = self._clock()
         now_ms = int(now * 1000)
         stored_reply = reply[:MAX_STORED_CHARS]
         user = StoredMessage.new(head.msg_count + 1, "user", message, turn, now_ms)
-        assistant = StoredMessage.new(head.msg_count + 2, "assistant", reply, turn, now_ms)
+        assistant = StoredMessage.new(
+            head.msg_count + 2, "assistant", reply, turn, now_ms, release=self.release
+        )
         total_cost = head.cost_usd + cost
         response = {
             "reply": reply,
@@ -454,6 +463,7 @@ class SessionService:
             "session_cost_usd": float(total_cost),
             "request_id": request_id,
             "tool_calls": [call.to_json() for call in result.tool_calls],
+            **self.release_fields,
         }
         commit = TurnCommit(
             messages=(user, assistant),
@@ -468,11 +478,12 @@ class SessionService:
             result={**response, "reply": stored_reply} if ticket is not None else None,
         )
         head = self._store.commit_turn(head, owner, commit)
+        emit_task(self.spec.name, self.release, cost_usd=cost, failed=False)
         if self.reviews is not None:  # a share of turns is queued for review: 1 PutItem
             self.reviews.offer(
                 key.tenant_id,
                 self.spec.name,
-                self.spec.version,
+                self.release,
                 "session",
                 f"{key.session_id}/turn-{turn}",
                 message,
