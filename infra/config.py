@@ -13,11 +13,12 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infra.paths import CDK_JSON
+from stratus.release_gate import GatePolicy
 
 STAGES_CONTEXT_KEY = "stratus:stages"
 STAGE_CONTEXT_KEY = "stage"
@@ -36,6 +37,41 @@ STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,20}$")
 
 class StageConfigError(ValueError):
     """The stage configuration in ``cdk.json`` is missing or invalid."""
+
+
+#: CodeDeploy's predefined Lambda traffic shifts, by the name ``cdk.json`` uses:
+#: ``canary_<percent>_<minutes>`` (that share for that long, then the rest) and
+#: ``linear_<percent>_<minutes>`` (that share more every that many minutes).
+DeploymentConfigName = Literal[
+    "all_at_once",
+    "canary_10_5",
+    "canary_10_10",
+    "canary_10_15",
+    "canary_10_30",
+    "linear_10_1",
+    "linear_10_2",
+    "linear_10_3",
+    "linear_10_10",
+]
+DEPLOYMENT_CONFIGS: tuple[str, ...] = get_args(DeploymentConfigName)
+
+
+class DeploymentSettings(BaseModel):
+    """How CodeDeploy shifts an agent's ``live`` alias to a new version (``deployment``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The traffic shift (dev: all at once; prod: canary 10% for 5 minutes).
+    config: DeploymentConfigName = "all_at_once"
+    #: The new version's p90 ``Duration`` alarm (ms); None: 80% of the function's timeout.
+    max_p90_latency_ms: int | None = Field(default=None, ge=1, le=900_000)
+    #: Period of the rollback alarms (seconds) and how many periods must breach.
+    alarm_period_s: int = Field(default=60, ge=60, le=3600)
+    alarm_evaluation_periods: int = Field(default=1, ge=1, le=10)
+
+
+def _default_release_gate() -> GatePolicy:
+    return GatePolicy(max_cost_per_task_usd=0.05, min_eval_score=80.0)
 
 
 class StageConfig(BaseModel):
@@ -89,6 +125,28 @@ class StageConfig(BaseModel):
     review_sample_rate_canary: float | None = Field(default=None, ge=0, le=1)
     #: How long queued reviews are kept (DynamoDB TTL), graded or not.
     review_retention_days: int = Field(default=90, ge=1, le=3650)
+
+    # -- releases (CodeDeploy on the agents' ``live`` aliases) -------------------------
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    #: How a candidate version is judged: the rollback alarms' thresholds and the
+    #: pre-/post-traffic hooks' ``stratus.release_gate.decide`` (and ``stratus canary``).
+    release_gate: GatePolicy = Field(default_factory=_default_release_gate)
+
+    @field_validator("release_gate")
+    @classmethod
+    def _gate_has_limits(cls, value: GatePolicy) -> GatePolicy:
+        # The alarms need absolute thresholds (an alarm cannot know the stable release).
+        missing = [
+            name
+            for name in ("max_cost_per_task_usd", "min_eval_score")
+            if getattr(value, name) is None
+        ]
+        if missing:
+            raise ValueError(
+                f"set {', '.join(missing)}: the rollback alarms on cost per task and eval "
+                "score need absolute thresholds"
+            )
+        return value
 
     @field_validator("review_sample_rates")
     @classmethod

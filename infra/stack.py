@@ -20,6 +20,7 @@ from infra.constructs.alerts import BudgetAlerts
 from infra.constructs.api import StratusApi
 from infra.constructs.function_code import FunctionCode
 from infra.constructs.jobs import StratusJobs
+from infra.constructs.release import StratusReleases
 from infra.constructs.runtime_layer import RuntimeLayer
 from infra.constructs.secrets import STORE_KEYS_HOWTO, ModelSecret
 from infra.constructs.tables import StratusTables
@@ -75,6 +76,7 @@ class StratusStack(Stack):
         )
         self.functions = StratusFunctions(self, "Functions", specs=self.agent_specs, deps=deps)
         self.jobs.connect(self.functions)
+        self.releases = StratusReleases(self, "Releases", stage=stage, functions=self.functions)
         self.api = StratusApi(
             self,
             "Api",
@@ -141,6 +143,19 @@ class StratusStack(Stack):
                 value=agent.function.function_name,
                 description=f"The {name} agent's function (stratus eval --stack ... --version V)",
             )
+        for name, worker in sorted(self.functions.workers.items()):
+            CfnOutput(
+                self,
+                "WorkerFunction" + "".join(part.title() for part in name.split("_")),
+                value=worker.function.function_name,
+                description=f"The {name} agent's job worker (its live alias: stratus rollback)",
+            )
+        CfnOutput(
+            self,
+            "ReleasesApplication",
+            value=self.releases.application_name,
+            description="CodeDeploy application of the agents' live aliases (one group each)",
+        )
 
         Tags.of(self).add("project", "stratus")
         Tags.of(self).add("stratus:stage", stage.name)

@@ -3,9 +3,12 @@
 Every function: arm64, Python 3.14, the shared runtime layer and code asset, JSON
 logs into an explicit log group with the stage's retention, active X-Ray
 tracing, and an own role that holds only grants derived from the plan (no
-managed policies, no hand-written statements). Agent functions also publish a
-version (``currentVersion``, a new one whenever code or configuration changes)
-with SnapStart on published versions (Python 3.12+; no provisioned concurrency).
+managed policies, no hand-written statements). An agent's API function and its job
+worker also publish a version (``currentVersion``, a new one whenever code or
+configuration changes; its description names the release, ``STRATUS_RELEASE``) and
+serve through the alias ``live``, which CodeDeploy moves (``infra.constructs.release``);
+everything that calls them calls the alias (``invocable``). SnapStart is on the API
+function's published versions (Python 3.12+; no provisioned concurrency).
 The plan is kept on the construct, so ``handler`` and ``environment_names`` can
 be read back by the local cloud and the tests.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Duration
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -29,12 +32,14 @@ from infra.constructs.nag_rules import default_policy, suppress
 from infra.constructs.runtime_layer import ARCHITECTURE, RUNTIME
 from infra.constructs.tables import StratusTables
 from infra.topology import (
+    RELEASE_ENV,
     FunctionPlan,
     JobResources,
     agent_plan,
     authorizer_plan,
     job_function_plans,
     platform_plan,
+    release_hook_plans,
     worker_plan,
 )
 from stratus.agents import AgentSpec
@@ -80,6 +85,15 @@ JOBS_KEY_WILDCARD = NagPackSuppression(
     ),
     applies_to=["Action::kms:GenerateDataKey*"],
 )
+HOOK_NO_DLQ = NagPackSuppression(
+    id="Serverless-LambdaDLQ",
+    reason=(
+        "A CodeDeploy lifecycle hook: it reports its outcome with "
+        "PutLifecycleEventHookExecutionStatus (Failed on any exception, caught and logged); "
+        "an event it never answers fails the deployment at the hook timeout, which rolls "
+        "the alias back. A dead-letter queue would hold an event nobody can still answer."
+    ),
+)
 #: Plan kinds that only API Gateway invokes (synchronously).
 SYNC_API_KINDS = ("agent", "platform", "authorizer")
 #: Plan kinds that publish a version with SnapStart: the agent functions, which prime
@@ -87,6 +101,12 @@ SYNC_API_KINDS = ("agent", "platform", "authorizer")
 #: and authorizer functions stay lean and on-demand; workers are queue consumers.
 SNAP_START_KINDS = ("agent",)
 SNAP_START = lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS
+#: Plan kinds that publish versions and serve through the ``live`` alias: an agent's API
+#: function and its job worker. Workers get no SnapStart: they consume queues and Step
+#: Functions tasks, where nobody waits on a cold start, and a snapshot per version would
+#: only add its caching and restore charges.
+RELEASED_KINDS = ("agent", "worker")
+LIVE_ALIAS = "live"
 
 
 @dataclass(frozen=True)
@@ -154,13 +174,44 @@ class StratusFunction(Construct):
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE,
             snap_start=SNAP_START if plan.kind in SNAP_START_KINDS else None,
+            current_version_options=self._version_options(plan),
         )
-        #: The published version (agent functions: SnapStart applies to versions only).
-        self.version: lambda_.IVersion | None = None
-        if plan.kind in SNAP_START_KINDS:
+        #: The published version and the ``live`` alias on it (agent API and worker).
+        self.version: lambda_.Version | None = None
+        self.alias: lambda_.Alias | None = None
+        if plan.kind in RELEASED_KINDS:
             self.version = self.function.current_version
+            self.alias = lambda_.Alias(
+                self,
+                "Live",
+                alias_name=LIVE_ALIAS,
+                version=self.version,
+                description=f"What {plan.key} serves; CodeDeploy shifts it to new versions",
+            )
         self._grant(deps)
         self._suppress()
+
+    @property
+    def release(self) -> str | None:
+        """The release this function serves (``STRATUS_RELEASE``), if it is an agent's."""
+        return self.plan.static_env.get(RELEASE_ENV)
+
+    @property
+    def invocable(self) -> lambda_.IFunction:
+        """What integrations, event sources and workflows call: the ``live`` alias of an
+        agent's functions, the function itself for the others."""
+        return self.alias if self.alias is not None else self.function
+
+    @staticmethod
+    def _version_options(plan: FunctionPlan) -> lambda_.VersionOptions | None:
+        release = plan.static_env.get(RELEASE_ENV)
+        if plan.kind not in RELEASED_KINDS or not release:
+            return None
+        return lambda_.VersionOptions(
+            description=f"{release} {plan.key}",
+            # Old versions stay: the alias (and a rollback) may still point at them.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
 
     def _suppress(self) -> None:
         """The function's own cdk-nag suppressions (its role policy and the function)."""
@@ -171,6 +222,9 @@ class StratusFunction(Construct):
             suppress(policy, ALERTS_KEY_WILDCARD)
         if self.plan.publish_jobs_topic and not self.plan.budget_alerts:
             suppress(policy, JOBS_KEY_WILDCARD)
+        if self.plan.kind == "release_hook":
+            suppress(self.function, HOOK_NO_DLQ)
+            return
         sync_api = self.plan.kind in SYNC_API_KINDS
         suppress(self.function, SYNC_NO_DLQ if sync_api else QUEUE_CONSUMER_NO_DLQ)
 
@@ -235,6 +289,16 @@ class StratusFunctions(Construct):
             for name in sorted(specs):
                 plan = worker_plan(specs[name], deps.stage)
                 self.workers[name] = StratusFunction(self, plan.construct_id, plan=plan, deps=deps)
+        #: The CodeDeploy pre- and post-traffic hooks (``release:pre_traffic``, ...).
+        self.release_hooks: dict[str, StratusFunction] = {
+            plan.key: StratusFunction(self, plan.construct_id, plan=plan, deps=deps)
+            for plan in release_hook_plans(deps.stage)
+        }
+
+    @property
+    def released(self) -> dict[str, StratusFunction]:
+        """The functions CodeDeploy releases (``agent:<name>``, ``worker:<name>``)."""
+        return {k: fn for k, fn in self.by_key.items() if fn.alias is not None}
 
     @property
     def by_key(self) -> dict[str, StratusFunction]:
@@ -243,4 +307,5 @@ class StratusFunctions(Construct):
         everything: list[StratusFunction] = [self.platform, self.authorizer, *self.agents.values()]
         everything.extend(self.job_functions.values())
         everything.extend(self.workers.values())
+        everything.extend(self.release_hooks.values())
         return {fn.plan.key: fn for fn in everything}

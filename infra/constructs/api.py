@@ -206,8 +206,9 @@ class StratusApi(Construct):
         return resource
 
     def _method(self, route: Route, target: StratusFunction) -> apigateway.Method:
+        # An agent's routes call its ``live`` alias (CodeDeploy shifts it), never $LATEST.
         integration = apigateway.LambdaIntegration(
-            target.function,
+            target.invocable,
             proxy=True,
             # Test-invoke permissions would double the function's resource policy.
             allow_test_invoke=False,

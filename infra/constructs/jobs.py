@@ -220,7 +220,9 @@ class StratusJobs(Construct):
             if plan.consumer not in by_key:
                 Annotations.of(self).add_error(f"no function {plan.consumer} consumes {plan.name}")
                 continue
-            consumer = by_key[plan.consumer].function
+            # An agent's worker consumes through its ``live`` alias (the mapping's
+            # FunctionName is the alias ARN), so CodeDeploy shifts its jobs too.
+            consumer = by_key[plan.consumer].invocable
             before = {child.node.id for child in consumer.node.children}
             consumer.add_event_source(
                 event_sources.SqsEventSource(
@@ -365,33 +367,36 @@ class StratusJobs(Construct):
             state_machine_name=plan.state_machine_name(self.stage),
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_string(plan.definition),
+            # Task states invoke the worker's ``live`` alias ARN, never $LATEST.
             definition_substitutions={
-                var: by_key[key].function.function_arn for var, key in plan.functions.items()
+                var: by_key[key].invocable.function_arn for var, key in plan.functions.items()
             },
             logs=sfn.LogOptions(
                 destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False
             ),
             tracing_enabled=True,
         )
-        invoked = [by_key[key].function for key in sorted(set(plan.functions.values()))]
+        invoked = [by_key[key] for key in sorted(set(plan.functions.values()))]
         for function in invoked:
-            function.grant_invoke(machine)
-        stack = Stack.of(self)
-        suppress(
-            default_policy(machine.role),
-            STATE_MACHINE_WILDCARD,
-            NagPackSuppression(
-                id="AwsSolutions-IAM5",
-                reason=(
-                    "Invoking the agent's job worker, including its versions and aliases "
-                    "(<arn>:*), as CDK's grantInvoke grants; no other function."
+            function.invocable.grant_invoke(machine)
+        suppress(default_policy(machine.role), STATE_MACHINE_WILDCARD)
+        wildcards = [
+            f"Resource::<{Stack.of(self).get_logical_id(fn.function.node.default_child)}.Arn>:*"  # type: ignore[arg-type]
+            for fn in invoked
+            if fn.alias is None
+        ]
+        if wildcards:  # a bare function's grant covers its versions and aliases (<arn>:*)
+            suppress(
+                default_policy(machine.role),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "Invoking the workflow's function, including its versions and "
+                        "aliases (<arn>:*), as CDK's grantInvoke grants; no other function."
+                    ),
+                    applies_to=wildcards,
                 ),
-                applies_to=[
-                    f"Resource::<{stack.get_logical_id(function.node.default_child)}.Arn>:*"  # type: ignore[arg-type]
-                    for function in invoked
-                ],
-            ),
-        )
+            )
         self.workflows[plan.agent] = machine
         self.workflow_logs[plan.agent] = log_group
 

@@ -25,6 +25,8 @@ from infra.topology.common import (
     JOBS_TOPIC_ENV,
     MODEL_SECRET_ENV,
     POWERTOOLS_ENV,
+    RELEASE_ENV,
+    RELEASE_GATE_ENV,
     SWEEP_INTERVAL_S,
     SWEEPER_HANDLER,
     TABLE_ENV,
@@ -49,11 +51,13 @@ from infra.topology.functions import (
     ingest_plan,
     job_function_plans,
     platform_plan,
+    release_hook_plans,
     sweeper_plan,
     worker_plan,
 )
 from infra.topology.gateway_errors import GATEWAY_ERRORS, GatewayError, gateway_error
 from infra.topology.queues import QueuePlan, queue_plans
+from infra.topology.releases import plan_settings, release_env
 from infra.topology.routes import Route, api_routes
 from infra.topology.workflows import WorkflowPlan, workflow_plans
 
@@ -75,6 +79,8 @@ __all__ = [
     "JOB_QUEUES_ENV",
     "MODEL_SECRET_ENV",
     "POWERTOOLS_ENV",
+    "RELEASE_ENV",
+    "RELEASE_GATE_ENV",
     "SWEEPER_HANDLER",
     "SWEEP_INTERVAL_S",
     "TABLE_ENV",
@@ -102,8 +108,11 @@ __all__ = [
     "ingest_plan",
     "job_function_plans",
     "pascal",
+    "plan_settings",
     "platform_plan",
     "queue_plans",
+    "release_env",
+    "release_hook_plans",
     "sweeper_plan",
     "worker_plan",
     "workflow_plans",

@@ -28,6 +28,9 @@ WORKER_HANDLER = "functions.handlers.worker.lambda_handler"
 INGEST_HANDLER = "functions.handlers.ingest.lambda_handler"
 SWEEPER_HANDLER = "functions.handlers.sweeper.lambda_handler"
 CALLBACKS_HANDLER = "functions.handlers.callbacks.lambda_handler"
+#: The agent release a function serves (``stratus.releases``), and a hook's gate policy.
+RELEASE_ENV = "STRATUS_RELEASE"
+RELEASE_GATE_ENV = "STRATUS_RELEASE_GATE"
 MODEL_SECRET_ENV = "STRATUS_MODEL_SECRET_NAME"  # noqa: S105 - a variable name
 JOB_QUEUES_ENV = "STRATUS_JOB_QUEUES"
 JOBS_TOPIC_ENV = "STRATUS_JOBS_TOPIC_ARN"
@@ -40,7 +43,7 @@ CALLBACK_QUEUE_ENV = "STRATUS_CALLBACK_QUEUE_URL"
 WORKFLOWS_DIR = REPO_ROOT / "infra" / "workflows"
 
 FunctionKind = Literal[
-    "agent", "platform", "authorizer", "worker", "ingest", "sweeper", "callbacks"
+    "agent", "platform", "authorizer", "worker", "ingest", "sweeper", "callbacks", "release_hook"
 ]
 #: ``start`` starts executions; ``respond`` answers task tokens and stops executions.
 WorkflowAccess = Literal["start", "respond"]

@@ -42,6 +42,14 @@ from infra.topology.common import (
     pascal,
     review_sampling_env,
 )
+from infra.topology.releases import (
+    HOOK_MEMORY_MB,
+    HOOK_TIMEOUT_S,
+    POST_TRAFFIC_HANDLER,
+    PRE_TRAFFIC_HANDLER,
+    hook_env,
+    release_env,
+)
 from stratus.agents import AgentSpec
 
 
@@ -206,6 +214,9 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
             **review_sampling_env(stage),
         }
     )
+    # The release this function serves, hashed from the settings it reads (the worker
+    # copies this environment, so both functions of an agent serve the same release).
+    env.update(release_env(spec, env))
     return FunctionPlan(
         key=f"agent:{spec.name}",
         kind="agent",
@@ -407,18 +418,53 @@ def callbacks_plan(stage: StageConfig) -> FunctionPlan:
     )
 
 
+def release_hook_plans(stage: StageConfig) -> list[FunctionPlan]:
+    """The CodeDeploy pre- and post-traffic hooks, shared by every agent's deployment groups.
+
+    They get no table, secret or queue: their grants (invoke and read the agent
+    functions' versions, report the hook status, read metrics) name resources only
+    the stack knows, so the release construct adds them.
+    """
+    env = hook_env(stage)
+    return [
+        FunctionPlan(
+            key="release:pre_traffic",
+            kind="release_hook",
+            construct_id="ReleasePreTraffic",
+            handler=PRE_TRAFFIC_HANDLER,
+            description="Stratus release gate: critical evals on a new version before traffic",
+            memory_mb=HOOK_MEMORY_MB,
+            timeout_s=HOOK_TIMEOUT_S,
+            reserved_concurrency=None,
+            static_env=env,
+        ),
+        FunctionPlan(
+            key="release:post_traffic",
+            kind="release_hook",
+            construct_id="ReleasePostTraffic",
+            handler=POST_TRAFFIC_HANDLER,
+            description="Stratus release gate: the new version against the old after traffic",
+            memory_mb=HOOK_MEMORY_MB,
+            timeout_s=HOOK_TIMEOUT_S,
+            reserved_concurrency=None,
+            static_env=env,
+        ),
+    ]
+
+
 def job_function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[FunctionPlan]:
     """The functions of asynchronous jobs besides the workers: ingest, sweeper, callbacks."""
     return [ingest_plan(stage, specs), sweeper_plan(stage, specs), callbacks_plan(stage)]
 
 
 def function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[FunctionPlan]:
-    """Every function: platform, authorizer, ingest, sweeper, callbacks, and an API and a
-    worker function per agent."""
+    """Every function: platform, authorizer, ingest, sweeper, callbacks, an API and a
+    worker function per agent, and the two release hooks."""
     unknown = sorted(set(stage.review_sample_rates) - set(specs))
     if unknown:
         raise ValueError(f"review_sample_rates names agents the stack lacks: {unknown}")
     plans = [platform_plan(stage, specs), authorizer_plan(stage), *job_function_plans(stage, specs)]
     plans.extend(agent_plan(specs[name], stage) for name in sorted(specs))
     plans.extend(worker_plan(specs[name], stage) for name in sorted(specs))
+    plans.extend(release_hook_plans(stage))
     return plans

@@ -130,6 +130,21 @@ def _client(local: LocalCloud, service: str) -> Any:
     )
 
 
+def _mapped_function(resources: dict[str, Any], mapping: dict[str, Any]) -> str:
+    """The function a mapping feeds: named directly, or through its ``live`` alias (whose
+    qualified name CDK renders as ``<alias's function>:live``)."""
+    name = mapping["Properties"]["FunctionName"]
+    if "Ref" in name and resources[name["Ref"]]["Type"] == "AWS::Lambda::Function":
+        return str(name["Ref"])
+    text = json.dumps(name)
+    (alias,) = [
+        logical
+        for logical, r in resources.items()
+        if r["Type"] == "AWS::Lambda::Alias" and f'"{logical}"' in text
+    ]
+    return str(resources[alias]["Properties"]["FunctionName"]["Ref"])
+
+
 def test_local_queues_and_mappings_match_the_template(
     dev: dict[str, Any], local: LocalCloud
 ) -> None:
@@ -179,7 +194,7 @@ def test_local_queues_and_mappings_match_the_template(
     assert len(mappings) == len(deployed)
     deployed_mappings = sorted(
         (
-            functions[m["Properties"]["FunctionName"]["Ref"]]["Properties"]["Handler"],
+            functions[_mapped_function(resources, m)]["Properties"]["Handler"],
             m["Properties"]["BatchSize"],
             tuple(m["Properties"].get("FunctionResponseTypes", [])),
         )
@@ -223,8 +238,13 @@ def test_local_state_machines_run_the_templates_definition(
         assert props["LoggingConfiguration"]["Level"] == "ALL"
         template = props["DefinitionString"]
         for var, value in props["DefinitionSubstitutions"].items():
-            # The template substitutes a function's ARN; locally, the same function's ARN.
-            function = resources[value["Fn::GetAtt"][0]]["Properties"]
+            # The template substitutes a function's ARN, or its ``live`` alias's (an agent's
+            # worker); locally, the same function's ARN (the local cloud has no aliases:
+            # its Invoke front routes a function's versions itself).
+            logical = value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
+            if resources[logical]["Type"] == "AWS::Lambda::Alias":
+                logical = resources[logical]["Properties"]["FunctionName"]["Ref"]
+            function = resources[logical]["Properties"]
             env = function["Environment"]["Variables"]
             (local_name,) = [
                 name

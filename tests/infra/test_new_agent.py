@@ -59,7 +59,9 @@ def test_new_agent_gets_a_function_and_routes(tmp_path: Path) -> None:
 
     # platform, authorizer, ingest; an API function and a job worker per agent
     # platform, authorizer, ingest, sweeper, callbacks, and an API and a worker per agent
-    template.resource_count_is("AWS::Lambda::Function", 2 * len(agents) + 5)
+    # An API function and a worker per agent; platform, authorizer, ingest, sweeper,
+    # callbacks; the two release hooks.
+    template.resource_count_is("AWS::Lambda::Function", 2 * len(agents) + 7)
     # every queue and its DLQ (ingest, callbacks, one per agent), and the sweep's DLQ
     template.resource_count_is("AWS::SQS::Queue", 2 * (len(agents) + 2) + 1)
     template.has_resource_properties(

@@ -39,6 +39,17 @@ AGENT_ENV = {
 
 
 #: CloudWatch Logs delivery of a state machine: these actions take no resource ARN.
+#: The release hooks read metrics (GetMetricData has no resource-level permissions).
+HOOK_METRIC_READS = {"cloudwatch:GetMetricData"}
+
+
+def _namespaced_metric_writes(statement: dict[str, Any]) -> bool:
+    """PutMetricData on '*' (it has no resource level), held to the Stratus namespace."""
+    return _as_list(statement["Action"]) == ["cloudwatch:PutMetricData"] and statement.get(
+        "Condition"
+    ) == {"StringEquals": {"cloudwatch:namespace": "Stratus"}}
+
+
 STATES_LOG_DELIVERY = {
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
@@ -78,8 +89,9 @@ def _ref(value: Any) -> str:
 
 def test_one_function_per_agent_plus_platform_and_authorizer(synthesized: Synthesized) -> None:
     specs = load_all()
-    # platform, authorizer, ingest, sweeper, callbacks; an API function and a worker per agent
-    assert len(_functions(synthesized)) == 2 * len(specs) + 5
+    # platform, authorizer, ingest, sweeper, callbacks; an API function and a worker per
+    # agent; the release's pre- and post-traffic hooks
+    assert len(_functions(synthesized)) == 2 * len(specs) + 7
 
 
 @pytest.mark.parametrize("agent", sorted(load_all()))
@@ -267,9 +279,10 @@ def test_no_wildcard_permissions_except_xray(synthesized: Synthesized, stage: st
         resources = _as_list(statement["Resource"])
         assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
         if "*" in resources:
-            assert all(a.startswith("xray:") or a in STATES_LOG_DELIVERY for a in actions), (
-                statement
-            )
+            assert all(
+                a.startswith("xray:") or a in STATES_LOG_DELIVERY or a in HOOK_METRIC_READS
+                for a in actions
+            ) or _namespaced_metric_writes(statement), statement
 
 
 def test_function_roles_carry_no_managed_policies(synthesized: Synthesized) -> None:
@@ -415,13 +428,21 @@ def _methods(synthesized: Synthesized, stage: str = "dev") -> dict[tuple[str, st
     }
 
 
-def _integration_function(method: dict[str, Any]) -> str:
-    """The logical id of the Lambda function a proxy integration invokes."""
+def _integration_function(method: dict[str, Any], synthesized: Synthesized | None = None) -> str:
+    """The logical id of the Lambda function a proxy integration invokes (through its
+    ``live`` alias for an agent's function: ``Ref`` of the alias in the URI)."""
     parts = method["Integration"]["Uri"]["Fn::Join"][1]
-    (function_id,) = {
-        p["Fn::GetAtt"][0] for p in parts if isinstance(p, dict) and "Fn::GetAtt" in p
+    (target_id,) = {
+        p["Fn::GetAtt"][0] if "Fn::GetAtt" in p else p["Ref"]
+        for p in parts
+        if isinstance(p, dict)
+        and ("Fn::GetAtt" in p or (isinstance(p.get("Ref"), str) and "AWS::" not in p["Ref"]))
     }
-    return str(function_id)
+    if synthesized is not None:
+        aliases = synthesized.resources("dev", "AWS::Lambda::Alias")
+        if target_id in aliases:
+            return str(aliases[target_id]["Properties"]["FunctionName"]["Ref"])
+    return str(target_id)
 
 
 def test_routes_and_authorization(synthesized: Synthesized) -> None:
@@ -439,7 +460,7 @@ def test_routes_and_authorization(synthesized: Synthesized) -> None:
         method = methods[(route.method, route.path)]
         assert method["Integration"]["Type"] == "AWS_PROXY"
         target = route.target.removeprefix("agent:") if route.target != "platform" else ""
-        assert _integration_function(method) == function_of[target], route
+        assert _integration_function(method, synthesized) == function_of[target], route
         if route.authorized:
             assert method["AuthorizationType"] == "CUSTOM", route
             assert method["AuthorizerId"] == {"Ref": authorizer_id}, route
@@ -451,7 +472,7 @@ def test_routes_and_authorization(synthesized: Synthesized) -> None:
     assert public == {"/v1/health", "/v1/openapi.json"}
     # Unknown agents fall through to the platform function (its 404 agent_not_found).
     fallback = methods[("ANY", "/v1/agents/{agent}/{proxy+}")]
-    assert _integration_function(fallback) == function_of[""]
+    assert _integration_function(fallback, synthesized) == function_of[""]
 
 
 def test_bodies_are_validated_by_the_handlers_not_a_gateway_model(
@@ -572,8 +593,19 @@ def test_outputs(synthesized: Synthesized) -> None:
 
 
 def _handler_of(synthesized: Synthesized, function_ref: Any) -> str:
-    logical = function_ref["Fn::GetAtt"][0] if "Fn::GetAtt" in function_ref else function_ref["Ref"]
-    return str(_functions(synthesized)[logical]["Properties"]["Handler"])
+    functions = _functions(synthesized)
+    if "Fn::GetAtt" in function_ref or "Ref" in function_ref:
+        logical = (
+            function_ref["Fn::GetAtt"][0] if "Fn::GetAtt" in function_ref else function_ref["Ref"]
+        )
+        if logical in functions:
+            return str(functions[logical]["Properties"]["Handler"])
+    # An agent function's ``live`` alias (CDK renders its qualified name, <function>:live).
+    aliases = synthesized.resources("dev", "AWS::Lambda::Alias")
+    text = json.dumps(function_ref)
+    (alias,) = [logical for logical in aliases if f'"{logical}"' in text]
+    target = aliases[alias]["Properties"]["FunctionName"]["Ref"]
+    return str(functions[target]["Properties"]["Handler"])
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])

@@ -56,7 +56,7 @@ def test_function_plans_and_environment() -> None:
     plans = {plan.key: plan for plan in function_plans(stage, load_all())}
     assert set(plans) == {"platform", "authorizer", "ingest", "sweeper", "callbacks"} | {
         f"{kind}:{n}" for n in load_all() for kind in ("agent", "worker")
-    }
+    } | {"release:pre_traffic", "release:post_traffic"}
     assert plans["authorizer"].handler == AUTHORIZER_HANDLER
     assert plans["platform"].handler == API_HANDLER
 
