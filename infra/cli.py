@@ -309,9 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     from infra import eval_cli
 
     eval_cli.add_parser(commands)
-    from infra import review_cli
+    from infra import canary_cli, releases_cli, review_cli, rollback_cli
 
     review_cli.add_parser(commands)
+    releases_cli.add_parser(commands)
+    canary_cli.add_parser(commands)
+    rollback_cli.add_parser(commands)
 
     dev = commands.add_parser("dev", help="run the whole app on the embedded local cloud")
     dev.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="0 = any free port")

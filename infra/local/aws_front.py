@@ -5,6 +5,13 @@ through ``http://localhost:$MOTO_PORT``. So the port every client (boto3,
 ``aws --endpoint-url``, moto's interpreter) knows as "AWS" is this front: it
 answers the Lambda Invoke API by running the real handler in the local Lambda
 runtime, and forwards every other request, byte for byte, to moto's server.
+
+Invoke honours ``?Qualifier=`` (and a qualified ARN, ``name:qualifier``): a version
+label or ``$LATEST`` runs exactly that version, ``live`` or none goes through the
+weighted alias (:mod:`infra.local.lambda_versions`); ``X-Amz-Executed-Version`` says
+which ran. ``/_stratus/canary...`` is the local cloud's own control API (``stratus
+canary`` / ``stratus rollback``), answered only for loopback clients
+(:mod:`infra.local.canary_control`).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from infra.local.loopback import LoopbackServer
 
@@ -48,7 +55,11 @@ class InvokeResultLike(Protocol):
     def request_id(self) -> str: ...
 
 
-Invoker = Callable[[str, Any], InvokeResultLike]
+#: ``invoke(name, event, qualifier)``: qualifier None is the alias.
+Invoker = Callable[[str, Any, str | None], InvokeResultLike]
+#: ``control(method, path, body) -> (status, payload)`` for ``/_stratus/...``.
+Control = Callable[[str, str, Any], tuple[int, Any]]
+CONTROL_PREFIX = "/_stratus/"
 
 
 def function_name(identifier: str) -> str:
@@ -62,6 +73,20 @@ def function_name(identifier: str) -> str:
     return value.split(":", 1)[0]
 
 
+def qualifier_of(identifier: str, query: str = "") -> str | None:
+    """The Invoke's qualifier: ``?Qualifier=`` or the ARN's / name's ``:qualifier`` suffix."""
+    given = parse_qs(query).get("Qualifier")
+    if given:
+        return given[0]
+    value = unquote(identifier)
+    if value.startswith("arn:"):
+        parts = value.split(":")
+        return parts[7] if len(parts) > 7 and parts[7] else None
+    if ":function:" in value:
+        value = value.split(":function:", 1)[1]
+    return value.split(":", 1)[1] or None if ":" in value else None
+
+
 class AwsFront(LoopbackServer):
     """An HTTP server on loopback: the AWS endpoint URL of the local cloud."""
 
@@ -73,11 +98,14 @@ class AwsFront(LoopbackServer):
         known: Callable[[str], bool],
         host: str = "127.0.0.1",
         port: int = 0,
+        control: Control | None = None,
     ) -> None:
         #: Where everything but Lambda Invoke goes (settable: moto may start after the front).
         self.moto_port = moto_port
         self._invoke = invoke
         self._known = known
+        #: The local cloud's control API (settable: the runtime starts after the front).
+        self.control = control
         super().__init__("aws-front", self._handle, host=host, port=port, log=log)
 
     # -- request handling ---------------------------------------------------------------
@@ -85,13 +113,35 @@ class AwsFront(LoopbackServer):
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
+        if request.path.startswith(CONTROL_PREFIX):
+            self._control(request, body)
+            return
         match = INVOKE_PATH.match(request.path)
         if request.command == "POST" and match and self._known(function_name(match["name"])):
-            self._lambda_invoke(request, function_name(match["name"]), body)
+            qualifier = qualifier_of(match["name"], urlsplit(request.path).query)
+            self._lambda_invoke(request, function_name(match["name"]), body, qualifier)
         else:
             self._forward(request, body)
 
-    def _lambda_invoke(self, request: BaseHTTPRequestHandler, name: str, body: bytes) -> None:
+    def _control(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        host = str(request.client_address[0])
+        if self.control is None or not (host.startswith("127.") or host == "::1"):
+            self._send(
+                request, 404, {"error": {"code": "not_found", "message": "no such path"}}, {}
+            )
+            return
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            error = {"code": "invalid_json", "message": "the body is not JSON"}
+            self._send(request, 400, {"error": error}, {})
+            return
+        status, payload = self.control(request.command, urlsplit(request.path).path, data)
+        self._send(request, status, payload, {})
+
+    def _lambda_invoke(
+        self, request: BaseHTTPRequestHandler, name: str, body: bytes, qualifier: str | None
+    ) -> None:
         invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
         try:
             event = json.loads(body) if body else {}
@@ -108,12 +158,26 @@ class AwsFront(LoopbackServer):
             return
         if invocation_type == "Event":
             threading.Thread(
-                target=self._invoke, args=(name, event), daemon=True, name=f"async-{name}"
+                target=self._invoke,
+                args=(name, event, qualifier),
+                daemon=True,
+                name=f"async-{name}",
             ).start()
             self._send(request, 202, None, {"x-amzn-RequestId": str(uuid.uuid4())})
             return
-        result = self._invoke(name, event)
-        headers = {"x-amzn-RequestId": result.request_id, "X-Amz-Executed-Version": "$LATEST"}
+        try:
+            result = self._invoke(name, event, qualifier)
+        except KeyError as missing:  # FunctionNotFound: an unknown version
+            message = str(missing.args[0]) if missing.args else f"Function not found: {name}"
+            self._send(
+                request,
+                404,
+                {"Type": "User", "Message": message, "message": message},
+                {"x-amzn-ErrorType": "ResourceNotFoundException"},
+            )
+            return
+        version = str(getattr(result, "version", "$LATEST"))
+        headers = {"x-amzn-RequestId": result.request_id, "X-Amz-Executed-Version": version}
         if result.error is not None:
             headers["X-Amz-Function-Error"] = "Unhandled"
             self._send(request, 200, result.error, headers)

@@ -37,6 +37,7 @@ from typing import Any
 
 from infra.config import StageConfig, load_stage
 from infra.local.aws_front import AwsFront
+from infra.local.canary_control import CanaryControl
 from infra.local.facts import (
     ACCOUNT_ID,
     DEFAULT_API_PORT,
@@ -133,6 +134,8 @@ class LocalCloud:
         self.pollers: dict[str, SqsPoller] = {}
         #: The rendered definition of each agent's workflow (what moto executes).
         self.workflow_definitions: dict[str, str] = {}
+        #: The canary control API (``/_stratus/canary`` on the AWS front), once started.
+        self.canary: CanaryControl | None = None
         self._lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -218,6 +221,9 @@ class LocalCloud:
         )
         self.runtime = runtime
         self._stack.append(runtime.stop)
+        # ``stratus canary`` / ``stratus rollback``: candidate versions added at runtime.
+        self.canary = CanaryControl(runtime, names)
+        front.control = self.canary
 
         for plan in app_queues:
             self._poll(direct, queue_urls[plan.name], names[plan.consumer], plan)
@@ -416,10 +422,11 @@ class LocalCloud:
 
         self._stack.append(stop)
 
-    def _invoke(self, name: str, event: Any) -> InvokeResult:
+    def _invoke(self, name: str, event: Any, qualifier: str | None = None) -> InvokeResult:
+        """Every caller's way in (gateway, pollers, the front): None goes through the alias."""
         if self.runtime is None:
             raise RuntimeError("the local cloud is not running")
-        return self.runtime.invoke(name, event)
+        return self.runtime.invoke(name, event, qualifier=qualifier)
 
     def _write_state(self) -> None:
         if self._state_file is None or self.facts is None:

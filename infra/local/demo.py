@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from infra.local import demo_canary
 from infra.local.cloud import LocalCloud, LocalFacts
 from infra.paths import REPO_ROOT
 
@@ -325,6 +326,14 @@ class Demo:
         self.step("job from a plain boto3 producer (SQS contract v1)", self.sqs_job)
         self.step(
             "workflow: researcher plans, researches, reviews, waits, approved", self.workflow_job
+        )
+        self.step(
+            "canary: triage tier=smart costs too much per task, rolled back",
+            lambda: demo_canary.rolled_back(self.facts),
+        )
+        self.step(
+            "canary: triage prompt_version=v2 passes the gate, promoted",
+            lambda: demo_canary.promoted(self.facts),
         )
         self.print_spend()
         if self.failures:

@@ -60,6 +60,8 @@ class Worker:
     ) -> None:
         self.config = config
         self._emit = emit
+        #: The version this environment runs (Lambda's ``AWS_LAMBDA_FUNCTION_VERSION``).
+        self.env_version = env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         #: The request served now (or last): non-JSON log lines are tagged with it.
         self.request_id: str | None = None
         self._lock = threading.Lock()
@@ -291,13 +293,18 @@ class Pool:
             self._busy.discard(worker)
             if keep and not self._stopped:
                 self._idle.append(worker)
-                self._cond.notify()
+                self._cond.notify_all()
                 return
         self._discard(worker)
 
     def _discard(self, worker: Worker) -> None:
         worker.destroy()
         self.unreserve()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no invocation is in flight (a version taken out of the alias)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._busy, timeout=timeout)
 
     def stop(self, timeout: float) -> None:
         with self._cond:

@@ -26,11 +26,20 @@ the ``START`` / ``END`` / ``REPORT`` lines Lambda writes to CloudWatch. With an
 ``AWS_ENDPOINT_URL`` in the base environment (the local cloud), EMF metric lines are
 also forwarded to that endpoint's CloudWatch (:mod:`infra.local.emf_forwarder`),
 batched, off the invocation path.
+
+**Versions** (a canary, :mod:`infra.local.lambda_versions`): :meth:`LambdaRuntime.add_version`
+starts a second version of a function (its own config, environment and code directory,
+its own workers), :meth:`LambdaRuntime.route` sets the weighted alias, and
+:meth:`LambdaRuntime.invoke` picks a version by weight unless a ``qualifier`` names one
+(``$LATEST`` is the primary version; ``live`` or None is the alias). Every caller (the
+gateway, the SQS pollers, the Step Functions front) goes through ``invoke``, so all of
+them route like the alias. :meth:`LambdaRuntime.version_stats` says what each did.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import math
@@ -45,7 +54,7 @@ from types import TracebackType
 from typing import Any
 
 from infra.local.emf_forwarder import MetricForwarder
-from infra.local.lambda_pool import Pool, Worker, WorkerTimeout, exit_text
+from infra.local.lambda_pool import Worker, WorkerTimeout, exit_text
 from infra.local.lambda_types import (
     BASE_ENV_NAMES,
     BASE_ENV_PREFIXES,
@@ -56,6 +65,7 @@ from infra.local.lambda_types import (
     TooManyRequests,
     default_base_env,
 )
+from infra.local.lambda_versions import PRIMARY, Version, VersionTable
 
 __all__ = [
     "BASE_ENV_NAMES",
@@ -113,7 +123,7 @@ def _lambda_error(error_type: str, message: str, request_id: str) -> dict[str, A
     }
 
 
-class LambdaRuntime:
+class LambdaRuntime(VersionTable):
     """Invoke configured functions synchronously, each in its own warm worker processes.
 
     Thread-safe: the API gateway, the SQS pollers and the Step Functions front
@@ -135,22 +145,16 @@ class LambdaRuntime:
     ) -> None:
         """``default_concurrency`` caps unreserved functions (None: from the environment);
         ``forward_metrics`` sends EMF lines to the base environment's CloudWatch endpoint."""
-        self._functions: dict[str, FunctionConfig] = {}
-        for config in functions:
-            if config.name in self._functions:
-                raise ValueError(f"function {config.name!r} configured twice")
-            self._functions[config.name] = config
         default = _default_concurrency() if default_concurrency is None else default_concurrency
-        if default < 1:
-            raise ValueError("default_concurrency must be at least 1")
-        self._pools = {
-            name: Pool(config, config.max_concurrency or default)
-            for name, config in self._functions.items()
-        }
+        super().__init__(
+            functions,
+            cwd=Path(cwd if cwd is not None else os.getcwd()).resolve(),
+            default_concurrency=default,
+            drain_timeout_s=acquire_timeout_s,
+        )
         self._base_env = dict(default_base_env() if base_env is None else base_env)
         self._sink = log_sink or _stderr_sink
         self._sink_lock = threading.Lock()
-        self._cwd = Path(cwd if cwd is not None else os.getcwd()).resolve()
         self._account_id = account_id
         self._acquire_timeout_s = acquire_timeout_s
         self._platform_logs = platform_logs
@@ -182,16 +186,10 @@ class LambdaRuntime:
     def names(self) -> list[str]:
         return list(self._functions)
 
-    def function(self, name: str) -> FunctionConfig:
-        try:
-            return self._functions[name]
-        except KeyError:
-            raise FunctionNotFound(f"Function not found: {name}") from None
-
     def concurrency(self, name: str) -> int:
         """How many workers ``name`` may run at once."""
         self.function(name)
-        return self._pools[name].limit
+        return self._versions[name][self._primary[name]].pool.limit
 
     def function_arn(self, name: str) -> str:
         config = self.function(name)
@@ -201,7 +199,9 @@ class LambdaRuntime:
         env = {**self._base_env, **config.environment}
         return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
 
-    def worker_env(self, config: FunctionConfig) -> dict[str, str]:
+    def worker_env(
+        self, config: FunctionConfig, version: str = PRIMARY, config_cwd: Path | None = None
+    ) -> dict[str, str]:
         """Base env + the function's variables + the variables Lambda itself sets."""
         env = {**self._base_env, **config.environment}
         region = self._region(config)
@@ -213,15 +213,15 @@ class LambdaRuntime:
                 "AWS_LAMBDA_FUNCTION_NAME": config.name,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
                 "AWS_LAMBDA_FUNCTION_TIMEOUT": _seconds(config.timeout_s),
-                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_VERSION": version,
                 "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
                 # One log stream per execution environment, as in CloudWatch.
-                "AWS_LAMBDA_LOG_STREAM_NAME": f"{today}/[$LATEST]{uuid.uuid4().hex}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": f"{today}/[{version}]{uuid.uuid4().hex}",
                 "AWS_EXECUTION_ENV": (
                     f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}"
                 ),
-                "LAMBDA_TASK_ROOT": str(self._cwd),
+                "LAMBDA_TASK_ROOT": str(config_cwd or self._cwd),
                 "_HANDLER": config.handler,
                 "TZ": ":UTC",
             }
@@ -231,23 +231,59 @@ class LambdaRuntime:
 
     # -- invoking ------------------------------------------------------------------
 
-    def invoke(self, name: str, event: Any, *, request_id: str | None = None) -> InvokeResult:
+    def invoke(
+        self,
+        name: str,
+        event: Any,
+        *,
+        request_id: str | None = None,
+        qualifier: str | None = None,
+    ) -> InvokeResult:
         """Run the function on ``event`` and wait for its result (RequestResponse).
 
-        Handler failures come back as ``InvokeResult.error``; only caller mistakes
-        raise (:class:`FunctionNotFound`, an event that is not JSON-serialisable,
+        ``qualifier``: a version label or ``$LATEST`` (the primary) runs exactly that
+        version; None or ``live`` goes through the weighted alias. Handler failures come
+        back as ``InvokeResult.error``; only caller mistakes raise
+        (:class:`FunctionNotFound`, an event that is not JSON-serialisable,
         :class:`TooManyRequests`, :class:`RuntimeStopped`).
         """
-        config = self.function(name)
-        pool = self._pools[name]
+        version, shadow = self._resolve(name, qualifier)
         request_id = request_id or str(uuid.uuid4())
         event_json = json.dumps(event)
+        if shadow is not None and shadow is not version:
+            threading.Thread(
+                target=self._shadow, args=(shadow, event_json), daemon=True, name=f"shadow-{name}"
+            ).start()
+        return self._invoke_version(version, request_id, event_json)
+
+    def _shadow(self, version: Version, event_json: str) -> None:
+        """A copy of an invocation for a shadow version: counted, its answer dropped."""
+        with contextlib.suppress(Exception):
+            self._invoke_version(version, f"shadow-{uuid.uuid4()}", event_json)
+
+    def _invoke_version(self, version: Version, request_id: str, event_json: str) -> InvokeResult:
+        result = self._invoke_pool(version, request_id, event_json)
+        version.record.record(result.error, result.payload, result.duration_ms)
+        return dataclasses.replace(result, version=version.label)
+
+    def _version_emit(self, version: Version) -> Callable[[str], None]:
+        def emit(line: str) -> None:
+            if '"CloudWatchMetrics"' in line and (start := line.find("{")) >= 0:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    version.record.record_metrics(json.loads(line[start:]))
+            self._emit(line)
+
+        return emit
+
+    def _invoke_pool(self, version: Version, request_id: str, event_json: str) -> InvokeResult:
+        config, pool = version.config, version.pool
         worker = pool.acquire(self._acquire_timeout_s)
         cold = worker is None
         init_ms: float | None = None
         if worker is None:
             try:
-                worker = Worker(config, self.worker_env(config), self._cwd, self._emit)
+                env = self.worker_env(config, version.label, version.cwd)
+                worker = Worker(config, env, version.cwd, self._version_emit(version))
             except BaseException:
                 pool.unreserve()
                 raise
@@ -299,7 +335,8 @@ class LambdaRuntime:
         """One invocation on a ready worker; the bool says whether to keep it warm."""
         config = worker.config
         worker.request_id = request_id
-        self._platform(config, f"START RequestId: {request_id} Version: $LATEST")
+        label = worker.env_version
+        self._platform(config, f"START RequestId: {request_id} Version: {label}")
         started = time.monotonic()
         deadline_ms = int(time.time() * 1000 + config.timeout_s * 1000)
         arn = json.dumps(self.function_arn(config.name))
@@ -387,7 +424,7 @@ class LambdaRuntime:
             if self._stopped:
                 return
             self._stopped = True
-        for pool in self._pools.values():
+        for pool in self._all_pools():
             pool.stop(timeout)
         if self._metrics is not None:
             self._metrics.stop(timeout)

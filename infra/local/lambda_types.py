@@ -82,6 +82,8 @@ class InvokeResult:
     cold_start: bool
     #: How long the handler's module took to import (cold starts only).
     init_duration_ms: float | None = None
+    #: The version that ran it (``$LATEST``, or a label from ``add_version``).
+    version: str = "$LATEST"
 
     @property
     def ok(self) -> bool:
