@@ -55,13 +55,22 @@ LATENCY_S = 0.005
 COUNT_LATENCY_S = 0.05
 COUNT_SAMPLES = 3
 BASELINES = ("raw", "litellm")
-KINDS = ("invoke", "invoke_idempotent", "session_turn", "job_step", "ledger_replay", "gateway_call")
+KINDS = (
+    "invoke",
+    "invoke_idempotent",
+    "invoke_reviewed",
+    "session_turn",
+    "job_step",
+    "ledger_replay",
+    "gateway_call",
+)
 CASES = (*BASELINES, *KINDS)
 TITLES = {
     "raw": "raw `openai` `chat.completions.parse`",
     "litellm": "LiteLLM `Router.completion` (in-process)",
     "invoke": "invoke (API handler, no Idempotency-Key)",
     "invoke_idempotent": "invoke with a fresh Idempotency-Key",
+    "invoke_reviewed": "invoke whose answer is sampled for human review",
     "session_turn": "session turn (`support`, after 5 turns: 10 messages)",
     "job_step": "job step (worker handler, one SQS record of a `triage` job)",
     "ledger_replay": "ledger replay (`ModelGateway.chat`, recorded step)",
@@ -93,6 +102,8 @@ def _cloud(server: FakeModelServer) -> Iterator[dict[str, str]]:
             # and settle on every call, but never run dry at the bench's call rate.
             "STRATUS_KEY_RPM": "10000000",
             "STRATUS_KEY_TPM": "10000000000",
+            # Review sampling is on, and the cases decide (``_cases``) which answer is drawn.
+            "STRATUS_REVIEW_SAMPLE_RATE": "1",
         }
         with mock.patch.dict(os.environ, env):
             yield {**names, "queue_url": url}
@@ -137,6 +148,17 @@ def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, C
         reply = api.lambda_handler(make_event(event, key), FakeLambdaContext())
         if reply.get("statusCode") != 200:
             raise RuntimeError(f"the API handler answered {reply.get('statusCode')}: {reply}")
+
+    # Only the reviewed case's answers are drawn for review (share 1, the draw forced).
+    reviews = runtime.reviews
+    reviews.rng = lambda: 1.0
+
+    def invoke_reviewed(_: Any) -> None:
+        reviews.rng = lambda: 0.0
+        try:
+            invoke(None)
+        finally:
+            reviews.rng = lambda: 1.0
 
     support = load_agent("support")
     sessions = runtime.session_service(support)
@@ -211,6 +233,7 @@ def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, C
         "litellm": Case(lambda _: litellm()),
         "invoke": Case(lambda _: invoke(None)),
         "invoke_idempotent": Case(invoke, prepare=lambda: f"bench-{_id()}"),
+        "invoke_reviewed": Case(invoke_reviewed),
         "session_turn": Case(session_turn, prepare=new_session),
         "job_step": Case(job_step, prepare=new_job),
         "ledger_replay": Case(ledger_replay),

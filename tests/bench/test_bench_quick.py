@@ -145,7 +145,7 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     for name in KINDS:
         assert kinds[name]["round_trips"] >= 1, name
         assert kinds[name]["waves"], name
-    for name in ("invoke", "invoke_idempotent", "job_step", "gateway_call"):
+    for name in ("invoke", "invoke_idempotent", "invoke_reviewed", "job_step", "gateway_call"):
         assert kinds[name]["model_calls"] == 1, name
     assert kinds["ledger_replay"]["model_calls"] == 0
     assert kinds["session_turn"]["model_calls"] >= 1
@@ -153,6 +153,10 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert kinds["invoke"]["round_trips"] <= 2, kinds["invoke"]["waves"]
     assert kinds["gateway_call"]["round_trips"] <= 2, kinds["gateway_call"]["waves"]
     assert kinds["invoke_idempotent"]["round_trips"] <= 3, kinds["invoke_idempotent"]["waves"]
+    # A sampled answer's review is one more write, after the answer: one more round trip.
+    reviewed = kinds["invoke_reviewed"]
+    assert reviewed["round_trips"] == kinds["invoke"]["round_trips"] + 1, reviewed["waves"]
+    assert reviewed["dynamodb_requests"] == kinds["invoke"]["dynamodb_requests"] + 1
     assert kinds["session_turn"]["session_table_round_trips"] <= 4, kinds["session_turn"]["waves"]
     # The breaker opened elsewhere is honoured (the count depends on the state cache).
     st = cp["staleness"]
