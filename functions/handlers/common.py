@@ -7,6 +7,7 @@ use these helpers, so tenant scoping and error codes stay identical everywhere.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Header
@@ -90,6 +91,32 @@ def require_scope(event: APIGatewayProxyEvent, *accepted: str) -> None:
             f"this key lacks the scope {accepted[0]!r}",
             details={"missing_scope": accepted[0]},
         )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as the authorizer resolved it (never from the body or the path).
+
+    The authorizer's context keys: ``tenant_id``, ``key_id``, ``scopes`` (space-separated),
+    ``role`` and ``customer_id`` (empty when the key has none).
+    """
+
+    tenant_id: str
+    key_id: str | None
+    scopes: frozenset[str]
+    role: str | None
+    customer_id: str | None
+
+
+def caller(event: APIGatewayProxyEvent) -> Caller:
+    context = event.request_context.authorizer
+    return Caller(
+        tenant_id=tenant_id(event),
+        key_id=str(context.get("key_id") or "") or None,
+        scopes=scopes(event),
+        role=str(context.get("role") or "") or None,
+        customer_id=str(context.get("customer_id") or "") or None,
+    )
 
 
 def deadline(context: Any) -> Deadline | None:

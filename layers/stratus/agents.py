@@ -61,6 +61,9 @@ class ToolContext:
     scope: CallScope | None = None
     #: The process's AWS clients (from the composition root), for tools that use AWS.
     clients: AwsClients | None = None
+    #: The caller key's role (tool permissions) and the end customer it is bound to, if any.
+    role: str | None = None
+    customer_id: str | None = None
 
 
 @dataclass(frozen=True)
