@@ -253,8 +253,8 @@ class Soak:
         runtime = self.cloud.runtime
         original = runtime.invoke
 
-        def invoke(name: str, event: Any) -> Any:
-            result = original(name, event)
+        def invoke(name: str, event: Any, **kwargs: Any) -> Any:
+            result = original(name, event, **kwargs)
             error = getattr(result, "error", None) or {}
             if "-worker-" in name and error.get("errorType") == "Sandbox.Timedout":
                 for record in (event or {}).get("Records", []):

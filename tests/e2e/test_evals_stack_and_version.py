@@ -22,6 +22,7 @@ import pytest
 from functions.agents import load_agent
 from infra import cli
 from infra.local.cloud import LocalCloud
+from infra.local.demo import http
 from tests.e2e.helpers import offline_environ
 
 pytestmark = pytest.mark.xdist_group("local-cloud")
@@ -149,8 +150,16 @@ def test_version_runs_the_cases_through_lambda_invoke_and_publishes_metrics(
     assert code == 0, out + err
     assert result is not None
     (verdict,) = result["agents"]
-    release = load_agent("triage").version
-    assert verdict["release"] == release  # from the answers' agent.version
+    # The release id the function serves (its answers' agent.release), as the API reports it.
+    served = http(
+        "POST",
+        f"{facts.api_url}/v1/agents/triage/invoke",
+        {"input": "Where is my order A-1001?"},
+        {"Authorization": f"Bearer {facts.demo_tenant_key}"},
+    )
+    release = served.body["agent"]["release"]
+    assert release.startswith("r-") and release != load_agent("triage").version
+    assert verdict["release"] == release  # from the answers' agent.release
     assert verdict["score"] == 100.0 and verdict["pass_rate"] == 1.0
     assert any("outside the agent's evals dir" in note for note in verdict["notes"])
     assert verdict["baseline_score"] is None  # --suite outside evals/: no regression check

@@ -143,6 +143,11 @@ def test_every_sample_event_parses(name: str) -> None:
         else:
             ProducerMessage.model_validate(event)
         return
+    if name.startswith("codedeploy/"):  # a CodeDeploy lifecycle hook's event
+        from stratus.release_hooks import HookEvent
+
+        HookEvent.model_validate(event)
+        return
     if name.startswith("sqs/"):
         from aws_lambda_powertools.utilities.parser.models import SqsModel
 

@@ -225,3 +225,15 @@ def test_round_trips_of_an_offer_a_listing_and_a_grade(platform: dict[str, Any])
     with recording() as skipped:
         assert desk.offer(tenant, "triage", "1.0.0", "job", "j", "q", "a", "m") is None
     assert skipped.requests("dynamodb") == 0
+
+
+def test_a_tiny_grade_is_stored_to_four_decimals_not_a_500(platform: dict[str, Any]) -> None:
+    # Found by the fuzzer: 2.45e-245 is below DynamoDB's smallest number.
+    review_id = offer(platform["admin"], 1)
+    reply = request(
+        platform["keys"]["admin"], "POST", f"/v1/reviews/{review_id}", {"score": 2.45e-245}
+    )
+    assert reply.status == 200, reply.body
+    assert reply.body["score"] == 0.0
+    graded = request(platform["keys"]["admin"], "POST", f"/v1/reviews/{review_id}", {"score": 1})
+    assert graded.status == 409 and graded.body["error"]["code"] == "already_reviewed"
