@@ -60,7 +60,9 @@ def cloud() -> Iterator[LocalCloud]:
         queues=[
             QueueSpec(
                 name="e2e-ingest",
-                visibility_timeout_s=1,
+                # Longer than a loaded machine's first invoke (a worker process starting),
+                # so only the failed record is seen again, as on AWS.
+                visibility_timeout_s=5,
                 max_receive_count=2,
                 function="e2e-consumer",
                 batch_size=10,
