@@ -2,8 +2,9 @@
 
 The triage worker runs wrapped (``tests.e2e.sweep_handlers.killed_worker``): it kills
 its own process with SIGKILL after the model answered and before the step is
-recorded. The stage's job worker timeout is 6 s, so a lease lasts about 11 s, while
-the queue's visibility timeout (6x) is 36 s: the sweep, triggered by the test right
+recorded. The stage's job worker timeout is 10 s (room for a worker process to start
+on a loaded machine before it calls the model), so a lease lasts about 15 s, while
+the queue's visibility timeout (6x) is 60 s: the sweep, triggered by the test right
 after the lease ran out (the scheduled one is off here), is what brings the job back.
 """
 
@@ -27,7 +28,7 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[LocalCloud]:
-    stage = load_stage("dev").model_copy(update={"job_worker_timeout_s": 6})
+    stage = load_stage("dev").model_copy(update={"job_worker_timeout_s": 10})
     extras = Extras(handler_overrides={"worker:triage": "tests.e2e.sweep_handlers.killed_worker"})
     with LocalCloud(
         stage=stage,
@@ -98,7 +99,7 @@ def test_the_sweep_requeues_a_killed_workers_job_which_then_finishes_once(
         body = api(cloud, "GET", f"/v1/jobs/{job_id}").body
         return body if body["status"] in TERMINAL else None
 
-    job = wait_for(done, timeout=20)  # well before the 36 s visibility timeout
+    job = wait_for(done, timeout=20)  # well before the 60 s visibility timeout
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 2 and [s["name"] for s in job["steps"]] == ["main"]
     assert job["usage"] == job["steps"][0]["usage"]  # counted once
