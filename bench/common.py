@@ -17,7 +17,7 @@ def base_event() -> dict[str, Any]:
     event: dict[str, Any] = json.loads(EVENT_FILE.read_text(encoding="utf-8"))
     for name in ("headers", "multiValueHeaders"):
         event[name] = {k: v for k, v in event[name].items() if k.lower() != "idempotency-key"}
-    event["requestContext"]["authorizer"] = {"tenant_id": "bench"}
+    event["requestContext"]["authorizer"] = {"tenant_id": "bench", "scopes": "invoke"}
     return event
 
 

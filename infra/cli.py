@@ -50,13 +50,25 @@ def _tenant_create(args: argparse.Namespace) -> int:
     if not name or len(name) > 100:
         raise SystemExit("--name must be 1-100 characters")
     tenant, key = TenantStore(_tenants_table(args), _CLIENTS.client("dynamodb")).create(name)
+    from infra.callback_keys_cli import first_key
+
+    signing = first_key(tenant.tenant_id, stack=args.stack)
+    callback = (
+        {} if signing is None else {"callback_kid": signing.kid, "callback_secret": signing.secret}
+    )
     if args.json:
-        print(json.dumps({"tenant_id": tenant.tenant_id, "name": tenant.name, "api_key": key}))
+        print(
+            json.dumps(
+                {"tenant_id": tenant.tenant_id, "name": tenant.name, "api_key": key, **callback}
+            )
+        )
     else:
         print(f"tenant_id: {tenant.tenant_id}")
         print(f"name:      {tenant.name}")
         print(f"api_key:   {key}")
-        print("Store the key now: it is shown once and only its hash is kept.", file=sys.stderr)
+        for field, value in callback.items():
+            print(f"{field + ':':<11}{value}")
+        print("Store the key (and the callback secret) now: each is shown once.", file=sys.stderr)
     return 0
 
 
@@ -105,6 +117,15 @@ def _budget_set(args: argparse.Namespace) -> int:
         raise SystemExit("give --daily-usd and/or --monthly-usd")
     ledger = Runtime(Settings(budgets_table=_budgets_table(args)), clients=_CLIENTS).budgets
     ledger.set_tenant_limits(args.tenant, daily_usd=daily, monthly_usd=monthly)
+    from infra.audit_cli import record_operator_event
+
+    record_operator_event(
+        _CLIENTS,
+        args.tenant,
+        "budget.limits_changed",
+        {"daily_usd": args.daily_usd, "monthly_usd": args.monthly_usd},
+        stack=args.stack,
+    )
     limits = ledger.tenant_limits(args.tenant)
     print(
         json.dumps(
@@ -269,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tenant = commands.add_parser("tenant", help="manage tenants")
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
+    from infra import tenant_limits_cli
+
+    tenant_limits_cli.add_tenant_commands(tenant_commands)
     create = tenant_commands.add_parser("create", help="create a tenant and print its API key")
     create.add_argument("--name", required=True)
     where = create.add_mutually_exclusive_group()
@@ -276,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--stack", help="a deployed Stratus stack to read the table name from")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(func=_tenant_create)
+    from infra import keys_cli
+
+    keys_cli.add_parser(commands)
+    keys_cli.add_tenant_parsers(tenant_commands)
 
     dlq = commands.add_parser("dlq", help="inspect and redrive dead-letter queues")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -309,9 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     from infra import eval_cli
 
     eval_cli.add_parser(commands)
-    from infra import canary_cli, releases_cli, review_cli, rollback_cli
+    from infra import (
+        audit_cli,
+        callback_keys_cli,
+        canary_cli,
+        releases_cli,
+        review_cli,
+        rollback_cli,
+    )
 
     review_cli.add_parser(commands)
+    audit_cli.add_parser(commands)
+    callback_keys_cli.add_parser(commands)
     releases_cli.add_parser(commands)
     canary_cli.add_parser(commands)
     rollback_cli.add_parser(commands)

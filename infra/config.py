@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infra.paths import CDK_JSON
+from infra.producers import Producer
 from stratus.release_gate import GatePolicy
 
 STAGES_CONTEXT_KEY = "stratus:stages"
@@ -87,6 +88,9 @@ class StageConfig(BaseModel):
     log_retention_days: int
     api_throttle_rate: float = Field(gt=0, le=10_000, description="Steady requests per second.")
     api_throttle_burst: int = Field(ge=1, le=5_000, description="Bucket size for bursts.")
+    #: How long API Gateway caches the authorizer's decision per key (0: no cache): a
+    #: revoked key, an expired one or a suspended tenant is refused within this window.
+    authorizer_cache_s: int = Field(default=60, ge=0, le=3600)
 
     #: ``destroy`` for throwaway stages; ``retain`` keeps tables, secret and logs.
     removal_policy: Literal["destroy", "retain"]
@@ -125,6 +129,27 @@ class StageConfig(BaseModel):
     review_sample_rate_canary: float | None = Field(default=None, ge=0, le=1)
     #: How long queued reviews are kept (DynamoDB TTL), graded or not.
     review_retention_days: int = Field(default=90, ge=1, le=3650)
+
+    # -- security (issue 14) ----------------------------------------------------------
+    #: How long audit events are kept (DynamoDB TTL on the audit table).
+    audit_retention_days: int = Field(default=365, ge=1, le=3650)
+    #: Bound producers (:mod:`infra.producers`): who may send to the ingest queue, and for
+    #: which tenants. Empty: only the account root.
+    producers: tuple[Producer, ...] = ()
+    #: Fairness (:mod:`stratus.tenant_limits`): every tenant's request rate and burst
+    #: (None: no limit; ``stratus tenant limits`` sets a tenant's own) and its cap on jobs
+    #: queued or running; the worker event source mappings' maximum concurrency (AWS:
+    #: at least 2); reserved concurrency of the platform function and per agent function
+    #: (wins over the spec's ``deployment.reserved_concurrency``); and the unauthenticated
+    #: routes' own method throttling (health, OpenAPI), apart from the tenants' capacity.
+    tenant_rate_limit_rps: float | None = Field(default=None, gt=0, le=100_000)
+    tenant_rate_limit_burst: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_queued_jobs: int | None = Field(default=None, ge=1, le=10_000_000)
+    job_max_concurrency: int = Field(default=10, ge=2, le=1000)
+    platform_reserved_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    agent_reserved_concurrency: dict[str, int] = Field(default_factory=dict)
+    public_throttle_rate: float = Field(default=5, gt=0, le=10_000)
+    public_throttle_burst: int = Field(default=10, ge=1, le=5_000)
 
     # -- releases (CodeDeploy on the agents' ``live`` aliases) -------------------------
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)

@@ -69,7 +69,10 @@ TENANTS = TableDefinition(
     name="tenants",
     env_var="STRATUS_TENANTS_TABLE",
     partition_key=Key("pk"),
-    description="Tenants (TENANT#<id>) and their API keys (KEY#<sha256 of the key>).",
+    # Sparse: only key items carry tenant_id, so the index lists exactly a tenant's keys.
+    indexes=(GlobalIndex("tenant_keys", Key("tenant_id"), Key("created_at")),),
+    description="Tenants (TENANT#<id>) and their API keys (KEY#<sha256 of the key>). "
+    "Index tenant_keys: a tenant's keys by tenant_id and created_at.",
 )
 
 IDEMPOTENCY = TableDefinition(
@@ -177,6 +180,34 @@ REVIEWS = TableDefinition(
     ),
 )
 
+AUDIT = TableDefinition(
+    name="audit",
+    env_var="STRATUS_AUDIT_TABLE",
+    # pk = T#<tenant>: a tenant only ever reads its own trail; sk = the time-sortable
+    # event id (stratus.audit.new_event_id), so a tenant's events query in time order.
+    partition_key=Key("pk"),
+    sort_key=Key("sk"),
+    ttl_attribute="expires_at",
+    description=(
+        "The audit trail (issue 14): one item per security-relevant event of a tenant "
+        "(sk = time-sortable event id); expires after the stage's audit_retention_days."
+    ),
+)
+
+CALLBACK_KEYS = TableDefinition(
+    name="callback_keys",
+    env_var="STRATUS_CALLBACK_KEYS_TABLE",
+    # pk = T#<tenant>, sk = K#<kid>: the callbacks function reads one tenant's keys in one
+    # Query; a rotated-out key expires (TTL) a day after its grace period ends.
+    partition_key=Key("pk"),
+    sort_key=Key("sk"),
+    ttl_attribute="expires_at",
+    description=(
+        "Per-tenant HMAC keys that sign job callbacks (issue 14): both keys of a "
+        "rollover are valid until the old one's valid_until."
+    ),
+)
+
 #: Every table of the stack, in creation order.
 TABLES: tuple[TableDefinition, ...] = (
     TENANTS,
@@ -189,6 +220,8 @@ TABLES: tuple[TableDefinition, ...] = (
     USAGE,
     LIMITS,
     REVIEWS,
+    AUDIT,
+    CALLBACK_KEYS,
 )
 
 

@@ -24,7 +24,16 @@ from infra.constructs.release import StratusReleases
 from infra.constructs.runtime_layer import RuntimeLayer
 from infra.constructs.secrets import STORE_KEYS_HOWTO, ModelSecret
 from infra.constructs.tables import StratusTables
-from infra.definitions import BUDGETS, IDEMPOTENCY, JOBS, ORDERS, TENANTS, USAGE
+from infra.definitions import (
+    AUDIT,
+    BUDGETS,
+    CALLBACK_KEYS,
+    IDEMPOTENCY,
+    JOBS,
+    ORDERS,
+    TENANTS,
+    USAGE,
+)
 from infra.topology import api_routes
 from stratus.agents import AgentSpec
 
@@ -98,6 +107,8 @@ class StratusStack(Stack):
             ("OrdersTableName", ORDERS),
             ("BudgetsTableName", BUDGETS),
             ("UsageTableName", USAGE),
+            ("AuditTableName", AUDIT),
+            ("CallbackKeysTableName", CALLBACK_KEYS),
         ):
             CfnOutput(
                 self,

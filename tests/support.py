@@ -64,7 +64,15 @@ def api_event(
     if tenant_id is None:
         event["requestContext"]["authorizer"] = None
     else:
-        event["requestContext"]["authorizer"] = {"principalId": tenant_id, "tenant_id": tenant_id}
+        # What the authorizer passes for a tenant's owner key: every scope (issue 14).
+        event["requestContext"]["authorizer"] = {
+            "principalId": tenant_id,
+            "tenant_id": tenant_id,
+            "key_id": "key_" + "0" * 20,
+            "scopes": "invoke sessions jobs jobs:approve usage:read audit:read admin",
+            "role": "",
+            "customer_id": "",
+        }
     return event
 
 

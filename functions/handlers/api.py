@@ -29,17 +29,20 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import stratus
 from functions.agents import load_agent
+from functions.handlers import fairness
 from functions.handlers.common import (
     ERROR_RESPONSES,
     ERROR_SCHEMA_REF,
     IdempotencyKey,
     deadline,
     request_id,
+    require_scope,
     served_agent,
     served_release,
     tag_served_release,
     tenant_id,
 )
+from functions.handlers.principals import principal
 from stratus import composition, snapstart
 from stratus.contracts import (
     MAX_JSON_DEPTH,
@@ -64,7 +67,10 @@ from stratus.observability import logger, metrics, set_agent_dimension, tracer
 
 #: Route modules included below (each exposes ``router``, a Powertools ``Router``).
 ROUTER_MODULES: tuple[str, ...] = (
+    "functions.handlers.routes_audit",
+    "functions.handlers.routes_callback_keys",
     "functions.handlers.routes_jobs",
+    "functions.handlers.routes_keys",
     "functions.handlers.routes_reviews",
     "functions.handlers.routes_sessions",
     "functions.handlers.routes_usage",
@@ -236,8 +242,10 @@ def invoke(
 ) -> dict[str, Any]:
     service = composition.current().invoke_service(served_agent(agent))
     event = app.current_event
+    require_scope(event, "invoke")
     tenant, rid = tenant_id(event), request_id(event)
     limit = deadline(app.lambda_context)
+    who = principal(event)  # the key's role and end customer reach the tools
     if idempotency_key is not None:
         return service.invoke_idempotent(
             body,
@@ -246,8 +254,9 @@ def invoke(
             request_id=rid,
             lambda_context=app.lambda_context,
             deadline=limit,
+            principal=who,
         )
-    return service.invoke(body, tenant_id=tenant, request_id=rid, deadline=limit)
+    return service.invoke(body, tenant_id=tenant, request_id=rid, deadline=limit, principal=who)
 
 
 def _guard(event: dict[str, Any]) -> StratusError | None:
@@ -327,16 +336,21 @@ def _raw_body(body: str) -> bytes | None:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     set_agent_dimension(composition.current().settings.agent or "platform")
     tag_served_release()
-    problem = _guard(event)
+    # Then the tenant's request rate (429 throttled, scope tenant: functions.handlers.fairness).
+    problem = _guard(event) or fairness.admit(event)
     if problem is not None:
         rid = str((event.get("requestContext") or {}).get("requestId") or "")
         return {
             "statusCode": problem.status,
-            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "headers": {"Content-Type": content_types.APPLICATION_JSON, **problem.headers},
             "body": json.dumps(problem.body(rid)),
             "isBase64Encoded": False,
         }
-    return app.resolve(event, context)
+    try:
+        return app.resolve(event, context)
+    finally:
+        # The request's audit events, in one write after the answer (none: no write).
+        composition.current().audit.flush()
 
 
 def warm_routes(runtime: composition.Runtime) -> None:
@@ -360,7 +374,7 @@ def warm_routes(runtime: composition.Runtime) -> None:
         "requestContext": {
             "requestId": "stratus-priming",
             "path": path,
-            "authorizer": {"tenant_id": "stratus-priming"},
+            "authorizer": {"tenant_id": "stratus-priming", "scopes": "invoke"},
         },
         "body": json.dumps({"input": "x" * (limit + 1)}),
         "isBase64Encoded": False,

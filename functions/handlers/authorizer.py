@@ -1,11 +1,18 @@
 """The Lambda REQUEST authorizer: ``Authorization: Bearer <key>`` → tenant.
 
 A valid key yields an Allow policy for the whole API (so API Gateway can cache
-the decision per key) and puts ``tenant_id``, ``tenant_name`` and ``scopes`` (the
-key's scopes, space-separated: context values are strings) in the authorizer
-context, where the handlers read them (``functions.handlers.common.require_scope``).
-Anything else raises ``Unauthorized``, which API Gateway turns into a 401; the key
-itself is never logged.
+the decision per key, ``authorizer_cache_s``, 60 s by default) and puts
+``tenant_id``, ``tenant_name``, ``key_id``, ``scopes`` (space-separated: context
+values are strings), ``role`` and ``customer_id`` (empty when the key has none) in
+the authorizer context, where the handlers read them
+(``functions.handlers.common.caller`` / ``require_scope``). Anything else raises
+``Unauthorized``, which API Gateway turns into a 401; the key itself is never
+logged. A known key that is refused (revoked, expired, its tenant suspended) is
+audited in its tenant's trail as ``request.refused`` with the ``reason``.
+
+DynamoDB round trips: one GetItem of the key item (a suspension is denormalised
+onto the key items, see ``stratus.tenants``); a refusal of a known key adds one
+audit write.
 """
 
 from __future__ import annotations
@@ -34,9 +41,28 @@ class UnauthorizedError(Exception):
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = APIGatewayAuthorizerRequestEvent(event)
     key = bearer_token(request.headers.get("Authorization"))
-    tenant = composition.current().tenants.authenticate(key) if key else None
+    runtime = composition.current()
+    if key is None:
+        logger.info("request denied", extra={"reason": "missing key"})
+        raise UnauthorizedError()
+    check = runtime.tenants.check(key)
+    tenant = check.tenant
     if tenant is None:
-        logger.info("request denied", extra={"reason": "missing key" if key is None else "bad key"})
+        logger.info(
+            "request denied",
+            extra={"reason": check.reason, "tenant_id": check.tenant_id, "key_id": check.key_id},
+        )
+        if check.tenant_id:  # a known key: the refusal goes to its tenant's trail
+            runtime.audit.record_now(
+                check.tenant_id,
+                "request.refused",
+                actor=check.key_id or "unknown",
+                request_id=str(event.get("requestContext", {}).get("requestId") or "") or None,
+                details={
+                    "reason": check.reason,
+                    "route": f"{request.http_method} {request.resource}",
+                },
+            )
         raise UnauthorizedError()
     arn = request.parsed_arn
     policy = APIGatewayAuthorizerResponse(
@@ -48,9 +74,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         context={
             "tenant_id": tenant.tenant_id,
             "tenant_name": tenant.name,
+            "key_id": tenant.key_id or "",
             "scopes": " ".join(tenant.scopes),
+            "role": tenant.role or "",
+            "customer_id": tenant.customer_id or "",
         },
     )
     policy.allow_all_routes()
-    logger.info("request allowed", extra={"tenant_id": tenant.tenant_id})
+    logger.info("request allowed", extra={"tenant_id": tenant.tenant_id, "key_id": tenant.key_id})
     return policy.asdict()

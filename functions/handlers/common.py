@@ -29,7 +29,7 @@ ERROR_RESPONSES: dict[int, Any] = {
         "description": "Error",
         "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
     }
-    for status in (400, 401, 404, 409, 413, 415, 422, 429, 502, 503, 504)
+    for status in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)
 }
 
 
@@ -83,10 +83,23 @@ def scopes(event: APIGatewayProxyEvent) -> frozenset[str]:
 def require_scope(event: APIGatewayProxyEvent, *accepted: str) -> None:
     """Raise ``403 forbidden`` unless the caller's key has one of ``accepted``.
 
-    ``details.missing_scope`` names the first accepted scope (the one to grant).
+    ``details.missing_scope`` names the first accepted scope (the one to grant). The
+    refusal is audited (``request.refused``, buffered: the request's one audit write).
     """
     held = scopes(event)
     if not any(scope in held for scope in accepted):
+        who = caller(event)
+        composition.current().audit.record(
+            who.tenant_id,
+            "request.refused",
+            actor=who.key_id or "unknown",
+            request_id=request_id(event) or None,
+            details={
+                "reason": "missing_scope",
+                "missing_scope": accepted[0],
+                "route": f"{event.http_method} {event.resource}",
+            },
+        )
         raise Forbidden(
             f"this key lacks the scope {accepted[0]!r}",
             details={"missing_scope": accepted[0]},

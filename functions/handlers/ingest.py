@@ -26,6 +26,12 @@ def input_limit(agent: str) -> int:
     return load_agent(agent).limits.max_input_chars
 
 
+def _account(source_arn: str) -> str:
+    """The queue's account id (``arn:aws:sqs:region:account:name``): the root's SenderId."""
+    parts = source_arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
+
+
 def record_handler(record: SQSRecord) -> None:
     created = composition.current().job_ingest.accept(
         record.body,
@@ -33,6 +39,9 @@ def record_handler(record: SQSRecord) -> None:
         source_queue=record.event_source_arn or "",
         receive_count=str(record.attributes.approximate_receive_count or "1"),
         input_limit=input_limit,
+        # Who sent it (AWS sets SenderId; a producer cannot): bound to tenants by the stage.
+        sender_id=str(record.attributes.sender_id or ""),
+        account_id=_account(record.event_source_arn or ""),
     )
     if created is None:
         metrics.add_metric(name="PoisonMessages", unit="Count", value=1)

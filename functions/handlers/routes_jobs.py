@@ -18,7 +18,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from functions.agents import agent_names, load_agent
-from functions.handlers.common import ERROR_RESPONSES, IdempotencyKey, tenant_id
+from functions.handlers.common import ERROR_RESPONSES, IdempotencyKey, require_scope, tenant_id
+from functions.handlers.principals import principal
 from stratus import composition
 from stratus.jobs import ApprovalRequest, JobRequest, JobSubmitted, JobView
 
@@ -31,9 +32,17 @@ JOB_RESPONSES: dict[int, Any] = {
 }
 
 
-def _tenant() -> str:
+def _event() -> APIGatewayProxyEvent:
     event = router.current_event
     assert isinstance(event, APIGatewayProxyEvent)
+    return event
+
+
+def _tenant(scope: str = "jobs") -> str:
+    """The caller's tenant, once its key has ``scope`` (approval: ``jobs:approve`` only)."""
+    event = router.current_event
+    assert isinstance(event, APIGatewayProxyEvent)
+    require_scope(event, scope)
     return tenant_id(event)
 
 
@@ -60,6 +69,8 @@ def submit_job(
         source="api",
         # 413 input_too_large over the agent's limits.max_input_chars or the byte cap.
         max_input_chars=spec.limits.max_input_chars if spec is not None else None,
+        # The worker runs the job's tools as the submitting key (role, end customer).
+        principal=principal(_event()),
     )
     return Response(
         status_code=202,
@@ -93,4 +104,7 @@ def cancel_job(job_id: JOB_ID) -> dict[str, Any]:
 )
 def approve_job(job_id: JOB_ID, body: Annotated[ApprovalRequest, Body()]) -> dict[str, Any]:
     jobs = composition.current().jobs
-    return jobs.approve(job_id, _tenant(), body.approved, body.comment).model_dump(mode="json")
+    tenant = _tenant("jobs:approve")
+    by = principal(_event()).key_id  # the approving key, on the job and in the audit trail
+    answered = jobs.approve(job_id, tenant, body.approved, body.comment, by=by)
+    return answered.model_dump(mode="json")

@@ -20,9 +20,11 @@ from functions.handlers.common import (
     IdempotencyKey,
     deadline,
     request_id,
+    require_scope,
     served_agent,
     tenant_id,
 )
+from functions.handlers.principals import principal
 from stratus import composition
 from stratus.contracts import (
     SessionCreated,
@@ -50,7 +52,8 @@ def _ok(model: type, status: int = 200) -> dict[int, Any]:
 
 
 def _spec(agent: str) -> AgentSpec:
-    """The spec of the agent this function serves, if it has sessions."""
+    """The spec of the agent this function serves, if it has sessions (scope ``sessions``)."""
+    require_scope(router.current_event, "sessions")
     spec = served_agent(agent)
     if spec.sessions is None:
         raise RouteNotFound(f"agent {agent!r} has no sessions", details={"agent": agent})
@@ -99,6 +102,7 @@ def post_message(
     sid = _session_id(session_id)
     limit = deadline(router.lambda_context)
     runtime = composition.current()
+    who = principal(event)  # the sender's role and end customer reach the tools
     if idempotency_key is not None:
         return runtime.session_messages(spec).post(
             tenant,
@@ -108,9 +112,10 @@ def post_message(
             request_id=rid,
             lambda_context=router.lambda_context,
             deadline=limit,
+            principal=who,
         )
     return runtime.session_service(spec).post_message(
-        tenant, sid, body.message, request_id=rid, deadline=limit
+        tenant, sid, body.message, request_id=rid, deadline=limit, principal=who
     )
 
 

@@ -16,7 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import BaseModel
 
-from functions.handlers.common import ERROR_RESPONSES, tenant_id
+from functions.handlers.common import ERROR_RESPONSES, require_scope, tenant_id
 from stratus import composition
 
 router = Router()
@@ -55,7 +55,9 @@ class UsageResponse(BaseModel):
     },
 )
 def usage(period: Annotated[Literal["day", "month"], Query()] = "day") -> Response[str]:
-    tenant = tenant_id(cast(APIGatewayProxyEvent, router.current_event))
+    event = cast(APIGatewayProxyEvent, router.current_event)
+    require_scope(event, "usage:read")
+    tenant = tenant_id(event)
     body: dict[str, Any] = composition.current().rollups.tenant_usage(tenant, period)
     return Response(
         status_code=200,

@@ -108,6 +108,10 @@ def workflow_task(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     set_agent_dimension(composition.current().settings.agent or "unknown")
     tag_served_release()
-    if "Records" in event:
-        return sqs_batch(event, context, record_handler)
-    return workflow_task(event, context)
+    try:
+        if "Records" in event:
+            return sqs_batch(event, context, record_handler)
+        return workflow_task(event, context)
+    finally:
+        # The batch's (or task's) audit events, in one write at the end (none: no write).
+        composition.current().audit.flush()

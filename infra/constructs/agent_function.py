@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import CfnElement, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -31,6 +31,7 @@ from infra.constructs.logs import stage_log_group
 from infra.constructs.nag_rules import default_policy, suppress
 from infra.constructs.runtime_layer import ARCHITECTURE, RUNTIME
 from infra.constructs.tables import StratusTables
+from infra.definitions import TENANTS
 from infra.topology import (
     RELEASE_ENV,
     FunctionPlan,
@@ -85,6 +86,23 @@ JOBS_KEY_WILDCARD = NagPackSuppression(
     ),
     applies_to=["Action::kms:GenerateDataKey*"],
 )
+
+
+def tenant_keys_index_wildcard(table: Construct) -> NagPackSuppression:
+    """CDK's grant on the tenants table also covers its indexes (``<arn>/index/*``)."""
+    cfn = table.node.default_child
+    assert isinstance(cfn, CfnElement)
+    return NagPackSuppression(
+        id="AwsSolutions-IAM5",
+        reason=(
+            "CDK's table grant covers the tenants table's indexes (<arn>/index/*): the "
+            "sparse 'tenant_keys' index (a tenant's key items, for listing, revoking, "
+            "rotating and suspending); no other table."
+        ),
+        applies_to=[f"Resource::<{Stack.of(table).get_logical_id(cfn)}.Arn>/index/*"],
+    )
+
+
 HOOK_NO_DLQ = NagPackSuppression(
     id="Serverless-LambdaDLQ",
     reason=(
@@ -239,6 +257,8 @@ class StratusFunction(Construct):
                 table.grant_write_data(self.function)
             else:
                 table.grant(self.function, "dynamodb:DescribeTable")
+            if name == TENANTS.name and access != "describe":
+                suppress(default_policy(self.role), tenant_keys_index_wildcard(table))
         if self.plan.model_secret:
             deps.model_secret.grant_read(self.function)
         if self.plan.budget_alerts and deps.alerts_topic is not None:

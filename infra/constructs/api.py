@@ -92,6 +92,19 @@ class StratusApi(Construct):
                 metrics_enabled=True,
                 throttling_rate_limit=stage.api_throttle_rate,
                 throttling_burst_limit=stage.api_throttle_burst,
+                # The unauthenticated routes (health, OpenAPI) get their own, lower limit:
+                # a flood of them is throttled there and cannot use up the tenants' share.
+                method_options={
+                    f"{route.path}/{route.method}": apigateway.MethodDeploymentOptions(
+                        throttling_rate_limit=stage.public_throttle_rate,
+                        throttling_burst_limit=stage.public_throttle_burst,
+                        logging_level=apigateway.MethodLoggingLevel.INFO,
+                        data_trace_enabled=False,
+                        metrics_enabled=True,
+                    )
+                    for route in routes
+                    if not route.authorized
+                },
             ),
         )
         self.authorizer = apigateway.RequestAuthorizer(
@@ -99,7 +112,8 @@ class StratusApi(Construct):
             "Authorizer",
             handler=functions.authorizer.function,
             identity_sources=[apigateway.IdentitySource.header("Authorization")],
-            results_cache_ttl=AUTHORIZER_CACHE_TTL,
+            # The stage's window (default 60 s): revocation and suspension take effect within it.
+            results_cache_ttl=Duration.seconds(stage.authorizer_cache_s),
         )
         self.gateway_responses = [self._gateway_response(error) for error in GATEWAY_ERRORS]
 

@@ -47,7 +47,9 @@ from infra.constructs.agent_function import StratusFunction, StratusFunctions
 from infra.constructs.logs import RETENTION
 from infra.constructs.nag_rules import default_policy, suppress
 from infra.definitions import JOBS
+from infra.producers import policy_principals
 from infra.topology import (
+    INGEST_QUEUE,
     SWEEP_INTERVAL_S,
     JobResources,
     QueuePlan,
@@ -121,6 +123,7 @@ class StratusJobs(Construct):
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for plan in self.queue_plans:
             self._queue(plan, removal)
+        self._bind_producers(stage)
 
         self.topic_key = kms.Key(
             self,
@@ -140,8 +143,8 @@ class StratusJobs(Construct):
             self,
             "CallbackKey",
             description=(
-                f"Stratus {stage.name}: HMAC-SHA256 key that signs job callbacks "
-                "(X-Stratus-Signature); share it with callback receivers."
+                f"Stratus {stage.name}: fallback HMAC-SHA256 key that signs the callbacks "
+                "of tenants created before per-tenant keys (stratus callback-key rotate)."
             ),
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 secret_string_template=json.dumps({}),
@@ -174,6 +177,39 @@ class StratusJobs(Construct):
         )
         self.workflows: dict[str, sfn.StateMachine] = {}
         self.workflow_logs: dict[str, logs.LogGroup] = {}
+
+    def _bind_producers(self, stage: StageConfig) -> None:
+        """The ingest queue admits only the stage's producers (none: the account root).
+
+        An explicit Deny: in the same account an IAM policy alone could otherwise grant
+        ``SendMessage``. ``aws:PrincipalArn`` is the role's ARN for its sessions too.
+        """
+        queue = self.queues.get(INGEST_QUEUE)
+        if queue is None:
+            return
+        stack = Stack.of(self)
+        principals = policy_principals(stage.producers) or [
+            f"arn:{stack.partition}:iam::{stack.account}:root"
+        ]
+        send = ["sqs:SendMessage"]
+        queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="OnlyBoundProducersSend",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=send,
+                resources=[queue.queue_arn],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": principals}},
+            )
+        )
+        queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="BoundProducersSend",
+                principals=[iam.ArnPrincipal(p) for p in principals],
+                actions=send,
+                resources=[queue.queue_arn],
+            )
+        )
 
     def _queue(self, plan: QueuePlan, removal: RemovalPolicy) -> None:
         dlq = sqs.Queue(
@@ -232,6 +268,7 @@ class StratusJobs(Construct):
                     if plan.batching_window_s
                     else None,
                     report_batch_item_failures=plan.report_batch_item_failures,
+                    max_concurrency=plan.max_concurrency,
                 )
             )
             for mapping in consumer.node.children:

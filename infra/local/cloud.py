@@ -61,6 +61,7 @@ from infra.local.provision import (
     LocalClients,
     create_app_queues,
     create_extra_queues,
+    create_signing_key,
     create_state_machines,
     create_tables,
     create_workflows,
@@ -248,6 +249,7 @@ class LocalCloud:
 
         tenant, key = TenantStore(tables["tenants"], clients.dynamodb).create("demo")
         seed_orders(clients, tables, tenant.tenant_id)
+        demo_signing = create_signing_key(clients, tables, tenant.tenant_id)
 
         self.facts = LocalFacts(
             api_url=gateway.url,
@@ -263,6 +265,8 @@ class LocalCloud:
             functions=dict(names),
             jobs_topic_arn=topic_arn,
             callback_secret_arn=callback_secret_arn,
+            demo_callback_kid=demo_signing.kid,
+            demo_callback_secret=demo_signing.secret,
         )
         self._write_state()
 
@@ -355,6 +359,7 @@ class LocalCloud:
                 batch_size=plan.batch_size,
                 maximum_batching_window_s=float(plan.batching_window_s),
                 report_batch_item_failures=plan.report_batch_item_failures,
+                maximum_concurrency=plan.max_concurrency,
             ),
         )
         self.pollers[plan.name] = poller

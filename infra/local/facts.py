@@ -85,6 +85,9 @@ class LocalFacts:
     functions: dict[str, str]
     jobs_topic_arn: str = ""
     callback_secret_arn: str = ""
+    #: The demo tenant's own callback signing key (kid and secret), for its receivers.
+    demo_callback_kid: str = ""
+    demo_callback_secret: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)

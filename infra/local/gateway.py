@@ -3,7 +3,9 @@
 It serves the routes of ``infra.topology.api_routes`` with API Gateway's
 precedence (literal segments beat ``{param}``, which beats ``{proxy+}``; the
 resource is chosen first, then its method), runs the same REQUEST authorizer
-function first and caches its decisions per ``Authorization`` header for 60 s,
+function first and caches its decisions per ``Authorization`` header for 60 s
+(``STRATUS_LOCAL_AUTHORIZER_CACHE_S``, like the stage's ``authorizer_cache_s``: a
+revoked key or a suspended tenant is refused once the cached decision expires),
 enforces API Gateway's 10 MB payload limit, and answers every request, in the
 handlers' error shape with the deployed stack's gateway responses
 (``infra.topology.GATEWAY_ERRORS``) when it answers itself:
@@ -21,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -42,6 +45,8 @@ API_GATEWAY_MAX_PAYLOAD = 10 * 1024 * 1024
 #: Past this a body is no longer drained: the connection is closed (a client flood).
 MAX_DRAINED_BYTES = 16 * API_GATEWAY_MAX_PAYLOAD
 AUTHORIZER_CACHE_TTL_S = 60.0
+#: Overrides ``AUTHORIZER_CACHE_TTL_S`` (seconds, 0 = no caching), as a stage sets its own.
+AUTHORIZER_CACHE_ENV = "STRATUS_LOCAL_AUTHORIZER_CACHE_S"
 ACCOUNT_ID = "000000000000"
 API_ID = "local"
 #: The verbs a REST API method can have; ``ANY`` means these seven, nothing else.
@@ -173,8 +178,14 @@ class LocalApiGateway(LoopbackServer):
         stage: str = "local",
         host: str = "127.0.0.1",
         port: int = 0,
+        authorizer_cache_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._routes = list(routes)
+        self.authorizer_cache_s = (
+            authorizer_cache_s if authorizer_cache_s is not None else authorizer_cache_ttl()
+        )
+        self._clock = clock
         self._functions = dict(functions)  # route target (plan key) -> function name
         self._invoke = invoke
         self._authorizer = authorizer
@@ -309,7 +320,7 @@ class LocalApiGateway(LoopbackServer):
         header = request.headers.get("Authorization")
         if not header or self._authorizer is None:
             return None  # the identity source is missing: API Gateway answers 401 itself
-        now = time.monotonic()
+        now = self._clock()
         with self._cache_lock:
             cached = self._cache.get(header)
             if cached and cached[0] > now:
@@ -344,9 +355,26 @@ class LocalApiGateway(LoopbackServer):
             "principalId": result.payload.get("principalId"),
             **(result.payload.get("context") or {}),
         }
-        with self._cache_lock:
-            self._cache[header] = (now + AUTHORIZER_CACHE_TTL_S, context)
+        if self.authorizer_cache_s > 0:
+            with self._cache_lock:
+                self._cache[header] = (now + self.authorizer_cache_s, context)
         return dict(context)
+
+
+def authorizer_cache_ttl(environ: Mapping[str, str] | None = None) -> float:
+    """The local authorizer cache window: ``STRATUS_LOCAL_AUTHORIZER_CACHE_S`` or 60 s."""
+    raw = (os.environ if environ is None else environ).get(AUTHORIZER_CACHE_ENV, "").strip()
+    if not raw:
+        return AUTHORIZER_CACHE_TTL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{AUTHORIZER_CACHE_ENV} must be a number of seconds, not {raw!r}"
+        ) from None
+    if not 0 <= value <= 3600:
+        raise ValueError(f"{AUTHORIZER_CACHE_ENV} must be 0..3600 seconds")
+    return value
 
 
 def _read_body(request: BaseHTTPRequestHandler) -> bytes:

@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # DynamoDB makes each request atomic; moto's threaded server does not.
     moto_atomic.install()
+    from infra.local import moto_sender
+
+    moto_sender.install()  # SenderId = the sending request's access key id, as SQS reports
     # One line per request is noise (and costs time under load); errors still show.
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

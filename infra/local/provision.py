@@ -2,7 +2,12 @@
 
 Tables from ``infra.definitions``, queues and workflows from ``infra.topology``
 (the same ASL files and variables as the CDK stack), plus the extra queues and
-state machines tests ask for, and the demo tenant's orders.
+state machines tests ask for, the demo tenant's orders and its callback signing key.
+
+The local cloud's producers are its access keys: moto's SQS reports the sending
+request's access key id as ``SenderId`` (:mod:`infra.local.moto_sender`), and the
+stage's ``{"access_key": ...}`` producer entries bind them to tenants (the demo's
+``demo``, ``x`` and ``local`` keys, in ``cdk.json``'s dev stage).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from infra.local.facts import ACCOUNT_ID, LOCAL_CREDENTIALS, REGION, QueueSpec, 
 from infra.local.lambda_types import FunctionConfig
 from infra.topology import FunctionPlan, QueuePlan, WorkflowPlan
 from stratus.ddb import Table
+from stratus.signing_keys import DynamoSigningKeyStore, SigningKey, SigningKeys
 
 STATES_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/stratus-local-states"
 
@@ -166,13 +172,14 @@ def create_state_machines(
 
 
 def seed_orders(clients: LocalClients, tables: Mapping[str, str], tenant_id: str) -> None:
-    """Two orders of the demo tenant, for the ``order_status`` agent's tool."""
-    orders: list[tuple[str, str, str, str, list[Any]]] = [
-        ("A-1001", "in_transit", "DHL", "2026-11-24", ["running shoes"]),
-        ("A-1002", "delivered", "UPS", "2026-11-18", ["rain jacket", "socks"]),
+    """Two orders of the demo tenant, for the ``order_status`` agent's tool; each belongs
+    to an end customer (a key bound to ``cust-1`` finds only A-1001)."""
+    orders: list[tuple[str, str, str, str, list[Any], str]] = [
+        ("A-1001", "in_transit", "DHL", "2026-11-24", ["running shoes"], "cust-1"),
+        ("A-1002", "delivered", "UPS", "2026-11-18", ["rain jacket", "socks"], "cust-2"),
     ]
     table = Table(tables["orders"], clients.dynamodb)
-    for order_id, status, carrier, eta, items in orders:
+    for order_id, status, carrier, eta, items, customer_id in orders:
         table.put(
             {
                 "tenant_id": tenant_id,
@@ -181,5 +188,14 @@ def seed_orders(clients: LocalClients, tables: Mapping[str, str], tenant_id: str
                 "carrier": carrier,
                 "eta": eta,
                 "items": items,
+                "customer_id": customer_id,
             }
         )
+
+
+def create_signing_key(
+    clients: LocalClients, tables: Mapping[str, str], tenant_id: str
+) -> SigningKey:
+    """A new tenant's first callback signing key (what ``stratus tenant create`` does too)."""
+    store = DynamoSigningKeyStore(Table(tables["callback_keys"], clients.dynamodb))
+    return SigningKeys(store).create_for(tenant_id)

@@ -9,7 +9,10 @@ receive), so the poller only has to do what the Lambda service does:
 * receive up to ``batch_size`` messages (10 per call), waiting up to
   ``maximum_batching_window_s`` to fill the batch;
 * build the event exactly as AWS does (``Records`` with lowerCamel keys,
-  ``messageAttributes`` in Lambda's shape, ``eventSourceARN``, ``awsRegion``);
+  ``messageAttributes`` in Lambda's shape, ``eventSourceARN``, ``awsRegion``), the
+  system ``attributes`` as SQS reports them: ``SenderId`` is the sending request's
+  access key id (:mod:`infra.local.moto_sender`; plain moto reports one constant), the
+  identity the ingest function binds producers by;
 * invoke the function and delete every message that succeeded, honouring
   ``ReportBatchItemFailures`` with AWS's rules for malformed reports;
 * on a failed invocation (error, timeout, crash) delete nothing.
@@ -48,8 +51,13 @@ class EventSourceMapping:
     batch_size: int = 10
     maximum_batching_window_s: float = 0.0
     report_batch_item_failures: bool = True
+    #: ``ScalingConfig.MaximumConcurrency``: invocations in flight at once (AWS: 2-1000);
+    #: None: as many as the pollers.
+    maximum_concurrency: int | None = None
 
     def __post_init__(self) -> None:
+        if self.maximum_concurrency is not None and not 2 <= self.maximum_concurrency <= 1000:
+            raise ValueError(f"maximum_concurrency must be 2..1000, not {self.maximum_concurrency}")
         if not 1 <= self.batch_size <= 10_000:
             raise ValueError(f"batch_size must be 1..10000, not {self.batch_size}")
         if not 0 <= self.maximum_batching_window_s <= 300:
@@ -88,6 +96,12 @@ class SqsPoller:
         self._receiving = threading.Lock()
         self._lock = threading.Lock()
         self._stats = {"received": 0, "deleted": 0, "failed_records": 0, "invoke_errors": 0}
+        # At most ``maximum_concurrency`` batches received and being handled at once.
+        limit = mapping.maximum_concurrency
+        self._slots = threading.BoundedSemaphore(limit) if limit is not None else None
+        self._in_flight = 0
+        #: The most invocations this mapping had in flight at once.
+        self.max_in_flight = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -157,6 +171,13 @@ class SqsPoller:
 
         Returns the number of messages handled (0 if the queue had none).
         """
+        if self._slots is None:
+            return self._poll_once()
+        # A slot before receiving: a message never waits received (and invisible) for one.
+        with self._slots:
+            return self._poll_once()
+
+    def _poll_once(self) -> int:
         # One receive at a time per mapping (moto's ReceiveMessage is not safe against a
         # concurrent one on the same queue); the invocations themselves overlap.
         with self._receiving:
@@ -165,11 +186,17 @@ class SqsPoller:
             return 0
         self._count(received=len(messages))
         event = {"Records": [self.record(message) for message in messages]}
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
             result = self._invoke(self.mapping.function_name, event)
         except Exception:
             logger.exception("invoking %s failed", self.mapping.function_name)
             result = None
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         if result is None or not result.ok:
             # As in AWS: the whole batch returns to the queue after its visibility timeout.
             self._count(invoke_errors=1, failed_records=len(messages))

@@ -8,7 +8,9 @@ from typing import Literal
 
 from infra.config import StageConfig
 from infra.definitions import (
+    AUDIT,
     BUDGETS,
+    CALLBACK_KEYS,
     IDEMPOTENCY,
     JOBS,
     LEDGER,
@@ -69,7 +71,11 @@ AGENT_RESOURCES: Mapping[Resource, tuple[str, TableAccess]] = {
 #: Table logical name -> the variable that carries its physical name.
 TABLE_ENV: Mapping[str, str] = {
     t.name: t.env_var
-    for t in (TENANTS, IDEMPOTENCY, ORDERS, JOBS, SESSIONS, BUDGETS, LEDGER, USAGE, LIMITS, REVIEWS)
+    for t in (
+        *(TENANTS, IDEMPOTENCY, ORDERS, JOBS, SESSIONS, BUDGETS, LEDGER, USAGE, LIMITS, REVIEWS),
+        AUDIT,
+        CALLBACK_KEYS,
+    )
 }
 
 #: What every function that calls a model needs: the model gateway's tables.
@@ -95,6 +101,27 @@ def review_sampling_env(stage: StageConfig) -> dict[str, str]:
     if stage.review_sample_rate_canary is not None:
         env["STRATUS_REVIEW_SAMPLE_RATE_CANARY"] = str(stage.review_sample_rate_canary)
     return env
+
+
+#: Functions that record audit events (stratus.audit): item writes only; the platform
+#: function also reads (GET /v1/audit).
+AUDIT_TABLES: Mapping[str, TableAccess] = {AUDIT.name: "write"}
+
+
+def fairness_env(stage: StageConfig) -> dict[str, str]:
+    """The stage's tenant request rate and queued-job cap (:mod:`stratus.tenant_limits`),
+    only those set (unset: no default limit; a tenant's own limits still apply)."""
+    values = {
+        "STRATUS_TENANT_RATE_LIMIT_RPS": stage.tenant_rate_limit_rps,
+        "STRATUS_TENANT_RATE_LIMIT_BURST": stage.tenant_rate_limit_burst,
+        "STRATUS_MAX_QUEUED_JOBS": stage.max_queued_jobs,
+    }
+    return {name: str(value) for name, value in values.items() if value is not None}
+
+
+def audit_env(stage: StageConfig) -> dict[str, str]:
+    """How long the stage keeps audit events (the TTL each item carries)."""
+    return {"STRATUS_AUDIT_RETENTION_DAYS": str(stage.audit_retention_days)}
 
 
 #: The ingest function's timeout; its queue's visibility timeout is 6x this.

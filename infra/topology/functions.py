@@ -8,10 +8,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.config import StageConfig
-from infra.definitions import BUDGETS, IDEMPOTENCY, JOBS, REVIEWS, SESSIONS, TENANTS, USAGE
+from infra.definitions import (
+    AUDIT,
+    BUDGETS,
+    CALLBACK_KEYS,
+    IDEMPOTENCY,
+    JOBS,
+    LIMITS,
+    REVIEWS,
+    SESSIONS,
+    TENANTS,
+    USAGE,
+)
+from infra.producers import sender_bindings
 from infra.topology.common import (
     AGENT_RESOURCES,
     API_HANDLER,
+    AUDIT_TABLES,
     AUTHORIZER_HANDLER,
     CALLBACK_MAX_RECEIVE_COUNT,
     CALLBACK_QUEUE,
@@ -38,7 +51,9 @@ from infra.topology.common import (
     WorkflowAccess,
     agent_queue,
     alerts_topic_name,
+    audit_env,
     dlq,
+    fairness_env,
     pascal,
     review_sampling_env,
 )
@@ -194,6 +209,8 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
         **GATEWAY_TABLES,
         # Its answers (invoke, session turns, jobs in its worker) are sampled for review.
         **REVIEW_SAMPLING_TABLES,
+        # Tool calls, denials and refusals go to the audit trail (the worker copies this).
+        **AUDIT_TABLES,
     }
     for resource in sorted(spec.resources):
         if resource not in AGENT_RESOURCES:
@@ -212,6 +229,8 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
             "STRATUS_IDEMPOTENCY_TTL_S": str(stage.idempotency_ttl_s),
             "STRATUS_ALERTS_TOPIC_NAME": alerts_topic_name(stage),
             **review_sampling_env(stage),
+            **audit_env(stage),
+            **fairness_env(stage),
         }
     )
     # The release this function serves, hashed from the settings it reads (the worker
@@ -225,7 +244,10 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
         description=f"Stratus agent {spec.name} {spec.version} ({spec.tier} tier)",
         memory_mb=spec.deployment.memory_mb,
         timeout_s=spec.deployment.timeout_s,
-        reserved_concurrency=spec.deployment.reserved_concurrency,
+        # The stage's own for this agent wins over the spec's.
+        reserved_concurrency=stage.agent_reserved_concurrency.get(
+            spec.name, spec.deployment.reserved_concurrency
+        ),
         static_env=env,
         tables=tables,
         model_secret=True,
@@ -239,12 +261,19 @@ def _platform_tables(jobs: bool) -> dict[str, TableAccess]:
     # GET /v1/usage reads the usage the settlements record on the budget items (and the
     # job and session totals in the usage table).
     tables: dict[str, TableAccess] = {
-        TENANTS.name: "read",
+        # /v1/keys: create, revoke and rotate key items (and query the tenant_keys index).
+        TENANTS.name: "read_write",
         IDEMPOTENCY.name: "describe",
         BUDGETS.name: "read",
         USAGE.name: "read",
         # GET/POST /v1/reviews: list reviews, grade them, read and add to the human scores.
         REVIEWS.name: "read_write",
+        # GET /v1/audit reads the trail; approvals and refusals write to it.
+        AUDIT.name: "read_write",
+        # POST /v1/callback-keys/rotate: a tenant's new signing key, the old one retired.
+        CALLBACK_KEYS.name: "read_write",
+        # Tenants' request buckets (stratus.tenant_limits): one conditional write a request.
+        LIMITS.name: "read_write",
     }
     if jobs:
         tables[JOBS.name] = "read_write"
@@ -260,6 +289,8 @@ def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = No
     env = _base_env(stage, "")
     env["STRATUS_MAX_BODY_BYTES"] = str(stage.max_body_bytes)
     env["STRATUS_REVIEW_RETENTION_DAYS"] = str(stage.review_retention_days)
+    env.update(audit_env(stage))
+    env.update(fairness_env(stage))
     jobs: dict[str, Any] = {}
     if specs:
         names = tuple(sorted(specs))
@@ -279,7 +310,7 @@ def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = No
         description="Stratus platform routes: health, OpenAPI, unknown agents",
         memory_mb=512,
         timeout_s=10,
-        reserved_concurrency=None,
+        reserved_concurrency=stage.platform_reserved_concurrency,
         static_env=env,
         tables=_platform_tables(bool(specs)),
         **jobs,
@@ -288,7 +319,7 @@ def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = No
 
 def authorizer_plan(stage: StageConfig) -> FunctionPlan:
     """The REQUEST authorizer: API key -> tenant, from the tenants table."""
-    env = {"STRATUS_STAGE": stage.name, **POWERTOOLS_ENV}
+    env = {"STRATUS_STAGE": stage.name, **POWERTOOLS_ENV, **audit_env(stage)}
     return FunctionPlan(
         key="authorizer",
         kind="authorizer",
@@ -300,7 +331,8 @@ def authorizer_plan(stage: StageConfig) -> FunctionPlan:
         timeout_s=10,
         reserved_concurrency=None,
         static_env=env,
-        tables={TENANTS.name: "read"},
+        # Refusals (a suspended tenant) go to the audit trail.
+        tables={TENANTS.name: "read", **AUDIT_TABLES},
     )
 
 
@@ -353,6 +385,9 @@ def ingest_plan(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> FunctionP
     names = tuple(sorted(specs))
     env = _base_env(stage, "")
     env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
+    # Sender id -> the tenants it may submit for (infra.producers); {}: the account root only.
+    env["STRATUS_PRODUCERS"] = json.dumps(sender_bindings(stage.producers), sort_keys=True)
+    env.update(fairness_env(stage))  # the stage's cap on queued jobs
     return FunctionPlan(
         key="ingest",
         kind="ingest",
@@ -363,7 +398,8 @@ def ingest_plan(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> FunctionP
         timeout_s=INGEST_TIMEOUT_S,
         reserved_concurrency=None,
         static_env=env,
-        tables={TENANTS.name: "read", JOBS.name: "read_write"},
+        # A tenant's own cap on queued jobs is on its LIMITS# item (budgets table).
+        tables={TENANTS.name: "read", JOBS.name: "read_write", BUDGETS.name: "read"},
         send_queues=(*(agent_queue(a) for a in names), dlq(INGEST_QUEUE)),
         queue_url_env={"STRATUS_INGEST_DLQ_URL": dlq(INGEST_QUEUE)},
         job_queue_agents=names,
@@ -411,7 +447,8 @@ def callbacks_plan(stage: StageConfig) -> FunctionPlan:
         timeout_s=CALLBACKS_TIMEOUT_S,
         reserved_concurrency=None,
         static_env=env,
-        tables={JOBS.name: "read_write"},
+        # The job's tenant's signing keys (one Query per attempt).
+        tables={JOBS.name: "read_write", CALLBACK_KEYS.name: "read"},
         queue_url_env={CALLBACK_QUEUE_ENV: CALLBACK_QUEUE},
         consumes=CALLBACK_QUEUE,
         callback_secret=True,
@@ -460,6 +497,9 @@ def job_function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> li
 def function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[FunctionPlan]:
     """Every function: platform, authorizer, ingest, sweeper, callbacks, an API and a
     worker function per agent, and the two release hooks."""
+    unreserved = sorted(set(stage.agent_reserved_concurrency) - set(specs))
+    if unreserved:
+        raise ValueError(f"agent_reserved_concurrency names agents the stack lacks: {unreserved}")
     unknown = sorted(set(stage.review_sample_rates) - set(specs))
     if unknown:
         raise ValueError(f"review_sample_rates names agents the stack lacks: {unknown}")

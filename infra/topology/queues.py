@@ -38,6 +38,9 @@ class QueuePlan:
     batch_size: int
     batching_window_s: int = 0
     report_batch_item_failures: bool = True
+    #: The event source mapping's ScalingConfig.MaximumConcurrency (stage
+    #: ``job_max_concurrency``; AWS: 2-1000): one queue cannot take every instance.
+    max_concurrency: int | None = None
     #: DLQ messages are kept for the maximum (14 days) so that nothing is lost.
     dlq_retention_s: int = 14 * 24 * 3600
 
@@ -57,6 +60,7 @@ def queue_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[Queu
             max_receive_count=stage.job_max_receive_count,
             consumer="ingest",
             batch_size=10,
+            max_concurrency=stage.job_max_concurrency,
         ),
         QueuePlan(
             name=CALLBACK_QUEUE,
@@ -66,6 +70,7 @@ def queue_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[Queu
             max_receive_count=CALLBACK_MAX_RECEIVE_COUNT,
             consumer="callbacks",
             batch_size=CALLBACKS_BATCH_SIZE,
+            max_concurrency=stage.job_max_concurrency,
         ),
     ]
     for name in sorted(specs):
@@ -79,6 +84,7 @@ def queue_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[Queu
                 consumer=f"worker:{name}",
                 batch_size=stage.job_batch_size,
                 batching_window_s=stage.job_batching_window_s,
+                max_concurrency=stage.job_max_concurrency,
             )
         )
     return plans

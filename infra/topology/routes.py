@@ -41,6 +41,15 @@ def api_routes(agent_names: Iterable[str]) -> list[Route]:
         Route("GET", "/v1/reviews", "platform", authorized=True),
         Route("GET", "/v1/reviews/{review_id}", "platform", authorized=True),
         Route("POST", "/v1/reviews/{review_id}", "platform", authorized=True),
+        # The tenant's audit trail (scope audit:read), served by the platform function.
+        Route("GET", "/v1/audit", "platform", authorized=True),
+        # The tenant's API keys (scope admin): create, list, revoke, rotate.
+        Route("POST", "/v1/keys", "platform", authorized=True),
+        Route("GET", "/v1/keys", "platform", authorized=True),
+        Route("DELETE", "/v1/keys/{key_id}", "platform", authorized=True),
+        Route("POST", "/v1/keys/{key_id}/rotate", "platform", authorized=True),
+        # The tenant's callback signing key (scope admin): a new key, the old one in grace.
+        Route("POST", "/v1/callback-keys/rotate", "platform", authorized=True),
     ]
     for name in sorted(agent_names):
         target = f"agent:{name}"

@@ -8,6 +8,7 @@ tools need, so adding an agent is adding one package.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,48 @@ class CallScope:
     max_cost_usd: Decimal | None = None
 
 
+_TAG = "\x1e"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a call runs for, as the authorizer resolved it: the key, its role (tool
+    permissions) and the end customer the key is bound to (None: none of these)."""
+
+    key_id: str | None = None
+    role: str | None = None
+    customer_id: str | None = None
+
+    def encode(self) -> str:
+        """A stable string (an idempotency scope field, a job record attribute)."""
+        return json.dumps([self.key_id, self.role, self.customer_id], separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, value: Any) -> Principal:
+        """:meth:`encode` undone; anything else (an old record without one) is nobody."""
+        try:
+            key_id, role, customer_id = json.loads(value) if isinstance(value, str) else value
+        except (TypeError, ValueError):
+            return cls()
+        text = [str(v) if v not in (None, "") else None for v in (key_id, role, customer_id)]
+        return cls(*text)
+
+    def tag(self, request_id: str) -> str:
+        """``request_id`` carrying this principal (a queued session message keeps it, so
+        whichever request runs the turn runs it as its sender); unchanged for nobody."""
+        return f"{request_id}{_TAG}{self.encode()}" if self != Principal() else request_id
+
+    @classmethod
+    def untag(cls, reference: str) -> tuple[str, Principal]:
+        """:meth:`tag` undone: the request id and the principal."""
+        request_id, _, encoded = reference.partition(_TAG)
+        return request_id, cls.decode(encoded) if encoded else cls()
+
+    def context(self) -> dict[str, str | None]:
+        """The :class:`ToolContext` fields of this principal."""
+        return {"key_id": self.key_id, "role": self.role, "customer_id": self.customer_id}
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """What a tool may know about the call it serves; never another tenant."""
@@ -64,6 +107,8 @@ class ToolContext:
     #: The caller key's role (tool permissions) and the end customer it is bound to, if any.
     role: str | None = None
     customer_id: str | None = None
+    #: The caller's key id (the actor of the audit events the call records), if known.
+    key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +120,14 @@ class Tool:
     args: type[BaseModel]
     fn: Callable[[Any, ToolContext], Any]
     resources: frozenset[Resource] = field(default_factory=frozenset)
+    #: The key roles that may use this tool; None: every role. A key without a role is
+    #: the tenant's own principal and may use every tool (keys made before roles existed
+    #: keep working); a key whose role is not listed is refused (``tool_not_permitted``).
+    roles: frozenset[str] | None = None
+
+    def permits(self, role: str | None) -> bool:
+        """Whether a caller with ``role`` may use this tool."""
+        return self.roles is None or role is None or role in self.roles
 
 
 class Limits(BaseModel):
@@ -216,3 +269,7 @@ class AgentSpec(BaseModel):
 
     def tool(self, name: str) -> Tool | None:
         return next((tool for tool in self.tools if tool.name == name), None)
+
+    def tools_for(self, role: str | None) -> tuple[Tool, ...]:
+        """The tools a caller with ``role`` may use (what the model is offered)."""
+        return tuple(tool for tool in self.tools if tool.permits(role))

@@ -77,11 +77,12 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
 from stratus.agents import CallScope
 from stratus.budget_alerts import ThresholdAlerts
@@ -162,6 +163,10 @@ class SweepReport:
 class BudgetLedger:
     """Reservations and settlements on the budget store; a no-op without one."""
 
+    #: scope -> the tenant's request take for the reservation's wave, or None
+    #: (:meth:`stratus.tenant_limits.TenantLimiter.take_for`; the composition root sets it).
+    admission: Callable[[CallScope | None], Callable[[], None] | None] | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -175,6 +180,7 @@ class BudgetLedger:
         self._thresholds = ThresholdAlerts(settings, store, alerts)
         self._clock = clock
         self._limits: dict[str, tuple[float, TenantLimits]] = {}
+        self._raw: dict[str, Mapping[str, Any]] = {}
         # A synchronous request's own cap (``budget_task_usd``) lives in this process: one
         # invocation serves the request, so the table would only add two writes per call.
         self._local = MemoryBudgetStore()
@@ -207,14 +213,29 @@ class BudgetLedger:
         )
         with self._lock:
             self._limits[tenant_id] = (now, limits)
+            self._raw[tenant_id] = raw
         return limits
 
+    def tenant_overrides(self, tenant_id: str) -> Mapping[str, Any]:
+        """The tenant's ``LIMITS#`` item as stored (rates, caps: :mod:`stratus.tenant_limits`)."""
+        if self._store is None:
+            return {}
+        self.tenant_limits(tenant_id)
+        with self._lock:
+            return self._raw.get(tenant_id, {})
+
     def set_tenant_limits(
-        self, tenant_id: str, *, daily_usd: Decimal | None, monthly_usd: Decimal | None
+        self,
+        tenant_id: str,
+        *,
+        daily_usd: Decimal | None,
+        monthly_usd: Decimal | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Set the given limits (a None leaves that limit as it was)."""
+        """Set the given limits (a None leaves that limit as it was); ``extra``: the
+        tenant's other limits (request rate, queued jobs: :mod:`stratus.tenant_limits`)."""
         self._items.set_tenant_limits(
-            tenant_id, {"daily_usd": daily_usd, "monthly_usd": monthly_usd}
+            tenant_id, {"daily_usd": daily_usd, "monthly_usd": monthly_usd, **(extra or {})}
         )
         with self._lock:
             self._limits.pop(tenant_id, None)
@@ -248,10 +269,18 @@ class BudgetLedger:
         reservation = Reservation(
             amount=amount, rid=uuid.uuid4().hex[:16], expires_at=self._hold_until(now, deadline)
         )
+        # A request's first call takes its tenant's request token in this same wave.
+        admit = self.admission(scope) if self.admission is not None else None
         if self._store is None:
+            if admit is not None:
+                admit()
             return reservation
         budgets = self.scopes(scope, agent)
-        outcomes = run_all([partial(self._reserve_on, b, reservation, now) for b in budgets])
+        calls: list[Callable[[], Any]] = [
+            partial(self._reserve_on, b, reservation, now) for b in budgets
+        ]
+        outcomes = run_all(calls + ([admit] if admit is not None else []))
+        admitted = outcomes.pop() if admit is not None else None
         refused: tuple[BudgetScope, Outcome[int | BudgetItem]] | None = None
         for budget, outcome in zip(budgets, outcomes, strict=True):
             if outcome.ok and not isinstance(outcome.value, BudgetItem):
@@ -264,6 +293,9 @@ class BudgetLedger:
             elif refused is None:  # the first in scope order: what the caller is told
                 refused = (budget, outcome)
         if refused is None:
+            if admitted is not None and admitted.error is not None:
+                self.release(reservation)  # 429 throttled (the refusal path only)
+                raise admitted.error
             return reservation
         budget, outcome = refused
         if outcome.error is not None:

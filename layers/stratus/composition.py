@@ -25,6 +25,7 @@ from stratus.config import Settings
 
 if TYPE_CHECKING:
     from stratus.agents import AgentSpec
+    from stratus.audit import AuditTrail
     from stratus.breaker import CircuitBreaker
     from stratus.budgets import BudgetLedger
     from stratus.gateway import ModelGateway
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from stratus.rollups import UsageRollups
     from stratus.runner import AgentRunner
     from stratus.sessions import IdempotentMessages, SessionService
+    from stratus.signing_keys import SigningKeys
+    from stratus.tenant_limits import TenantLimiter
     from stratus.tenants import TenantDirectory
     from stratus.workflows import SupervisedWorkflow
 
@@ -139,11 +142,12 @@ class Runtime:
     def runner(self, spec: AgentSpec) -> AgentRunner:
         from stratus.runner import AgentRunner
 
-        return self._agent_member(
-            "runner",
-            spec,
-            lambda: AgentRunner(spec, self.gateway, self.prices, self.settings),
-        )
+        def build() -> AgentRunner:
+            runner = AgentRunner(spec, self.gateway, self.prices, self.settings)
+            runner.audit = self.audit  # tool executions and denials are audited
+            return runner
+
+        return self._agent_member("runner", spec, build)
 
     # -- services
 
@@ -201,7 +205,24 @@ class Runtime:
             if s.alerts_topic_name
             else NoAlerts()
         )
-        return BudgetLedger(s, store, alerts=alerts, clock=self.clock)
+        ledger = BudgetLedger(s, store, alerts=alerts, clock=self.clock)
+        ledger.admission = lambda scope: self.tenant_limits.take_for(scope)
+        return ledger
+
+    @cached_property
+    def tenant_limits(self) -> TenantLimiter:
+        """Tenants' request rates and queued-job caps (:mod:`stratus.tenant_limits`)."""
+        from stratus.gateway_stores.dynamo import DynamoBucketStore
+        from stratus.tenant_limits import TenantLimiter
+
+        name = self.settings.limits_table
+        store = DynamoBucketStore(self.clients.table(name)) if name else None
+        return TenantLimiter(
+            self.settings,
+            store,
+            overrides=lambda tenant: self.budgets.tenant_overrides(tenant),
+            clock=self.clock,
+        )
 
     @cached_property
     def ledger(self) -> CompletionStore:
@@ -330,8 +351,20 @@ class Runtime:
             PinnedHttpSender(),
             settings=self.settings,
             secrets=SecretsManagerSource(self.clients),
+            signing_keys=self.signing_keys if self.settings.callback_keys_table else None,
             clock=self.clock,
         )
+
+    @cached_property
+    def signing_keys(self) -> SigningKeys:
+        """The tenants' callback signing keys (:mod:`stratus.signing_keys`)."""
+        from stratus.errors import ConfigurationError
+        from stratus.signing_keys import DynamoSigningKeyStore, SigningKeys
+
+        if not self.settings.callback_keys_table:
+            raise ConfigurationError("STRATUS_CALLBACK_KEYS_TABLE is not set")
+        table = self.clients.table(self.settings.callback_keys_table)
+        return SigningKeys(DynamoSigningKeyStore(table), clock=self.clock)
 
     @cached_property
     def jobs(self) -> JobService:
@@ -347,6 +380,8 @@ class Runtime:
             budgets=self.budgets if self.settings.budgets_table else None,
         )
         service.reviews = self.reviews  # a share of succeeded jobs' answers is reviewed
+        service.audit = self.audit  # approvals and rejections are audited
+        service.queued_cap = self.tenant_limits.max_queued_jobs  # 429 too_many_jobs
         return service
 
     @cached_property
@@ -360,6 +395,22 @@ class Runtime:
         return Reviews(self.settings, store, clock=self.clock)
 
     @cached_property
+    def audit(self) -> AuditTrail:
+        """The audit trail (:mod:`stratus.audit`): only logged without the audit table."""
+        from stratus.audit import AuditTrail
+        from stratus.audit_dynamo import DynamoAuditStore
+
+        s = self.settings
+        store = (
+            DynamoAuditStore(
+                self.clients.table(s.audit_table), retention_days=s.audit_retention_days
+            )
+            if s.audit_table
+            else None
+        )
+        return AuditTrail(store, clock=self.clock)
+
+    @cached_property
     def job_sweeper(self) -> LeaseSweeper:
         from stratus.jobs.sweep import LeaseSweeper
 
@@ -368,9 +419,11 @@ class Runtime:
     @cached_property
     def job_ingest(self) -> Ingest:
         from stratus.jobs.ingest import Ingest
+        from stratus.jobs.producers import ProducerBindings
 
         tenants = self.tenants if self.settings.tenants_table else None
-        return Ingest(self.jobs, tenants, self.job_queue, self.settings.ingest_dlq_url)
+        producers = ProducerBindings.from_json(self.settings.producers)
+        return Ingest(self.jobs, tenants, self.job_queue, self.settings.ingest_dlq_url, producers)
 
     def workflow_tasks(self, spec: AgentSpec, flow: SupervisedWorkflow) -> WorkflowTasks:
         """The task actions of ``spec``'s supervised workflow ``flow``."""

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     workflows: dict[str, str] = Field(default_factory=dict)
     #: Secrets Manager id of the HMAC key that signs job callbacks (JSON: {"key": ...}).
     callback_secret_name: str = ""
+    #: The tenants' own callback signing keys (:mod:`stratus.signing_keys`); the secret
+    #: above is then only the fallback of tenants created before them.
+    callback_keys_table: str = ""
+    #: Bound producers (:mod:`stratus.jobs.producers`): JSON ``{sender id: [tenant ids or
+    #: "*"]}``; empty: no binding (tests); ``{}``: only the account root may produce.
+    producers: str = ""
     #: Allow job callbacks to loopback/private addresses (the local cloud only).
     callback_allow_private: bool = False
     #: The job queues' maxReceiveCount: the last delivery fails the job instead of retrying.
@@ -155,6 +161,17 @@ class Settings(BaseSettings):
     review_sample_rate_canary: float | None = Field(default=None, ge=0, le=1)
     #: How long a queued review is kept (DynamoDB TTL), graded or not.
     review_retention_days: int = Field(default=90, ge=1, le=3650)
+
+    # -- security (issue 14) --------------------------------------------------------------
+    #: The audit trail (:mod:`stratus.audit`); empty: events are only logged.
+    audit_table: str = ""
+    #: How long an audit event is kept (DynamoDB TTL).
+    audit_retention_days: int = Field(default=365, ge=1, le=3650)
+    #: Fairness (:mod:`stratus.tenant_limits`): a tenant's request rate and burst by
+    #: default (None: no limit; a tenant's own wins) and its cap on queued/running jobs.
+    tenant_rate_limit_rps: float | None = Field(default=None, gt=0, le=100_000)
+    tenant_rate_limit_burst: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_queued_jobs: int | None = Field(default=None, ge=1, le=10_000_000)
 
     @field_validator("review_sample_rates")
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stratus.agents import AgentSpec, CallScope, ToolContext
+from stratus.agents import AgentSpec, CallScope, Principal, ToolContext
 from stratus.aws import AwsClients
 from stratus.config import Settings
 from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse, ToolCallView
@@ -54,7 +54,9 @@ class InvokeService(ReleaseTagged):
             f"invoke.{spec.name}",
             settings,
             self._replayable_invoke,
-            scope_fields=("tenant", "agent"),
+            # The caller (key, role, end customer) is part of the key: a replay never hands
+            # one role's or customer's answer to another.
+            scope_fields=("tenant", "agent", "caller"),
             # Round trips: the record's put (1), the pre-call wave (2), then the post-call
             # wave together with the record's save (3): chat returns before its wave.
             around=deferred,
@@ -68,6 +70,7 @@ class InvokeService(ReleaseTagged):
         request_id: str,
         deadline: Deadline | None = None,
         scope_id: str | None = None,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
         scope = CallScope(
             tenant_id=tenant_id,
@@ -86,6 +89,7 @@ class InvokeService(ReleaseTagged):
             scope=scope,
             settings=self._settings,
             clients=self._clients,
+            **(principal or Principal()).context(),
         )
         try:
             result = self._runner.run(request.input, ctx=ctx, deadline=deadline)
@@ -145,10 +149,12 @@ class InvokeService(ReleaseTagged):
         request_id: str,
         lambda_context: Any = None,
         deadline: Deadline | None = None,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
+        caller = (principal or Principal()).encode()
         return self._idempotent(
             key=key,
-            scope={"tenant": tenant_id, "agent": self.spec.name},
+            scope={"tenant": tenant_id, "agent": self.spec.name, "caller": caller},
             body=request.model_dump(mode="json"),
             request_id=request_id,
             lambda_context=lambda_context,
@@ -162,4 +168,5 @@ class InvokeService(ReleaseTagged):
             request_id=data["request_id"],
             scope_id=f"idempotency:{data['key']}",
             deadline=deadline,
+            principal=Principal.decode(data.get("caller")),
         )

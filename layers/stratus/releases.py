@@ -80,6 +80,7 @@ def manifest(
             "description": tool.description,
             "parameters": tool.args.model_json_schema(),
             "resources": sorted(str(r) for r in tool.resources),
+            "roles": None if tool.roles is None else sorted(tool.roles),
         }
         for tool in spec.tools
     }

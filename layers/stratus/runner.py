@@ -4,11 +4,20 @@ It builds the prompt from the agent's versioned system prompt, runs the
 function-calling loop within the agent's iteration limit, validates structured
 output against the agent's schema, and adds up usage and cost over every model
 call. It knows nothing about Lambda or HTTP.
+
+Tool permissions: the model is offered only the tools ``ctx.role`` may use
+(:meth:`stratus.agents.Tool.permits`); a call to another one is never executed, the
+model gets ``{"error": "tool_not_permitted"}`` back, and ``tool.denied`` is audited.
+Every executed call is audited ``tool.executed`` (tool, SHA-256 of the canonical
+arguments, outcome, result size, duration). Events are buffered (``AuditTrail.record``);
+the handler flushes them once per request, so the runner adds no DynamoDB round trip.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +28,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from stratus.agents import AgentSpec, CallScope, Tool, ToolContext
+from stratus.audit import AuditTrail
 from stratus.config import ModelTier, Settings
 from stratus.deadline import Deadline
 from stratus.errors import InputTooLarge, MaxIterationsExceeded, ModelOutputInvalid, StratusError
@@ -28,6 +38,8 @@ from stratus.prices import PriceTable
 from stratus.usage import Usage
 
 TOOL_RESULT_MAX_CHARS = 16_000
+#: What the model sees for a tool its caller's role may not use (never executed).
+TOOL_NOT_PERMITTED = "tool_not_permitted"
 
 
 class ChatModel(Protocol):
@@ -118,10 +130,21 @@ class AgentRunner:
         self._model = model
         self._prices = prices
         self._settings = settings
+        #: The audit trail tool executions and denials go to (the composition root sets it).
+        self.audit: AuditTrail | None = None
         self._tools = [
             openai.pydantic_function_tool(t.args, name=t.name, description=t.description)
             for t in spec.tools
         ]
+        self._tool_defs = {t.name: d for t, d in zip(spec.tools, self._tools, strict=True)}
+
+    def offered_tools(self, role: str | None) -> list[Any]:
+        """The tool definitions the model is offered for a caller with ``role`` (every tool
+        when the role may use them all: the same list, so prompts and caches stay equal)."""
+        allowed = self.spec.tools_for(role)
+        if len(allowed) == len(self.spec.tools):
+            return self._tools
+        return [self._tool_defs[t.name] for t in allowed]
 
     @property
     def model_name(self) -> str:
@@ -158,15 +181,16 @@ class AgentRunner:
         result = AgentResult(output="", model=model, price_table_version=self._prices.version)
         iterations = self.spec.limits.max_iterations
         scope = ctx.scope
+        tools = self.offered_tools(ctx.role)
         for iteration in range(1, iterations + 1):
             last = iteration == iterations
             reply = self._model.chat(
                 model=model,
                 messages=messages,
                 max_output_tokens=self.spec.limits.max_output_tokens,
-                tools=self._tools,
+                tools=tools,
                 # On the last allowed iteration the model must answer, not call tools.
-                tool_choice="none" if (self._tools and last) else None,
+                tool_choice="none" if (tools and last) else None,
                 response_format=self.spec.output_schema,
                 deadline=deadline,
                 scope=scope,
@@ -233,6 +257,14 @@ class AgentRunner:
         tool: Tool | None = self.spec.tool(name)
         if tool is None:
             return _json({"error": "unknown_tool", "message": f"there is no tool named {name}"})
+        if not tool.permits(ctx.role):
+            self._audit(ctx, "tool.denied", tool=name, arguments=arguments, allowed=False)
+            return _json(
+                {
+                    "error": TOOL_NOT_PERMITTED,
+                    "message": f"the caller's role may not use the tool {name}",
+                }
+            )
         try:
             args = tool.args.model_validate_json(arguments or "{}")
         except PydanticValidationError as exc:
@@ -242,14 +274,63 @@ class AgentRunner:
                     "details": exc.errors(include_url=False, include_input=False),
                 }
             )
+        started = time.monotonic()
+        outcome = "ok"
         try:
             value = tool.fn(args, ctx)
+            result = _json(value)[:TOOL_RESULT_MAX_CHARS]
         except StratusError:
+            outcome = "error"
             raise  # configuration problems are the operator's, not the model's
         except Exception:
+            outcome = "error"
             logger.exception("tool failed", extra={"tool": name, "agent": ctx.agent})
-            return _json({"error": "tool_failed", "message": f"{name} failed; try again later"})
-        return _json(value)[:TOOL_RESULT_MAX_CHARS]
+            result = _json({"error": "tool_failed", "message": f"{name} failed; try again later"})
+        finally:
+            self._audit(
+                ctx,
+                "tool.executed",
+                tool=name,
+                arguments=arguments,
+                allowed=True,
+                outcome=outcome,
+                result_bytes=len(result.encode()) if outcome == "ok" else 0,
+                duration_ms=round((time.monotonic() - started) * 1000, 3),
+            )
+        return result
+
+    def _audit(
+        self, ctx: ToolContext, type: str, *, tool: str, arguments: str, **extra: Any
+    ) -> None:
+        """Buffer one tool event of the current request (the handler flushes it)."""
+        if self.audit is None:
+            return
+        details = {
+            "agent": self.spec.name,
+            "tool": tool,
+            "args_sha256": arguments_digest(arguments),
+            "role": ctx.role,
+            **extra,
+        }
+        self.audit.record(
+            ctx.tenant_id,
+            type,
+            actor=ctx.key_id or "system",
+            request_id=ctx.request_id or None,
+            details=details,
+        )
+
+
+def arguments_digest(arguments: str | None) -> str:
+    """SHA-256 of a tool call's canonical arguments (sorted keys, no spaces); arguments
+    that are not JSON are hashed as sent. The audit trail keeps this, never the arguments."""
+    try:
+        canonical = json.dumps(
+            json.loads(arguments or "{}"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    except ValueError:
+        canonical = arguments or ""
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _json(value: Any) -> str:

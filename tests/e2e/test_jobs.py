@@ -203,11 +203,12 @@ def test_http_job_succeeds_with_result_usage_cost_event_and_signed_callback(
     (event,) = wait_for(lambda: events(job["job_id"]))
     assert event["type"] == "job.succeeded" and event["tenant_id"] == facts.demo_tenant_id
     (headers, raw) = wait_for(lambda: callbacks.for_job(job["job_id"]))[0]
-    key = json.loads(
-        aws("secretsmanager").get_secret_value(SecretId=facts.callback_secret_arn)["SecretString"]
-    )["key"]
-    assert verify(key.encode(), headers[SIGNATURE_HEADER], raw)
-    assert not verify(b"another key", headers[SIGNATURE_HEADER], raw)
+    # Signed with the demo tenant's own key (its kid in the header), not a stack-wide one.
+    assert f"kid={facts.demo_callback_kid}" in headers[SIGNATURE_HEADER]
+    assert verify(
+        raw, headers[SIGNATURE_HEADER], {facts.demo_callback_kid: facts.demo_callback_secret}
+    )
+    assert not verify(raw, headers[SIGNATURE_HEADER], {facts.demo_callback_kid: "another key"})
     assert json.loads(raw)["job"]["status"] == "succeeded"
 
     # Delivered by the callbacks function from its queue; the attempt is on the job.

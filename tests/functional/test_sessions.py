@@ -202,6 +202,9 @@ def test_sample_event_reaches_the_message_route(
     tenant = "7f3c2a1b9d8e4f60a1b2c3d4e5f60718"
     sid = create(tenant=tenant)
     event = load_event("api/session_message.json")
+    # The authorizer's space-separated scopes (kept out of the sample: Powertools' parser
+    # model types requestContext.authorizer.scopes as a list, the Cognito shape).
+    event["requestContext"]["authorizer"]["scopes"] = "sessions"
     event["path"] = event["path"].replace("s_0123456789abcdef0123456789abcdef", sid)
     reply = call(api.lambda_handler, event)
     assert reply.status == 200, reply.body

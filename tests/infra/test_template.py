@@ -507,7 +507,7 @@ def test_stage_settings(synthesized: Synthesized, stage: str) -> None:
     props = api_stage["Properties"]
     assert props["StageName"] == stage
     assert props["TracingEnabled"] is True
-    (settings,) = props["MethodSettings"]
+    (settings,) = [s for s in props["MethodSettings"] if s["ResourcePath"] == "/*"]
     assert settings["HttpMethod"] == "*" and settings["ResourcePath"] == "/*"
     assert settings["ThrottlingRateLimit"] == config.api_throttle_rate
     assert settings["ThrottlingBurstLimit"] == config.api_throttle_burst

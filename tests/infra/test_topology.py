@@ -69,6 +69,8 @@ def test_function_plans_and_environment() -> None:
         "usage": "u",
         "limits": "r",
         "reviews": "v",
+        "audit": "a",
+        "callback_keys": "k",
     }
     env = plans["agent:order_status"].environment(table_names=names, model_secret_id="arn:s")
     assert env["STRATUS_ORDERS_TABLE"] == "o"
@@ -138,6 +140,12 @@ def test_routes() -> None:
         ("GET", "/v1/reviews", "platform", True),
         ("GET", "/v1/reviews/{review_id}", "platform", True),
         ("POST", "/v1/reviews/{review_id}", "platform", True),
+        ("GET", "/v1/audit", "platform", True),
+        ("POST", "/v1/keys", "platform", True),
+        ("GET", "/v1/keys", "platform", True),
+        ("DELETE", "/v1/keys/{key_id}", "platform", True),
+        ("POST", "/v1/keys/{key_id}/rotate", "platform", True),
+        ("POST", "/v1/callback-keys/rotate", "platform", True),
         ("POST", "/v1/agents/triage/invoke", "agent:triage", True),
         ("ANY", "/v1/agents/triage/{proxy+}", "agent:triage", True),
         ("ANY", "/v1/agents/{agent}/{proxy+}", "platform", True),

@@ -5,7 +5,10 @@ Finishing a job records ``callback = {"state": "pending", "attempts": 0}`` and p
 the callbacks function (:class:`CallbackDelivery`) then, per delivery attempt:
 
 * reads the job and builds its completion event (the body), signed with
-  ``X-Stratus-Signature`` when a callback key is configured;
+  ``X-Stratus-Signature: t=<unix>,kid=<key id>,v1=<hex>`` under **the job's tenant's**
+  newest signing key (:mod:`stratus.signing_keys`: one ``Query`` per attempt); a tenant
+  without keys of its own (created before them) is signed with the stack-wide
+  fallback key, without ``kid``, until its first ``stratus callback-key rotate``;
 * resolves the host **once**, refuses unless every address is public and the port
   is 80 or 443 (``callback_allow_private``, the local cloud only, allows loopback and
   any port), then connects to **that address** (:class:`PinnedHttpSender`: the
@@ -41,6 +44,7 @@ from stratus.jobs.ports import CallbackSender, MessageQueue, Resolver, SecretSou
 from stratus.jobs.retries import Delivery, retry_delay_s
 from stratus.jobs.store import JobStore
 from stratus.observability import logger
+from stratus.signing_keys import SigningKeys
 
 ALLOWED_PORTS = frozenset({80, 443})
 DONE_STATES = frozenset({"delivered", "failed", "refused"})
@@ -167,6 +171,7 @@ class CallbackDelivery:
         *,
         settings: Settings,
         secrets: SecretSource | None = None,
+        signing_keys: SigningKeys | None = None,
         resolver: Resolver = resolve,
         clock: Clock = time.time,
     ) -> None:
@@ -175,6 +180,7 @@ class CallbackDelivery:
         self.sender = sender
         self.settings = settings
         self.secrets = secrets
+        self.signing_keys = signing_keys
         self.resolver = resolver
         self.clock = clock
 
@@ -247,9 +253,11 @@ class CallbackDelivery:
             "X-Stratus-Event": f"job.{job['status']}",
             "X-Stratus-Job-Id": str(job["job_id"]),
         }
-        key = self._key
-        if key is not None:
-            headers[SIGNATURE_HEADER] = sign(key, int(self.clock()), body)
+        own = self.signing_keys.current(str(job["tenant_id"])) if self.signing_keys else None
+        if own is not None:
+            headers[SIGNATURE_HEADER] = sign(own.secret.encode(), int(self.clock()), body, own.kid)
+        elif self._key is not None:  # the stack-wide fallback of tenants without their own
+            headers[SIGNATURE_HEADER] = sign(self._key, int(self.clock()), body)
         return headers
 
     def _back_off(self, delivery: Delivery, *, last: bool) -> None:

@@ -195,6 +195,16 @@ class CallbackStatus(BaseModel):
     error: str | None = None
 
 
+class ApprovalView(BaseModel):
+    """The answer to a job's approval: who gave it (the approving key), when, and why."""
+
+    approved: bool
+    #: The key id of the approver (None: answered before approvals were recorded).
+    by: str | None = None
+    comment: str = ""
+    at: str | None = None
+
+
 class JobView(BaseModel):
     """Body of ``GET /v1/jobs/{job_id}``."""
 
@@ -218,6 +228,9 @@ class JobView(BaseModel):
     )
     prompt_version: str | None = Field(
         default=None, description="The prompt version that ran the job (null: not yet)."
+    )
+    approval: ApprovalView | None = Field(
+        default=None, description="The approval's answer (null: none asked or not yet)."
     )
 
 
@@ -329,6 +342,18 @@ def view(job: Mapping[str, Any], steps: Iterable[Mapping[str, Any]] | None = Non
         steps=step_views,
         release=job.get("release"),
         prompt_version=job.get("prompt_version"),
+        approval=_approval(job.get("approval")),
+    )
+
+
+def _approval(raw: Any) -> ApprovalView | None:
+    if not isinstance(raw, Mapping) or "approved" not in raw:
+        return None
+    return ApprovalView(
+        approved=bool(raw["approved"]),
+        by=raw.get("by"),
+        comment=str(raw.get("comment") or ""),
+        at=raw.get("at"),
     )
 
 

@@ -15,10 +15,12 @@ from stratus.jobs.store import (
     LEASE_SHARDS,
     Item,
     JobItems,
+    counter_key,
     lease_shard,
     output_of,
 )
 from stratus.observability import logger
+from stratus.tenant_limits import too_many_jobs
 from stratus.usage import Usage
 
 
@@ -31,12 +33,70 @@ class DynamoJobStore(JobItems):
         super().__init__(retention_days=retention_days, clock=clock)
         self.table = table
 
-    def _put_new(self, item: Item) -> bool:
+    def _put_new(self, item: Item, max_queued: int | None = None) -> bool:
+        # One transaction: the job and its tenant's counter (conditional on the cap).
+        capped = max_queued is not None
+        count = self.table.update_op(
+            counter_key(item["tenant_id"]),
+            "ADD #q :one",
+            condition="attribute_not_exists(#q) OR #q < :cap" if capped else None,
+            names={"#q": "queued"},
+            values={":one": 1} | ({":cap": max_queued} if capped else {}),
+        )
+        put = self.table.put_op(item, condition="attribute_not_exists(job_id)")
         try:
-            self.table.put(item, condition="attribute_not_exists(job_id)")
-        except ddb.ConditionFailed:
-            return False
+            self.table.transact([put, count])
+        except ddb.TransactionCancelled as exc:
+            if exc.condition_failed_at(0):
+                return False
+            if exc.condition_failed_at(1) and max_queued is not None:
+                raise too_many_jobs(max_queued, self.queued_count(item["tenant_id"])) from None
+            raise
         return True
+
+    def queued_count(self, tenant_id: str) -> int:
+        counter = self.table.get(counter_key(tenant_id)) or {}
+        return int(counter.get("queued", 0))
+
+    def _set_final(
+        self, job_id: str, allowed: list[str], fields: Item, *, lease_is: Any = None
+    ) -> Item | None:
+        job = self.get(job_id)
+        if job is None:
+            return None
+        if not job.get("counted"):  # made before the counter: nothing to take from it
+            return self._set_if_status(job_id, allowed, fields, lease_is=lease_is, counted=False)
+        condition = " OR ".join(f"#status = :from{i}" for i in range(len(allowed)))
+        values: dict[str, Any] = {f":from{i}": s for i, s in enumerate(allowed)}
+        if lease_is is not None:
+            condition = f"({condition}) AND lease_until = :seen_lease"
+            values[":seen_lease"] = lease_is
+        every = {**fields, "updated_at": now_iso(self.clock)}
+        kept = {k: v for k, v in every.items() if v is not None}
+        removed = [k for k, v in every.items() if v is None]
+        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in kept)
+        if removed:
+            expression += " REMOVE " + ", ".join(f"#{k}" for k in removed)
+        finish = self.table.update_op(
+            {"job_id": job_id, "sk": JOB_SK},
+            expression,
+            condition=f"attribute_exists(job_id) AND #counted = :yes AND ({condition})",
+            names={f"#{k}": k for k in every} | {"#status": "status", "#counted": "counted"},
+            values={f":{k}": v for k, v in kept.items()} | values | {":yes": True},
+        )
+        uncount = self.table.update_op(
+            counter_key(job["tenant_id"]),
+            "ADD #q :minus",
+            names={"#q": "queued"},
+            values={":minus": -1},
+        )
+        try:
+            self.table.transact([finish, uncount])
+        except ddb.TransactionCancelled as exc:
+            if exc.condition_failed_at(0):
+                return None  # another writer finished it first (or its lease changed)
+            raise
+        return self.table.get({"job_id": job_id, "sk": JOB_SK})
 
     def get(self, job_id: str) -> Item | None:
         return self.table.get({"job_id": job_id, "sk": JOB_SK})
@@ -107,12 +167,15 @@ class DynamoJobStore(JobItems):
         *,
         lease_is: Any = None,
         add: Mapping[str, int] | None = None,
+        counted: bool | None = None,
     ) -> Item | None:
         condition = " OR ".join(f"#status = :from{i}" for i in range(len(allowed)))
         values: dict[str, Any] = {f":from{i}": s for i, s in enumerate(allowed)}
         if lease_is is not None:
             condition = f"({condition}) AND lease_until = :seen_lease"
             values[":seen_lease"] = lease_is
+        if counted is False:
+            condition = f"({condition}) AND attribute_not_exists(counted)"
         return self._update(job_id, set_=fields, condition=condition, values=values, add=add)
 
     def expired_leases(self, before: float, limit: int = 100) -> list[Item]:

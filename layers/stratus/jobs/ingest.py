@@ -5,8 +5,8 @@ message's ``idempotency_key``, or from its SQS message id, so a redelivered
 message never creates a second job) and is sent on to its agent's own queue.
 
 A message that can never succeed (not JSON or nested too deeply, not the contract,
-unknown version, unknown agent, unknown or inactive tenant, a reused idempotency
-key, an input over the agent's limits) is a
+unknown version, a sender not bound to the message's tenant, unknown agent, unknown or
+inactive tenant, a reused idempotency key, an input over the agent's limits) is a
 *poison* message: it is copied to the ingest DLQ with the reason in message
 attributes (``stratus_reason``, ``stratus_detail``, ...) and acknowledged, so it
 never blocks its batch and is never retried pointlessly. Transient failures
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from stratus.errors import ConfigurationError, IdempotencyKeyReused, InputTooLarge
 from stratus.jobs.contracts import PoisonMessage, ProducerMessage, parse_producer_message
 from stratus.jobs.ports import MessageQueue, TenantCheck
+from stratus.jobs.producers import ProducerBindings
 from stratus.jobs.service import JobService
 from stratus.observability import logger
 
@@ -36,20 +37,29 @@ class Ingest:
         tenants: TenantCheck | None,
         dead_letters: MessageQueue,
         dlq_url: str,
+        producers: ProducerBindings | None = None,
     ) -> None:
+        self.producers = producers or ProducerBindings(None)
         self.jobs = jobs
         self.tenants = tenants
         self.dead_letters = dead_letters
         self.dlq_url = dlq_url
 
-    def admit(self, body: str) -> ProducerMessage:
+    def admit(self, body: str, *, sender_id: str = "", account_id: str = "") -> ProducerMessage:
         """The message, or :class:`PoisonMessage` with its reason code.
 
         Reasons: ``invalid_json``, ``invalid_message``, ``unsupported_version``,
+        ``producer_not_allowed`` (the sender is not bound to the message's tenant; checked
+        before the agent and tenant, so an unbound sender learns nothing about either),
         ``unknown_agent``, ``unknown_tenant`` (and, at submission, ``input_too_large``,
         ``idempotency_key_reused``).
         """
         message = parse_producer_message(body)
+        if not self.producers.allows(sender_id, message.tenant_id, account_id=account_id):
+            raise PoisonMessage(
+                "producer_not_allowed",
+                f"the sender {sender_id or '(none)'!r} may not submit jobs for this tenant",
+            )
         if not self.jobs.knows(message.agent):
             raise PoisonMessage("unknown_agent", f"no agent named {message.agent!r}")
         if self.tenants is None:
@@ -66,13 +76,16 @@ class Ingest:
         source_queue: str = "",
         receive_count: str = "1",
         input_limit: Callable[[str], int | None] | None = None,
+        sender_id: str = "",
+        account_id: str = "",
     ) -> bool | None:
         """Submit the message's job: True if it is new, False if it existed, None if poison.
 
         ``input_limit``: agent -> its ``limits.max_input_chars`` (the handler knows specs).
+        ``sender_id``: the record's ``SenderId``; ``account_id``: the queue's account.
         """
         try:
-            message = self.admit(body)
+            message = self.admit(body, sender_id=sender_id, account_id=account_id)
             try:
                 _, created = self.jobs.submit(
                     message.request(),

@@ -19,12 +19,19 @@ from stratus.jobs.store import (
     LEASE_SHARD,
     Item,
     JobItems,
+    counter_key,
     lease_shard,
     output_of,
 )
+from stratus.tenant_limits import too_many_jobs
 from stratus.usage import Usage
 
 _USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+
+
+def _counter(tenant_id: str) -> tuple[str, str]:
+    key = counter_key(tenant_id)
+    return key["job_id"], key["sk"]
 
 
 class MemoryJobStore(JobItems):
@@ -33,14 +40,34 @@ class MemoryJobStore(JobItems):
     def __init__(self, *, retention_days: int = 30, clock: Clock = time.time) -> None:
         super().__init__(retention_days=retention_days, clock=clock)
         self._items: dict[tuple[str, str], Item] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
-    def _put_new(self, item: Item) -> bool:
+    def _put_new(self, item: Item, max_queued: int | None = None) -> bool:
         with self._lock:
             if (item["job_id"], JOB_SK) in self._items:
                 return False
+            counter = self._items.setdefault(_counter(item["tenant_id"]), {})
+            queued = int(counter.get("queued", 0))
+            if max_queued is not None and queued >= max_queued:
+                raise too_many_jobs(max_queued, queued)
+            counter["queued"] = queued + 1
             self._items[(item["job_id"], JOB_SK)] = copy.deepcopy(item)
         return True
+
+    def queued_count(self, tenant_id: str) -> int:
+        with self._lock:
+            counter = self._items.get(_counter(tenant_id), {})
+            return int(counter.get("queued", 0))
+
+    def _set_final(
+        self, job_id: str, allowed: list[str], fields: Item, *, lease_is: Any = None
+    ) -> Item | None:
+        with self._lock:  # the lock is re-entrant: the transition and the count at once
+            done = self._transition(job_id, allowed, fields, lease_is=lease_is)
+            if done is not None and done.get("counted"):
+                counter = self._items[_counter(done["tenant_id"])]
+                counter["queued"] = int(counter.get("queued", 0)) - 1
+        return done
 
     def get(self, job_id: str) -> Item | None:
         with self._lock:

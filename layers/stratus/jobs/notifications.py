@@ -2,8 +2,9 @@
 
 Callbacks are delivered asynchronously (:mod:`stratus.jobs.callbacks`), only to
 public addresses on ports 80/443 (:func:`public_destination` is the address
-check), without redirects, signed with ``X-Stratus-Signature`` when a callback key
-is configured; receivers check it with :func:`verify`.
+check), without redirects, signed with ``X-Stratus-Signature: t=<unix>,kid=<key
+id>,v1=<hex>`` under the job's tenant's own key (:mod:`stratus.signing_keys`);
+receivers check it with :func:`verify` and the tenant's active keys.
 """
 
 from __future__ import annotations
@@ -25,22 +26,58 @@ from stratus.observability import logger
 SIGNATURE_HEADER = "X-Stratus-Signature"
 
 
-def sign(key: bytes, timestamp: int, body: bytes) -> str:
-    """The ``X-Stratus-Signature`` value: ``t=<unix ts>,v1=<hex HMAC-SHA256(key, "t.body")>``."""
+def sign(key: bytes, timestamp: int, body: bytes, kid: str | None = None) -> str:
+    """The ``X-Stratus-Signature`` value: ``t=<unix ts>,kid=<key id>,v1=<hex HMAC-SHA256(key,
+    "t.body")>`` (without ``kid``: the stack-wide fallback key of tenants without their own)."""
     mac = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
+    return f"t={timestamp},kid={kid},v1={mac}" if kid else f"t={timestamp},v1={mac}"
 
 
-def verify(key: bytes, header: str, body: bytes, *, tolerance_s: int = 300) -> bool:
-    """Check a callback signature (what a receiver does); rejects stale timestamps."""
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+def _fields(header: str) -> dict[str, str]:
+    return dict(p.strip().split("=", 1) for p in header.split(",") if "=" in p)
+
+
+def _check(
+    key: bytes, header: str, body: bytes, kid: str | None, tolerance_s: int, now: float | None
+) -> bool:
+    fields = _fields(header)
     try:
-        timestamp = int(parts["t"])
+        timestamp = int(fields["t"])
     except (KeyError, ValueError):
         return False
-    if abs(time.time() - timestamp) > tolerance_s:
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
         return False
-    return hmac.compare_digest(sign(key, timestamp, body), header)
+    return hmac.compare_digest(sign(key, timestamp, body, kid), header.strip())
+
+
+def verify(
+    body: bytes,
+    header: str,
+    secrets: Mapping[str, bytes | str] | bytes,
+    *,
+    tolerance_s: int = 300,
+    now: float | None = None,
+) -> bool:
+    """Check a callback signature (what a receiver does).
+
+    ``secrets``: the tenant's active keys as ``{kid: secret}`` (both keys during a
+    rollover). True only if the header's ``kid`` is one of them, the HMAC of
+    ``"<t>." + body`` under that key matches, and ``t`` is within ``tolerance_s``
+    seconds of now. Any other key id, a missing ``kid``, another tenant's keys, a
+    changed body or an old timestamp: False.
+
+    The form from before per-tenant keys, ``verify(key, header, body)`` (both bytes,
+    a header without ``kid``: the stack-wide fallback key), still works.
+    """
+    if isinstance(secrets, (bytes, bytearray)):
+        key, raw = bytes(body), bytes(secrets)
+        return "kid" not in _fields(header) and _check(key, header, raw, None, tolerance_s, now)
+    kid = _fields(header).get("kid", "")
+    secret = secrets.get(kid) if kid else None
+    if secret is None:
+        return False
+    key = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return _check(key, header, bytes(body), kid, tolerance_s, now)
 
 
 def resolve(host: str, port: int) -> list[str]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from stratus.agents import CallScope, ToolContext
+from stratus.agents import CallScope, Principal, ToolContext
 from stratus.aws import AwsClients
 from stratus.config import Settings
 from stratus.contracts import MAX_IDEMPOTENCY_KEY_LEN
@@ -77,6 +77,7 @@ from stratus.observability import logger, metrics
 from stratus.release_tags import emit_task, is_task_error
 
 if TYPE_CHECKING:
+    from stratus.audit import AuditTrail
     from stratus.reviews import Reviews
 
 CANCELLED = {"code": "cancelled", "message": "cancelled by the client"}
@@ -118,6 +119,11 @@ class JobService:
 
     #: Human review sampling of succeeded jobs' answers (the composition root sets it).
     reviews: Reviews | None = None
+    #: Approvals and rejections are audited (the composition root sets it).
+    audit: AuditTrail | None = None
+    #: tenant -> its cap on jobs queued or running (:mod:`stratus.tenant_limits`); None:
+    #: no cap. Applies to new jobs from the API and the ingest queue, not routed steps.
+    queued_cap: Callable[[str], int | None] | None = None
 
     def __init__(
         self,
@@ -154,6 +160,7 @@ class JobService:
         source: str,
         parent_job_id: str | None = None,
         max_input_chars: int | None = None,
+        principal: Principal | None = None,
     ) -> tuple[Item, bool]:
         """Create (or find) the job and make sure its message is on the agent's queue.
 
@@ -181,6 +188,10 @@ class JobService:
             source=source,
             idempotency_key=idempotency_key,
             parent_job_id=parent_job_id,
+            caller=principal.encode() if principal and principal != Principal() else None,
+            max_queued=self.queued_cap(tenant_id)
+            if self.queued_cap is not None and source in ("api", "sqs")
+            else None,
         )
         if job["status"] == "queued":
             self.enqueue(job)
@@ -257,13 +268,16 @@ class JobService:
             except Exception:
                 logger.debug("task token already closed", extra={"job_id": job["job_id"]})
 
-    def approve(self, job_id: str, tenant_id: str, approved: bool, comment: str) -> JobView:
-        """Answer a job waiting for approval; the conditional transition admits one answer."""
+    def approve(
+        self, job_id: str, tenant_id: str, approved: bool, comment: str, by: str | None = None
+    ) -> JobView:
+        """Answer a job waiting for approval; the conditional transition admits one answer
+        (``by``: the approving key id, kept on the job and in the audit trail)."""
         job = self.get_for_tenant(job_id, tenant_id)
         token = job.get("task_token")
         if job["status"] != "waiting_approval" or not token:
             raise JobNotWaitingApproval(f"job {job_id} is {job['status']}, not waiting_approval")
-        answered = self.store.answer_approval(job_id, approved, comment)
+        answered = self.store.answer_approval(job_id, approved, comment, by=by)
         if answered is None:
             raise JobNotWaitingApproval(f"job {job_id} is no longer waiting for approval")
         if self.workflows is None:
@@ -277,6 +291,10 @@ class JobService:
                 token, error="ApprovalRejected", cause=comment or "rejected"
             )
         logger.info("approval answered", extra={"job_id": job_id, "approved": approved})
+        if self.audit is not None:
+            kind = "job.approved" if approved else "job.rejected"
+            details = {"job_id": job_id, "agent": job["agent"], "comment": comment[:500]}
+            self.audit.record(tenant_id, kind, actor=by or "system", details=details)
         return view(answered)
 
     # -- completion
@@ -390,6 +408,8 @@ class JobService:
             settings=self.settings,
             scope=job_scope(job, step),
             clients=self.clients,
+            # The submitting key's role and end customer (none: ingest, old jobs).
+            **Principal.decode(job.get("caller")).context(),
         )
 
     def call_step(
@@ -546,6 +566,7 @@ class JobService:
             idempotency_key=f"route:{job['job_id']}:{target}",
             source="route",
             parent_job_id=job["job_id"],
+            principal=Principal.decode(job.get("caller")),
         )
         logger.info("job routed", extra={"to_agent": target, "child_job_id": child["job_id"]})
         return {"agent": target, "job_id": child["job_id"]}

@@ -51,6 +51,14 @@ LEASE_SHARDS = 4
 MAX_STORED_JSON_BYTES = 96 * 1024
 #: Set in ``fields`` of a transition: the attribute is removed.
 REMOVE: Any = None
+#: The tenant's count of jobs queued or running (``job_id = QUEUED#<tenant>``, this sk):
+#: added to in the transaction that creates a job, taken from in the one that finishes
+#: it (only jobs marked ``counted``: those created since the count exists).
+COUNTER_SK = "QUEUED"
+
+
+def counter_key(tenant_id: str) -> dict[str, str]:
+    return {"job_id": f"QUEUED#{tenant_id}", "sk": COUNTER_SK}
 
 
 def capped_json(value: Any, limit: int = MAX_STORED_JSON_BYTES) -> str:
@@ -84,11 +92,18 @@ class JobStore(Protocol):
         source: str,
         idempotency_key: str | None = None,
         parent_job_id: str | None = None,
+        max_queued: int | None = None,
+        caller: str | None = None,
     ) -> tuple[Item, bool]:
         """Put a new queued job, or return the existing one of that id (``created=False``).
 
-        The same id with another request raises :class:`IdempotencyKeyReused`.
+        The same id with another request raises :class:`IdempotencyKeyReused`; a new job
+        while the tenant has ``max_queued`` queued or running raises ``TooManyJobs``.
         """
+        ...
+
+    def queued_count(self, tenant_id: str) -> int:
+        """The tenant's jobs queued or running (the counter)."""
         ...
 
     def get(self, job_id: str) -> Item | None: ...
@@ -130,7 +145,9 @@ class JobStore(Protocol):
         """running -> waiting_approval, keeping the task token."""
         ...
 
-    def answer_approval(self, job_id: str, approved: bool, comment: str) -> Item | None:
+    def answer_approval(
+        self, job_id: str, approved: bool, comment: str, by: str | None = None
+    ) -> Item | None:
         """waiting_approval -> running, once: only one answer reaches the workflow."""
         ...
 
@@ -201,8 +218,16 @@ class JobItems:
     def get(self, job_id: str) -> Item | None:
         raise NotImplementedError
 
-    def _put_new(self, item: Item) -> bool:
-        """Write ``item`` unless its job id exists; False if it did."""
+    def _put_new(self, item: Item, max_queued: int | None = None) -> bool:
+        """Write ``item`` and add one to its tenant's counter, unless its job id exists
+        (False) or the counter is at ``max_queued`` (``TooManyJobs``), atomically."""
+        raise NotImplementedError
+
+    def _set_final(
+        self, job_id: str, allowed: list[str], fields: Item, *, lease_is: Any = None
+    ) -> Item | None:
+        """:meth:`_set_if_status` to a final status, taking one from the tenant's counter
+        in the same atomic write when the job is ``counted``; the new item, or None."""
         raise NotImplementedError
 
     def _add_step(self, job_id: str, step_item: Item, usage: Usage, cost_usd: Decimal) -> bool:
@@ -243,7 +268,7 @@ class JobItems:
 
     def expire(self, job_id: str, seen_lease: Any, error: Mapping[str, Any]) -> Item | None:
         fields = finish_fields("failed", None, error, None)
-        return self._set_if_status(job_id, ["queued", "running"], fields, lease_is=seen_lease)
+        return self._set_final(job_id, ["queued", "running"], fields, lease_is=seen_lease)
 
     def set_execution(self, job_id: str, execution_arn: str) -> Item | None:
         # The workflow owns the job from here (Step Functions retries and times out).
@@ -254,8 +279,10 @@ class JobItems:
         fields = {"status": "waiting_approval", "task_token": task_token, LEASE_SHARD: REMOVE}
         return self._set_if_status(job_id, ["running"], fields)
 
-    def answer_approval(self, job_id: str, approved: bool, comment: str) -> Item | None:
-        approval = {"approved": approved, "comment": comment, "at": now_iso(self.clock)}
+    def answer_approval(
+        self, job_id: str, approved: bool, comment: str, by: str | None = None
+    ) -> Item | None:
+        approval = {"approved": approved, "comment": comment, "at": now_iso(self.clock), "by": by}
         fields = {"status": "running", "task_token": "", "approval": approval}
         return self._set_if_status(job_id, ["waiting_approval"], fields)
 
@@ -270,7 +297,7 @@ class JobItems:
         from_statuses: Iterable[str] = RUNNING_STATUSES,
     ) -> Item | None:
         fields = finish_fields(status, result, error, extra)
-        return self._set_if_status(job_id, sorted(set(from_statuses)), fields)
+        return self._set_final(job_id, sorted(set(from_statuses)), fields)
 
     def create(
         self,
@@ -281,6 +308,8 @@ class JobItems:
         source: str,
         idempotency_key: str | None = None,
         parent_job_id: str | None = None,
+        max_queued: int | None = None,
+        caller: str | None = None,
     ) -> tuple[Item, bool]:
         item = new_job_item(
             job_id=job_id,
@@ -289,12 +318,14 @@ class JobItems:
             source=source,
             idempotency_key=idempotency_key,
             parent_job_id=parent_job_id,
+            caller=caller,
             stamp=now_iso(self.clock),
             expires_at=self._expires(),
         )
         item["lease_until"] = Decimal(str(round(self.clock() + self.queued_hold_s, 3)))
         item[LEASE_SHARD] = lease_shard(job_id)
-        if self._put_new(item):
+        item["counted"] = True
+        if self._put_new(item, max_queued):
             return item, True
         return existing_job(self.get(job_id), item)
 
@@ -331,6 +362,7 @@ def new_job_item(
     parent_job_id: str | None,
     stamp: str,
     expires_at: int,
+    caller: str | None = None,
 ) -> Item:
     item: Item = {
         "job_id": job_id,
@@ -358,6 +390,9 @@ def new_job_item(
         ),
         "idempotency_key": idempotency_key,
         "parent_job_id": parent_job_id,
+        # The submitting key, its role and end customer (stratus.agents.Principal): the
+        # worker runs the job's tools as them.
+        "caller": caller,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     return item

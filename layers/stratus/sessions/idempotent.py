@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stratus.agents import Principal
 from stratus.config import Settings
 from stratus.deadline import Deadline
 from stratus.sessions.service import SessionService
@@ -26,7 +27,8 @@ class IdempotentMessages:
             f"session_message.{service.spec.name}",
             settings,
             self._post,
-            scope_fields=("tenant", "agent", "session"),
+            # The sender is part of the key: a replay never hands one role's reply to another.
+            scope_fields=("tenant", "agent", "session", "caller"),
         )
 
     def post(
@@ -39,13 +41,20 @@ class IdempotentMessages:
         request_id: str,
         lambda_context: Any = None,
         deadline: Deadline | None = None,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
+        who = principal or Principal()
         # Size and existence first: a 413/404 must not depend on the key's history.
         if len(message) > self._service.policy.max_message_chars:
             self._service.post_message(tenant_id, session_id, message, request_id=request_id)
         return self._operation(
             key=key,
-            scope={"tenant": tenant_id, "agent": self._service.spec.name, "session": session_id},
+            scope={
+                "tenant": tenant_id,
+                "agent": self._service.spec.name,
+                "session": session_id,
+                "caller": who.encode(),
+            },
             body={"message": message},
             request_id=request_id,
             lambda_context=lambda_context,
@@ -59,4 +68,5 @@ class IdempotentMessages:
             data["body"]["message"],
             request_id=data["request_id"],
             deadline=deadline,
+            principal=Principal.decode(data.get("caller")),
         )

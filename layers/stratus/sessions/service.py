@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from stratus.agents import AgentSpec, CallScope, SessionPolicy, ToolContext
+from stratus.agents import AgentSpec, CallScope, Principal, SessionPolicy, ToolContext
 from stratus.config import Settings
 from stratus.deadline import Deadline, NoDeadline
 from stratus.errors import (
@@ -117,7 +117,9 @@ class SessionService(ReleaseTagged):
 
     # -- create / read / delete
 
-    def _context(self, key: SessionKey, request_id: str, step: str) -> ToolContext:
+    def _context(
+        self, key: SessionKey, request_id: str, step: str, who: Principal | None = None
+    ) -> ToolContext:
         """A turn's model calls are billed, budgeted and replayed as (session, step)."""
         scope = CallScope(
             tenant_id=key.tenant_id,
@@ -133,6 +135,7 @@ class SessionService(ReleaseTagged):
             settings=self._settings,
             scope=scope,
             clients=self._clients,
+            **(who or Principal()).context(),
         )
 
     def key(self, tenant_id: str, session_id: str) -> SessionKey:
@@ -219,7 +222,10 @@ class SessionService(ReleaseTagged):
         *,
         request_id: str,
         deadline: Deadline | None = None,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
+        # The sender (role, end customer) travels with the message, queued ones included.
+        request_id = (principal or Principal()).tag(request_id)
         limit = self.policy.max_message_chars
         if len(message) > limit:
             raise MessageTooLarge(
@@ -422,6 +428,7 @@ class SessionService(ReleaseTagged):
     ) -> TurnOutcome:
         key = head.key
         turn = head.turns + 1
+        request_id, who = Principal.untag(request_id)
         usage, cost = Usage(), Decimal(0)
         summary, recent = read_context(self._store, head, view, self.policy.max_recent_messages)
         if should_summarize(head, self.policy):
@@ -436,7 +443,7 @@ class SessionService(ReleaseTagged):
             budget_tokens=self.policy.context_token_budget,
             fixed_tokens=fixed,
         )
-        ctx = self._context(key, request_id, f"turn-{turn}")
+        ctx = self._context(key, request_id, f"turn-{turn}", who)
         try:
             result = self._runner.run(message, ctx=ctx, deadline=deadline, history=history)
         except Exception as err:
