@@ -57,7 +57,18 @@ def test_a_tool_schema_change_is_named() -> None:
         include_history: bool = False
 
     wider = spec.model_copy(
-        update={"tools": (Tool(tool.name, tool.description, WiderArgs, tool.fn, tool.resources),)}
+        update={
+            "tools": (
+                Tool(
+                    tool.name,
+                    tool.description,
+                    WiderArgs,
+                    tool.fn,
+                    tool.resources,
+                    roles=tool.roles,
+                ),
+            )
+        }
     )
     lines = changes(manifest(spec, SETTINGS), manifest(wider, SETTINGS))
     assert lines == [f"tool {tool.name}: parameters changed"]
