@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from infra.paths import REPO_ROOT
+from infra.operator_tables import audit_table_name, operator_clients, table_name
 from stratus.signing_keys import (
     DEFAULT_GRACE_S,
     MAX_GRACE_S,
@@ -36,67 +34,24 @@ from stratus.signing_keys import (
 )
 
 TABLE_OUTPUT = "CallbackKeysTableName"
-AUDIT_OUTPUT = "AuditTableName"
-LOCAL_FACTS = REPO_ROOT / ".stratus" / "local.json"
-
-
-def _local_facts(path: Path = LOCAL_FACTS) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data
 
 
 def _clients(args: argparse.Namespace) -> Any:
-    from stratus.aws import AwsClients
-
-    facts = _local_facts()
-    given = args.table or args.stack or os.environ.get("STRATUS_CALLBACK_KEYS_TABLE")
-    if not given and facts and not os.environ.get("AWS_ENDPOINT_URL"):
-        os.environ["AWS_ENDPOINT_URL"] = str(facts.get("aws_endpoint_url", ""))
-        os.environ.setdefault("AWS_DEFAULT_REGION", str(facts.get("region", "us-east-1")))
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            os.environ.setdefault(name, "local")
-    return AwsClients()
-
-
-def _output(clients: Any, stack: str, name: str) -> str:
-    stacks = clients.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
-    for output in stacks[0].get("Outputs", []):
-        if output["OutputKey"] == name:
-            return str(output["OutputValue"])
-    raise SystemExit(f"stack {stack} has no {name} output")
+    return operator_clients(args, "STRATUS_CALLBACK_KEYS_TABLE")
 
 
 def _table(args: argparse.Namespace, clients: Any) -> str:
-    if args.table:
-        return str(args.table)
-    if args.stack:
-        return _output(clients, args.stack, TABLE_OUTPUT)
-    table = os.environ.get("STRATUS_CALLBACK_KEYS_TABLE", "")
-    if not table:
-        table = str(_local_facts().get("tables", {}).get("callback_keys", ""))
-    if not table:
-        raise SystemExit(
-            "give --table, --stack, set STRATUS_CALLBACK_KEYS_TABLE, or start the local cloud"
-        )
-    return table
+    return table_name(
+        args,
+        clients,
+        output=TABLE_OUTPUT,
+        env_var="STRATUS_CALLBACK_KEYS_TABLE",
+        local="callback_keys",
+    )
 
 
 def _audit_table(args: argparse.Namespace, clients: Any) -> str:
-    if args.audit_table:
-        return str(args.audit_table)
-    if args.stack:
-        try:
-            return _output(clients, args.stack, AUDIT_OUTPUT)
-        except SystemExit:
-            return ""
-    if args.table:  # a table given by hand: its audit table only by hand too
-        return os.environ.get("STRATUS_AUDIT_TABLE", "")
-    return os.environ.get("STRATUS_AUDIT_TABLE", "") or str(
-        _local_facts().get("tables", {}).get("audit", "")
-    )
+    return audit_table_name(args, clients)
 
 
 def _keys(args: argparse.Namespace, clients: Any) -> SigningKeys:

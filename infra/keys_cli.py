@@ -25,79 +25,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infra.paths import REPO_ROOT
+from infra.operator_tables import audit_table_name, operator_clients, table_name
 from stratus.errors import StratusError
 from stratus.tenant_keys import DEFAULT_GRACE_S, MAX_GRACE_S, SCOPES, KeyInfo, key_scopes
 from stratus.tenants import TenantStore
 
 TABLE_OUTPUT = "TenantsTableName"
-AUDIT_OUTPUT = "AuditTableName"
-LOCAL_FACTS = REPO_ROOT / ".stratus" / "local.json"
-
-
-def _local_facts(path: Path | None = None) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads((path or LOCAL_FACTS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data
 
 
 def _clients(args: argparse.Namespace) -> Any:
-    """AWS clients; pointed at the local cloud when no table or stack is given."""
-    from stratus.aws import AwsClients
-
-    facts = _local_facts(args.facts)
-    given = args.table or args.stack or os.environ.get("STRATUS_TENANTS_TABLE")
-    if not given and facts and not os.environ.get("AWS_ENDPOINT_URL"):
-        os.environ["AWS_ENDPOINT_URL"] = str(facts.get("aws_endpoint_url", ""))
-        os.environ.setdefault("AWS_DEFAULT_REGION", str(facts.get("region", "us-east-1")))
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            os.environ.setdefault(name, "local")
-    return AwsClients()
-
-
-def _output(clients: Any, stack: str, name: str) -> str:
-    stacks = clients.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
-    for output in stacks[0].get("Outputs", []):
-        if output["OutputKey"] == name:
-            return str(output["OutputValue"])
-    raise SystemExit(f"stack {stack} has no {name} output")
+    return operator_clients(args, "STRATUS_TENANTS_TABLE")
 
 
 def _table(args: argparse.Namespace, clients: Any) -> str:
-    if args.table:
-        return str(args.table)
-    if args.stack:
-        return _output(clients, args.stack, TABLE_OUTPUT)
-    table = os.environ.get("STRATUS_TENANTS_TABLE", "") or str(
-        _local_facts(args.facts).get("tables", {}).get("tenants", "")
+    return table_name(
+        args, clients, output=TABLE_OUTPUT, env_var="STRATUS_TENANTS_TABLE", local="tenants"
     )
-    if not table:
-        raise SystemExit("give --table, --stack, set STRATUS_TENANTS_TABLE, or start stratus dev")
-    return table
 
 
 def _audit_table(args: argparse.Namespace, clients: Any) -> str:
-    if args.audit_table:
-        return str(args.audit_table)
-    if args.stack:
-        try:
-            return _output(clients, args.stack, AUDIT_OUTPUT)
-        except SystemExit:
-            return ""
-    if args.table:  # a table given by hand: its audit table only by hand too
-        return os.environ.get("STRATUS_AUDIT_TABLE", "")
-    return os.environ.get("STRATUS_AUDIT_TABLE", "") or str(
-        _local_facts(args.facts).get("tables", {}).get("audit", "")
-    )
+    return audit_table_name(args, clients)
 
 
 def _audit(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra import callback_keys_cli
+from infra import callback_keys_cli, operator_tables
 from stratus.aws import AwsClients
 from stratus.signing_keys import DynamoSigningKeyStore, SigningKeys
 
@@ -43,5 +43,5 @@ def test_without_a_table_a_new_tenant_keeps_the_fallback(
     cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     monkeypatch.delenv("STRATUS_CALLBACK_KEYS_TABLE", raising=False)
-    monkeypatch.setattr(callback_keys_cli, "_local_facts", lambda path=None: {})
+    monkeypatch.setattr(operator_tables, "LOCAL_FACTS", tmp_path / "no-local-cloud.json")
     assert callback_keys_cli.first_key("acme") is None
