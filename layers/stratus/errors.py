@@ -233,3 +233,34 @@ class MessageTooLarge(StratusError):
 
     code = "message_too_large"
     status = 413
+
+
+class InputRejected(StratusError):
+    """A guardrail blocked untrusted text before it reached a model (``details.category``).
+
+    A job fails with this code; a session message that gets it is not applied.
+    """
+
+    code = "input_rejected"
+    status = 422
+
+
+class OutputBlocked(StratusError):
+    """Output moderation blocked the model's reply; nothing of it leaves Stratus."""
+
+    code = "output_blocked"
+    status = 502
+
+
+class AgentNotStreamable(StratusError):
+    """A streamed request named an agent or action the WebSocket API does not serve."""
+
+    code = "not_streamable"
+    status = 400
+
+
+class MemoryNotFound(StratusError):
+    """No such memory for this tenant (another tenant's gets this too: never revealed)."""
+
+    code = "memory_not_found"
+    status = 404

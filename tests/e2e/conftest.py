@@ -1,14 +1,38 @@
-"""Fixtures for end-to-end tests; each module defines its own ``cloud`` fixture."""
+"""Fixtures for end-to-end tests.
+
+A module whose tests need no settings of their own takes the one default local cloud
+of the session (``shared_cloud``: starting a cloud costs seconds of both cores); a
+module that changes the stage, the environment or the handlers starts its own
+``cloud``. Every e2e module carries ``pytestmark = pytest.mark.xdist_group("local-cloud")``
+so that all of them run on one xdist worker, one cloud at a time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 
 from infra.local.cloud import LocalCloud
+from tests.e2e.helpers import offline_environ
+
+
+@pytest.fixture(scope="session")
+def shared_cloud() -> Iterator[LocalCloud]:
+    """The session's default local cloud: offline model, free ports, no state file.
+
+    Tests that use it must leave it as they found it (reset the fake model's faults,
+    use tenants and keys of their own)."""
+    with LocalCloud(
+        api_port=0,
+        aws_port=0,
+        state_file=None,
+        log_sink=lambda line: None,
+        environ=offline_environ(),
+    ) as local:
+        yield local
 
 
 @pytest.fixture(scope="module")

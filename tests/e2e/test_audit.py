@@ -22,21 +22,14 @@ from infra.local.cloud import LocalCloud
 from infra.local.demo import http
 from infra.local.fake_model import FakeModelServer, Reply
 from stratus.tenants import TenantStore
-from tests.e2e.helpers import offline_environ, wait_for
+from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.xdist_group("local-cloud")
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with LocalCloud(
-        api_port=0,
-        aws_port=0,
-        state_file=None,
-        log_sink=lambda line: None,
-        environ=offline_environ(),
-    ) as local:
-        yield local
+def cloud(shared_cloud: LocalCloud) -> LocalCloud:
+    return shared_cloud
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ import pytest
 
 from infra.local.cloud import LocalCloud
 from infra.local.demo import HttpReply, http
-from tests.e2e.helpers import offline_environ
 
 pytestmark = pytest.mark.xdist_group("local-cloud")  # one moto server per process at a time
 
@@ -40,15 +38,8 @@ HARD_FAILURES = {"ServerError", "JsonSchemaError", "MalformedJson"}
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with LocalCloud(
-        api_port=0,
-        aws_port=0,
-        state_file=None,
-        log_sink=lambda line: None,
-        environ=offline_environ(),
-    ) as running:
-        yield running
+def cloud(shared_cloud: LocalCloud) -> LocalCloud:
+    return shared_cloud
 
 
 def _auth(cloud: LocalCloud) -> dict[str, str]:

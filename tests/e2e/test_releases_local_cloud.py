@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +13,14 @@ import pytest
 
 from infra import cli
 from infra.local.cloud import LocalCloud
-from tests.e2e.helpers import offline_environ, wait_for
+from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.xdist_group("local-cloud")
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with LocalCloud(
-        api_port=0,
-        aws_port=0,
-        state_file=None,
-        log_sink=lambda line: None,
-        environ=offline_environ(),
-    ) as running:
-        yield running
+def cloud(shared_cloud: LocalCloud) -> LocalCloud:
+    return shared_cloud
 
 
 def _http(cloud: LocalCloud, method: str, path: str, body: Any = None) -> dict[str, Any]:

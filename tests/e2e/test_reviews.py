@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,21 +19,14 @@ from infra import review_cli
 from infra.local.cloud import LocalCloud
 from infra.local.demo import http
 from stratus.tenants import TenantStore
-from tests.e2e.helpers import offline_environ, wait_for
+from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.xdist_group("local-cloud")
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with LocalCloud(
-        api_port=0,
-        aws_port=0,
-        state_file=None,
-        log_sink=lambda line: None,
-        environ=offline_environ(),
-    ) as local:
-        yield local
+def cloud(shared_cloud: LocalCloud) -> LocalCloud:
+    return shared_cloud
 
 
 def _auth(key: str) -> dict[str, str]:
