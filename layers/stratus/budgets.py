@@ -88,6 +88,7 @@ from stratus.agents import CallScope
 from stratus.budget_alerts import ThresholdAlerts
 from stratus.budget_scopes import (
     NANO,
+    TASK_TTL,
     BudgetScope,
     TenantLimits,
     agent_day_key,
@@ -105,7 +106,7 @@ from stratus.budget_scopes import exceeded as _exceeded
 from stratus.budget_scopes import periods as _periods
 from stratus.config import Settings
 from stratus.deadline import Deadline
-from stratus.errors import BudgetExceeded, JobBudgetExceeded
+from stratus.errors import BudgetExceeded, JobAlreadyFinished, JobBudgetExceeded
 from stratus.fanout import Outcome, run_all
 from stratus.gateway_stores.memory import MemoryBudgetStore
 from stratus.gateway_stores.ports import (
@@ -336,7 +337,7 @@ class BudgetLedger:
                 hold_until=held.expires_at,
                 max_open=self._settings.budget_max_open_reservations,
             )
-            if not isinstance(outcome, BudgetItem) or attempt:
+            if not isinstance(outcome, BudgetItem) or attempt or outcome.closed:
                 break
             expired = [e for e in outcome.open if e.expires_at < now]
             if not expired:
@@ -382,8 +383,10 @@ class BudgetLedger:
         scope: CallScope | None,
         agent: str,
         now: float,
-    ) -> BudgetExceeded | JobBudgetExceeded:
+    ) -> BudgetExceeded | JobBudgetExceeded | JobAlreadyFinished:
         details = {"scope": budget.name, "limit_usd": str(budget.limit)}
+        if item.closed and scope is not None:  # a stale attempt of a finished job
+            return JobAlreadyFinished(f"job {scope.scope_id} has finished; it spends no more")
         if len(item.open) >= self._settings.budget_max_open_reservations:
             return BudgetExceeded(
                 f"the {budget.name.replace('_', ' ')} budget has too many calls in flight",
@@ -547,11 +550,13 @@ class BudgetLedger:
         late, once."""
         if self._store is None:
             return SweepReport()
-        key = task_key(scope)
-        item = self._store.read([key]).get(key)
-        released = self._give_back(key, list(item.open)) if item and item.open else []
+        key, now = task_key(scope), self._clock()
+        # Closed first, in the write that reads what is open: an attempt that reserves
+        # after this is refused, so nothing can be left open on a finished job's item.
+        item = self._store.close(key, now=int(now), expires_at=int(now + TASK_TTL.total_seconds()))
+        released = self._give_back(key, list(item.open)) if item.open else []
         amount = from_nano(sum(e.amount for e in released))
-        return SweepReport(checked=1 if item else 0, released=len(released), released_usd=amount)
+        return SweepReport(checked=1, released=len(released), released_usd=amount)
 
     def period_keys(
         self, tenant_ids: Iterable[str], agents: Iterable[str], now: float | None = None

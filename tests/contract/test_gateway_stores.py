@@ -190,6 +190,23 @@ def test_give_back_releases_only_the_entries_still_open(budgets: ports.BudgetSto
     assert budgets.read(["B"])["B"] == ports.BudgetItem(committed=4, spent=4, open=())
 
 
+def test_a_closed_item_shows_what_is_open_and_takes_no_reservation(
+    budgets: ports.BudgetStore,
+) -> None:
+    _reserve(budgets, "T", "dead", 30)
+    closed = budgets.close("T", now=50, expires_at=999)
+    assert closed == ports.BudgetItem(
+        committed=30, open=(ports.OpenReservation("dead", 30, 500),), closed=True
+    )
+    refused = _reserve(budgets, "T", "late", 10)  # room left, but the item is closed
+    assert isinstance(refused, ports.BudgetItem) and refused.closed
+    assert budgets.read(["T"])["T"].open == (ports.OpenReservation("dead", 30, 500),)
+    # Closing again changes nothing; a never-used item is created closed.
+    assert budgets.close("T", now=60, expires_at=999) == closed
+    assert budgets.close("NEW", now=60, expires_at=999) == ports.BudgetItem(closed=True)
+    assert isinstance(_reserve(budgets, "NEW", "late", 10), ports.BudgetItem)
+
+
 def test_the_open_entries_of_an_item_are_bounded(budgets: ports.BudgetStore) -> None:
     assert _reserve(budgets, "B", "a", 1, max_open=2) == 1
     assert _reserve(budgets, "B", "b", 1, max_open=2) == 2

@@ -15,7 +15,7 @@ import pytest
 from stratus.agents import CallScope
 from stratus.budgets import BudgetLedger, from_nano, to_nano
 from stratus.config import Settings
-from stratus.errors import BudgetExceeded, JobBudgetExceeded
+from stratus.errors import BudgetExceeded, JobAlreadyFinished, JobBudgetExceeded
 from stratus.gateway_stores.memory import MemoryAlerts, MemoryBudgetStore
 from stratus.gateway_stores.ports import BudgetItem, OpenReservation, UsageAdd
 from stratus.usage import Usage
@@ -220,5 +220,21 @@ def test_closing_a_finished_job_gives_back_what_its_dead_attempts_held() -> None
     report = budgets.close_task(job())
     assert (report.released, report.released_usd) == (1, Decimal("0.4"))
     item = store.read([TASK])[TASK]
-    assert item == BudgetItem(committed=to_nano(Decimal("0.1")), spent=to_nano(Decimal("0.1")))
+    assert item == BudgetItem(
+        committed=to_nano(Decimal("0.1")), spent=to_nano(Decimal("0.1")), closed=True
+    )
     assert budgets.close_task(job()).released == 0
+
+
+def test_an_attempt_that_reserves_after_its_job_finished_is_refused_and_holds_nothing() -> None:
+    # A stale attempt (its lease ran out, another attempt finished the job) that starts a
+    # step after the close could otherwise leave an entry no sweep ever looks at.
+    budgets, store, _ = ledger()
+    budgets.close_task(job())
+    with pytest.raises(JobAlreadyFinished):
+        budgets.reserve(job(), "triage", Decimal("0.4"), deadline=Left(60))
+    item = store.read([TASK])[TASK]
+    assert (item.committed, item.open, item.closed) == (0, (), True)
+    # Other scopes the refused call had reserved on are given back too.
+    for key, other in store.read(budgets.period_keys(["t"], ["triage"])).items():
+        assert other.open == (), key

@@ -12,6 +12,7 @@ from typing import Any
 
 from stratus import ddb
 from stratus.gateway_stores.ports import (
+    CLOSED_ATTR,
     OPEN_PREFIX,
     BucketLoad,
     BudgetItem,
@@ -179,7 +180,8 @@ class DynamoBudgetStore:
                 "SET #r = :entry, limit_nusd = :limit, "
                 "expires_at = if_not_exists(expires_at, :exp) ADD committed :r, open_n :one",
                 condition="(attribute_not_exists(committed) OR committed <= :room) "
-                "AND (attribute_not_exists(open_n) OR open_n < :max)",
+                "AND (attribute_not_exists(open_n) OR open_n < :max) "
+                f"AND attribute_not_exists({CLOSED_ATTR})",
                 names={"#r": OPEN_PREFIX + rid},
                 values={
                     ":entry": {"a": amount, "x": hold_until},
@@ -196,6 +198,16 @@ class DynamoBudgetStore:
         except ddb.ConditionFailed as refused:
             return budget_item(refused.item or {})
         return int(new.get("committed", 0))
+
+    def close(self, key: str, *, now: int, expires_at: int) -> BudgetItem:
+        new = self._table.update(
+            {"pk": key},
+            f"SET {CLOSED_ATTR} = if_not_exists({CLOSED_ATTR}, :now), "
+            "expires_at = if_not_exists(expires_at, :exp)",
+            values={":now": now, ":exp": expires_at},
+            returns="ALL_NEW",
+        )
+        return budget_item(new)
 
     def settle(
         self,

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stratus.gateway_stores.ports import (
+    CLOSED_ATTR,
     OPEN_PREFIX,
     BucketLoad,
     BudgetItem,
@@ -137,8 +138,10 @@ class MemoryBudgetStore:
     ) -> int | BudgetItem:
         with self._lock:
             item = self._items.setdefault(key, {})
-            if ("committed" in item and item["committed"] > room) or (
-                "open_n" in item and item["open_n"] >= max_open
+            if (
+                ("committed" in item and item["committed"] > room)
+                or ("open_n" in item and item["open_n"] >= max_open)
+                or CLOSED_ATTR in item
             ):
                 return budget_item(item)
             item[OPEN_PREFIX + rid] = {"a": amount, "x": hold_until}
@@ -147,6 +150,13 @@ class MemoryBudgetStore:
             item["limit_nusd"] = limit
             item.setdefault("expires_at", expires_at)
             return int(item["committed"])
+
+    def close(self, key: str, *, now: int, expires_at: int) -> BudgetItem:
+        with self._lock:
+            item = self._items.setdefault(key, {})
+            item.setdefault(CLOSED_ATTR, now)
+            item.setdefault("expires_at", expires_at)
+            return budget_item(item)
 
     def settle(
         self,

@@ -94,6 +94,8 @@ class BudgetItem:
     spent: int = 0
     open: tuple[OpenReservation, ...] = ()
     usage: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: A finished unit's task item (:meth:`BudgetStore.close`): it takes no reservation.
+    closed: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ def usage_attribute(counter: str, member: str) -> str:
     return f"{USAGE_PREFIX}{counter}#{member}"
 
 
+#: Set on a finished job's task item; a reservation is refused on an item that has it.
+CLOSED_ATTR = "closed_at"
+
+
 def budget_item(item: Mapping[str, Any]) -> BudgetItem:
     """A stored budget item as the port shows it (open entries sorted by id)."""
     entries = sorted(
@@ -149,6 +155,7 @@ def budget_item(item: Mapping[str, Any]) -> BudgetItem:
         spent=int(item.get("spent", 0)),
         open=tuple(entries),
         usage={member: usage[member] for member in sorted(usage)},
+        closed=CLOSED_ATTR in item,
     )
 
 
@@ -182,7 +189,14 @@ class BudgetStore(Protocol):
     ) -> int | BudgetItem:
         """``committed += amount`` and the open entry ``rid`` (held until ``hold_until``),
         if ``committed <= room`` and fewer than ``max_open`` entries are open (or no item
-        yet): the new ``committed``. Refused: nothing written, the item as it was."""
+        yet) and the item is not closed: the new ``committed``. Refused: nothing written,
+        the item as it was."""
+        ...
+
+    def close(self, key: str, *, now: int, expires_at: int) -> BudgetItem:
+        """Mark the item closed (a finished job's task item: no reservation is taken on it
+        from now on; a new item expires at ``expires_at``), in one write that returns the
+        item as it then is, with the entries still open for the caller to give back."""
         ...
 
     def settle(
