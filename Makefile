@@ -55,7 +55,7 @@ typecheck: env
 	$(VENV)/bin/mypy
 
 test: lint typecheck
-	$(VENV)/bin/pytest -n 2 --dist loadgroup
+	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=25
 
 eval: env
 	$(PY) -m infra.cli eval $(ARGS)

@@ -21,21 +21,13 @@ import pytest
 from infra import cli
 from infra.local.cloud import LocalCloud
 from infra.local.fake_model import FakeModelServer, Reply
-from tests.e2e.helpers import offline_environ
 
 pytestmark = pytest.mark.xdist_group("local-cloud")
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[LocalCloud]:
-    with LocalCloud(
-        api_port=0,
-        aws_port=0,
-        state_file=None,
-        log_sink=lambda line: None,
-        environ=offline_environ(),
-    ) as cloud:
-        yield cloud
+def local(shared_cloud: LocalCloud) -> LocalCloud:
+    return shared_cloud
 
 
 @pytest.fixture

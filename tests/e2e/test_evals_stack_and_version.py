@@ -23,7 +23,6 @@ from functions.agents import load_agent
 from infra import cli
 from infra.local.cloud import LocalCloud
 from infra.local.demo import http
-from tests.e2e.helpers import offline_environ
 
 pytestmark = pytest.mark.xdist_group("local-cloud")
 
@@ -31,27 +30,21 @@ STACK = "Stratus-e2e"
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[LocalCloud]:
-    with LocalCloud(
-        api_port=0,
-        aws_port=0,
-        state_file=None,
-        log_sink=lambda line: None,
-        environ=offline_environ(),
-    ) as cloud:
-        facts = cloud.facts
-        assert facts is not None
-        template = {
-            "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
-            "Outputs": {
-                "ApiUrl": {"Value": facts.api_url},
-                "AgentFunctionTriage": {"Value": facts.functions["agent:triage"]},
-            },
-        }
-        _client("cloudformation", cloud).create_stack(
-            StackName=STACK, TemplateBody=json.dumps(template)
-        )
-        yield cloud
+def local(shared_cloud: LocalCloud) -> Iterator[LocalCloud]:
+    cloud = shared_cloud
+    facts = cloud.facts
+    assert facts is not None
+    template = {
+        "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {
+            "ApiUrl": {"Value": facts.api_url},
+            "AgentFunctionTriage": {"Value": facts.functions["agent:triage"]},
+        },
+    }
+    cloudformation = _client("cloudformation", cloud)
+    cloudformation.create_stack(StackName=STACK, TemplateBody=json.dumps(template))
+    yield cloud
+    cloudformation.delete_stack(StackName=STACK)
 
 
 def _client(service: str, local: LocalCloud) -> Any:
