@@ -2,7 +2,8 @@
 #   make dev     the whole app on the embedded local cloud (Ctrl-C stops it)
 #   make demo    walk through every execution model (on the running `make dev` cloud, if any)
 #                (ARGS=--verbose also streams the function logs)
-#   make test    the whole suite (lint, types, unit, functional, infra, e2e, benchmark smoke)
+#   make test    the whole suite (lint, types, unit, functional, infra, e2e, browser, benchmark smoke)
+#                (installs the distribution's chromium + chromium-driver with apt when missing)
 #   make eval    run the agents' eval suites offline and gate on the baselines
 #                (ARGS="--junit eval.xml --report eval.md --json eval.json", ...)
 #   make synth   synthesize the CDK app (no AWS credentials, no Docker)
@@ -20,7 +21,7 @@ PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export UV_LINK_MODE := copy
 
-.PHONY: env dev demo test lint typecheck synth deploy diff bench soak lock clean eval
+.PHONY: env browser dev demo test lint typecheck synth deploy diff bench soak lock clean eval
 
 env: $(VENV)/.synced node_modules/.installed
 
@@ -35,6 +36,14 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The console's browser test drives the distribution's Chromium (a browser download of
+# its own cannot work offline); installed with apt when missing (as root, or with sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 lock: $(UV)
 	$(UV) lock
@@ -54,7 +63,7 @@ lint: env
 typecheck: env
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=25
 
 eval: env
