@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from infra.operator_tables import find_output
 from infra.review_cli import LOCAL_FACTS, ApiRefused, ReviewApi, Unreachable
 
 #: Events one page asks for (the API's maximum).
@@ -127,10 +128,7 @@ def audit_table(clients: Any, stack: str | None = None) -> str:
     if os.environ.get("STRATUS_AUDIT_TABLE"):
         return os.environ["STRATUS_AUDIT_TABLE"]
     if stack:
-        stacks = clients.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
-        for output in stacks[0].get("Outputs", []):
-            if output["OutputKey"] == AUDIT_OUTPUT:
-                return str(output["OutputValue"])
+        return find_output(clients, stack, AUDIT_OUTPUT) or ""
     return ""
 
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from infra.operator_tables import stack_output
 from stratus.aws import AwsClients
 from stratus.tenants import TenantStore
 
@@ -30,19 +31,20 @@ _CLIENTS = AwsClients()
 BUDGETS_OUTPUT = "BudgetsTableName"
 
 
-def _tenants_table(args: argparse.Namespace) -> str:
+def _table(args: argparse.Namespace, output: str, env_var: str) -> str:
+    """``--table``, the stack's ``output``, or ``env_var``."""
     if args.table:
         return str(args.table)
     if args.stack:
-        stacks = _CLIENTS.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
-        for output in stacks[0].get("Outputs", []):
-            if output["OutputKey"] == TENANTS_OUTPUT:
-                return str(output["OutputValue"])
-        raise SystemExit(f"stack {args.stack} has no {TENANTS_OUTPUT} output")
-    table = os.environ.get("STRATUS_TENANTS_TABLE", "")
+        return stack_output(_CLIENTS, args.stack, output)
+    table = os.environ.get(env_var, "")
     if not table:
-        raise SystemExit("give --table, --stack, or set STRATUS_TENANTS_TABLE")
+        raise SystemExit(f"give --table, --stack, or set {env_var}")
     return table
+
+
+def _tenants_table(args: argparse.Namespace) -> str:
+    return _table(args, TENANTS_OUTPUT, "STRATUS_TENANTS_TABLE")
 
 
 def _tenant_create(args: argparse.Namespace) -> int:
@@ -80,18 +82,7 @@ def _quiet_moto() -> None:
 
 
 def _budgets_table(args: argparse.Namespace) -> str:
-    if args.table:
-        return str(args.table)
-    if args.stack:
-        stacks = _CLIENTS.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
-        for output in stacks[0].get("Outputs", []):
-            if output["OutputKey"] == BUDGETS_OUTPUT:
-                return str(output["OutputValue"])
-        raise SystemExit(f"stack {args.stack} has no {BUDGETS_OUTPUT} output")
-    table = os.environ.get("STRATUS_BUDGETS_TABLE", "")
-    if not table:
-        raise SystemExit("give --table, --stack, or set STRATUS_BUDGETS_TABLE")
-    return table
+    return _table(args, BUDGETS_OUTPUT, "STRATUS_BUDGETS_TABLE")
 
 
 def _budget_set(args: argparse.Namespace) -> int:
@@ -152,7 +143,12 @@ def _dev(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     state = Path(args.state_file) if args.state_file else None
-    with LocalCloud(api_port=args.api_port, aws_port=args.aws_port, state_file=state) as cloud:
+    with LocalCloud(
+        api_port=args.api_port,
+        aws_port=args.aws_port,
+        console_port=args.console_port,
+        state_file=state,
+    ) as cloud:
         assert cloud.facts is not None
         print_banner(cloud.facts)
         stop.wait()
@@ -352,10 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     releases_cli.add_parser(commands)
     canary_cli.add_parser(commands)
     rollback_cli.add_parser(commands)
+    from infra import cost_cli
+
+    cost_cli.add_parser(commands)
 
     dev = commands.add_parser("dev", help="run the whole app on the embedded local cloud")
     dev.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="0 = any free port")
     dev.add_argument("--aws-port", type=int, default=DEFAULT_AWS_PORT, help="0 = any free port")
+    dev.add_argument(
+        "--console-port", type=int, default=8783, help="the web console's port; 0 = any free port"
+    )
     dev.add_argument(
         "--state-file",
         default=str(REPO_ROOT / ".stratus" / "local.json"),

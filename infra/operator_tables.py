@@ -48,12 +48,21 @@ def operator_clients(args: argparse.Namespace, env_var: str) -> Any:
     return AwsClients()
 
 
-def stack_output(clients: Any, stack: str, name: str) -> str:
+def find_output(clients: Any, stack: str, name: str) -> str | None:
+    """The deployed stack's output ``name`` (None when it has none)."""
     stacks = clients.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
     for output in stacks[0].get("Outputs", []):
         if output["OutputKey"] == name:
             return str(output["OutputValue"])
-    raise SystemExit(f"stack {stack} has no {name} output")
+    return None
+
+
+def stack_output(clients: Any, stack: str, name: str) -> str:
+    """The deployed stack's output ``name``; exits with a message when it has none."""
+    value = find_output(clients, stack, name)
+    if value is None:
+        raise SystemExit(f"stack {stack} has no {name} output")
+    return value
 
 
 def table_name(

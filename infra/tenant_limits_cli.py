@@ -19,18 +19,11 @@ import json
 import os
 from typing import Any
 
+from infra.operator_tables import find_output
 from stratus.aws import AwsClients
 
 BUDGETS_OUTPUT = "BudgetsTableName"
 AUDIT_OUTPUT = "AuditTableName"
-
-
-def _output(clients: AwsClients, stack: str, key: str) -> str | None:
-    described = clients.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
-    for output in described[0].get("Outputs", []):
-        if output["OutputKey"] == key:
-            return str(output["OutputValue"])
-    return None
 
 
 def _tables(args: argparse.Namespace, clients: AwsClients) -> tuple[str, str]:
@@ -38,10 +31,10 @@ def _tables(args: argparse.Namespace, clients: AwsClients) -> tuple[str, str]:
     if args.table:
         return str(args.table), os.environ.get("STRATUS_AUDIT_TABLE", "")
     if args.stack:
-        budgets = _output(clients, args.stack, BUDGETS_OUTPUT)
+        budgets = find_output(clients, args.stack, BUDGETS_OUTPUT)
         if budgets is None:
             raise SystemExit(f"stack {args.stack} has no {BUDGETS_OUTPUT} output")
-        return budgets, _output(clients, args.stack, AUDIT_OUTPUT) or ""
+        return budgets, find_output(clients, args.stack, AUDIT_OUTPUT) or ""
     budgets = os.environ.get("STRATUS_BUDGETS_TABLE", "")
     if not budgets:
         raise SystemExit("give --table, --stack, or set STRATUS_BUDGETS_TABLE")
