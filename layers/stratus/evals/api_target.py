@@ -37,10 +37,13 @@ JOB_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 class ApiError(Exception):
     """The API answered with an error (``code`` is its stable error code)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.code = code
+        self.details = details or {}
 
 
 class JobTimedOut(Exception):
@@ -123,7 +126,13 @@ class ApiTarget:
         if status != ok or not isinstance(payload, dict):
             error = payload.get("error") if isinstance(payload, dict) else None
             if isinstance(error, dict):
-                raise ApiError(status, str(error.get("code")), str(error.get("message")))
+                details = error.get("details")
+                raise ApiError(
+                    status,
+                    str(error.get("code")),
+                    str(error.get("message")),
+                    details if isinstance(details, dict) else None,
+                )
             raise ApiError(status, "http_error", f"unexpected answer {str(payload)[:200]}")
         return payload
 

@@ -42,6 +42,10 @@ class Observation:
     routed_to: str | None = None
     #: A job case: the names of the steps the job recorded (None: not a job).
     steps: list[str] | None = None
+    #: The guardrails refused the input (422 ``input_rejected``): its category, else None.
+    rejected: str | None = None
+    #: The screening categories flagged on the input; None when the target cannot see them.
+    flags: list[str] | None = None
 
     @property
     def tokens(self) -> int:
@@ -98,6 +102,13 @@ def check(
 
     def result(ok: bool, message: str) -> AssertionResult:
         return AssertionResult(kind, "passed" if ok else "failed", message)
+
+    if isinstance(assertion, m.Guarded):
+        return _check_guarded(assertion, seen)
+    if seen.rejected is not None:
+        return AssertionResult(
+            kind, "skipped", f"the guardrails rejected the input ({seen.rejected}): no answer"
+        )
 
     if isinstance(assertion, m.FieldEquals | m.FieldOneOf | m.FieldMatches):
         value = field_value(seen.output, assertion.path)
@@ -199,6 +210,23 @@ def check(
         )
     # m.LlmJudge: needs a judge model through the gateway; not run by this version.
     return AssertionResult(kind, "skipped", "no judge in this run (skipped)")
+
+
+def _check_guarded(assertion: m.Guarded, seen: Observation) -> AssertionResult:
+    want = assertion.category
+    blocked = seen.rejected is not None and want in (None, seen.rejected)
+    flagged = seen.flags is not None and any(want in (None, flag) for flag in seen.flags)
+    ok = {"block": blocked, "flag": flagged, "any": blocked or flagged}[assertion.action]
+    if seen.rejected is not None:
+        seen_as = f"rejected ({seen.rejected})"
+    elif seen.flags is None:
+        seen_as = "not rejected; flags are not observable on this target"
+    else:
+        seen_as = f"flagged {sorted(seen.flags)}" if seen.flags else "neither rejected nor flagged"
+    expected = f"{assertion.action}{f' ({want})' if want else ''}"
+    return AssertionResult(
+        "guarded", "passed" if ok else "failed", f"{seen_as}; expected {expected}"
+    )
 
 
 def _check_schema(schema: dict[str, Any] | None, seen: Observation) -> AssertionResult:

@@ -120,6 +120,17 @@ class JobSteps(_Strict):
     include: list[str] = Field(min_length=1)
 
 
+class Guarded(_Strict):
+    """The guardrails caught the input: ``block`` (the run was refused, 422
+    ``input_rejected``), ``flag`` (it ran, flagged) or ``any`` of the two; ``category``
+    (``injection``, ``jailbreak``, ``prompt_extraction``) if given must match. When the
+    input was rejected, the case's other assertions are skipped (there is no answer)."""
+
+    type: Literal["guarded"]
+    action: Literal["block", "flag", "any"] = "any"
+    category: str | None = None
+
+
 class CostAtMost(_Strict):
     type: Literal["cost_at_most"]
     usd: float = Field(ge=0)
@@ -159,6 +170,7 @@ Assertion = Annotated[
     | ContextContains
     | RoutedTo
     | JobSteps
+    | Guarded
     | CostAtMost
     | LatencyAtMost
     | TokensAtMost

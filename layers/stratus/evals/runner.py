@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stratus.evals.checks import AssertionResult, Observation, check
-from stratus.evals.models import Case, LlmJudge, Suite
+from stratus.evals.models import Case, Guarded, LlmJudge, Suite
 
 
 class Target(Protocol):
@@ -173,7 +173,9 @@ def run_sample(target: Target, agent: str, case: Case, judge: Scorer | None = No
     except Exception as error:  # the agent failed: the sample fails, the run goes on
         code = getattr(error, "code", None)
         name = code if isinstance(code, str) else type(error).__name__
-        return SampleResult(False, error=f"{name}: {error}")
+        seen = _rejection(error, case) if name == "input_rejected" else None
+        if seen is None:
+            return SampleResult(False, error=f"{name}: {error}")
     schema = target.output_schema(agent)
     results = [check(assertion, seen, schema) for assertion in case.assertions]
     if judge is not None:  # after the deterministic checks: one judge call per rubric
@@ -183,6 +185,15 @@ def run_sample(target: Target, agent: str, case: Case, judge: Scorer | None = No
         ]
     ok = all(r.status != "failed" for r in results)
     return SampleResult(ok, results, seen)
+
+
+def _rejection(error: Exception, case: Case) -> Observation | None:
+    """A refused input as an observation, for a case that asserts ``guarded``."""
+    if not any(isinstance(a, Guarded) for a in case.assertions):
+        return None
+    details = getattr(error, "details", None) or {}
+    category = details.get("category") if isinstance(details, dict) else None
+    return Observation(output="", rejected=str(category or "unknown"))
 
 
 Progress = Callable[[int, int, str], None]

@@ -111,6 +111,8 @@ class InProcessTarget:
         self._job_service: JobService | None = None
         #: Request id -> the earlier conversation a session turn's model call carried.
         self._contexts: dict[str, list[dict[str, Any]]] = {}
+        #: Request id -> the categories the guardrails flagged on a session turn's message.
+        self._flags: dict[str, list[str]] = {}
 
     def spec(self, agent: str) -> AgentSpec:
         return self._specs[agent]
@@ -134,13 +136,17 @@ class InProcessTarget:
         spec = self._specs[agent]
         if spec.sessions is None:
             raise ValueError(f"agent {agent} has no sessions: a list of turns needs one")
-        rt, contexts, lock = self._runtime, self._contexts, self._lock
+        rt, contexts, lock, flags = self._runtime, self._contexts, self._lock, self._flags
 
         class Recording(AgentRunner):
             def run(self, user_input: Any, **kwargs: Any) -> Any:
+                request_id = kwargs["ctx"].request_id
                 with lock:
-                    contexts[kwargs["ctx"].request_id] = list(kwargs.get("history") or ())
-                return super().run(user_input, **kwargs)
+                    contexts[request_id] = list(kwargs.get("history") or ())
+                result = super().run(user_input, **kwargs)
+                with lock:  # what the guardrails flagged on this turn's message
+                    flags[request_id] = list(result.guardrail_flags)
+                return result
 
         with lock:
             if agent not in self._session_services:
@@ -161,6 +167,7 @@ class InProcessTarget:
         answers: list[str | dict[str, Any]] = []
         calls: list[ToolCall] = []
         cost, tokens_in, tokens_out, context = 0.0, 0, 0, None
+        flags: list[str] = []
         for text in turns:
             request_id = f"eval-{uuid.uuid4().hex}"
             try:
@@ -168,6 +175,7 @@ class InProcessTarget:
             finally:
                 with self._lock:
                     context = self._contexts.pop(request_id, None)
+                    flags = self._flags.pop(request_id, [])
             answers.append(reply["reply"])
             calls += tool_calls_of(reply.get("tool_calls"))
             cost += float(reply["cost_usd"])
@@ -184,6 +192,7 @@ class InProcessTarget:
             fake_model=False,
             turns=answers,
             context=context,
+            flags=flags,
         )
 
     def _runner(self, spec: AgentSpec) -> AgentRunner:
@@ -233,6 +242,7 @@ class InProcessTarget:
             output_tokens=result.usage.output_tokens,
             tool_calls=[ToolCall(c.name, c.arguments) for c in result.tool_calls],
             fake_model=result.fake_model,
+            flags=list(result.guardrail_flags),
         )
 
     # -- jobs
