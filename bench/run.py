@@ -20,7 +20,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bench import aws_calls, coldstart, critical_path, invoke, sessions
+from bench import (
+    aws_calls,
+    coldstart,
+    critical_path,
+    guardrails,
+    invoke,
+    memory,
+    sessions,
+    streaming,
+)
+from bench import otel as otel_bench
 from bench.invoke import captured_stdout
 from bench.report import render
 
@@ -109,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         samples = max(3, invokes // 2)
         log(f"critical path: round trips and latency per request kind ({samples} per case)")
         critical = critical_path.measure(samples, 1 if args.quick else 3, log=log)
+    log("streaming: time to first token and last frame, WebSocket against REST (local cloud)")
+    streamed = streaming.measure(requests=5 if args.quick else 15, log=log)
+    log("guardrails: rules-only screening per request, the classifier's model call")
+    guarded = guardrails.measure(50 if args.quick else 400, log=log)
+    log("memory: recall latency, cost and prompt tokens per turn at 1,000 and 10,000 memories")
+    sizes = memory.QUICK if args.quick else memory.SIZES
+    remembered = memory.measure(2 if args.quick else 10, sizes, log=log)
+    log("otel: cold start and per-call cost of OTLP export, on against off")
+    traced = otel_bench.measure(min(runs, 3), 50 if args.quick else 300, log=log)
     data: dict[str, Any] = {
         "meta": meta,
         "cold_start": cold,
@@ -116,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         "sessions": sess,
         "aws_calls": calls,
         "critical_path": critical,
+        "streaming": streamed,
+        "guardrails": guarded,
+        "memory": remembered,
+        "otel": traced,
         "process": {
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "elapsed_s": round(time.perf_counter() - started, 1),
@@ -124,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(data), encoding="utf-8")
+    sections = [*streaming.render(streamed), *guardrails.render(guarded)]
+    sections += memory.render(remembered)
+    sections += otel_bench.render(traced)
+    out.write_text(render(data) + "\n".join(sections), encoding="utf-8")
     soak = out.with_name("soak.json")
     if soak.exists():  # make soak's section is its own run: keep it in the new report
         from bench.soak_report import write_section

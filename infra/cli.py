@@ -146,6 +146,7 @@ def _dev(args: argparse.Namespace) -> int:
     with LocalCloud(
         api_port=args.api_port,
         aws_port=args.aws_port,
+        ws_port=args.ws_port,
         console_port=args.console_port,
         state_file=state,
     ) as cloud:
@@ -355,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="run the whole app on the embedded local cloud")
     dev.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="0 = any free port")
     dev.add_argument("--aws-port", type=int, default=DEFAULT_AWS_PORT, help="0 = any free port")
+    dev.add_argument(
+        "--ws-port", type=int, default=8782, help="the WebSocket API's port; 0 = any free port"
+    )
     dev.add_argument(
         "--console-port", type=int, default=8783, help="the web console's port; 0 = any free port"
     )

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from infra.operator_config import OperatorSubscription
 from infra.paths import CDK_JSON
 from infra.producers import Producer
 from stratus.release_gate import GatePolicy
@@ -69,6 +70,42 @@ class DeploymentSettings(BaseModel):
     #: Period of the rollback alarms (seconds) and how many periods must breach.
     alarm_period_s: int = Field(default=60, ge=60, le=3600)
     alarm_evaluation_periods: int = Field(default=1, ge=1, le=10)
+
+
+class MemorySettings(BaseModel):
+    """Long-term semantic memory on S3 Vectors (issue 18): the stage's index (``memory``).
+
+    The vector bucket is ``stratus-<stage>-memory`` (names are unique per account and
+    region) and its index ``memories``; :mod:`infra.topology.memory` gives the functions
+    that use memory these settings as ``STRATUS_MEMORY_*`` / ``STRATUS_EMBEDDING_MODEL``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Length of every embedding (the index's dimension; S3 Vectors allows 1..4096).
+    dimension: int = Field(default=256, ge=1, le=4096)
+    distance: Literal["cosine", "euclidean"] = "cosine"
+    #: How long a memory is recalled (its ``expires_at``), and so its retention.
+    ttl_days: int = Field(default=90, ge=1, le=3650)
+    embedding_model: str = Field(default="text-embedding-3-small", min_length=1)
+    #: None: SSE-S3 (AES256); a KMS key ARN: SSE-KMS with that customer managed key.
+    kms_key_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[-a-z0-9]*:kms:[-a-z0-9]*:[0-9]{12}:key/.+$"
+    )
+
+
+class OtlpSettings(BaseModel):
+    """OpenTelemetry export of model and tool spans (issue 16, :mod:`stratus.otel`): the
+    stage's ``otlp``. ``endpoint`` is an OTLP/HTTP base URL (``/v1/traces`` is appended
+    unless given); ``headers_secret`` names a Secrets Manager secret holding a JSON object
+    of the exporter's headers (an API key). Absent: no export, nothing imported."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str = Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#]+")
+    headers_secret: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=r"^[A-Za-z0-9/_+=.@-]+$"
+    )
 
 
 def _default_release_gate() -> GatePolicy:
@@ -150,6 +187,15 @@ class StageConfig(BaseModel):
     agent_reserved_concurrency: dict[str, int] = Field(default_factory=dict)
     public_throttle_rate: float = Field(default=5, gt=0, le=10_000)
     public_throttle_burst: int = Field(default=10, ge=1, le=5_000)
+
+    # -- observability (issue 16) -----------------------------------------------------
+    #: Endpoints subscribed to the stage's operator alarm topic (infra.operator_config).
+    operator_subscriptions: tuple[OperatorSubscription, ...] = ()
+
+    # -- long-term memory (issue 18) ---------------------------------------------------
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    #: OpenTelemetry GenAI spans over OTLP/HTTP (issue 16); None: off.
+    otlp: OtlpSettings | None = None
 
     # -- releases (CodeDeploy on the agents' ``live`` aliases) -------------------------
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)

@@ -208,6 +208,18 @@ CALLBACK_KEYS = TableDefinition(
     ),
 )
 
+STREAMS = TableDefinition(
+    name="streams",
+    env_var="STRATUS_STREAMS_TABLE",
+    partition_key=Key("pk"),
+    ttl_attribute="expires_at",
+    description=(
+        "WebSocket streaming (issue 17): connections (CONN#<connection id>, TTL 2 h), "
+        "single-use connect tickets (TICKET#<sha256>, TTL 60 s) and streamed requests by "
+        "client id (FRAME#<tenant>#<agent>#<id>: running|done and the final frame, TTL 24 h)."
+    ),
+)
+
 #: Every table of the stack, in creation order.
 TABLES: tuple[TableDefinition, ...] = (
     TENANTS,
@@ -222,6 +234,7 @@ TABLES: tuple[TableDefinition, ...] = (
     REVIEWS,
     AUDIT,
     CALLBACK_KEYS,
+    STREAMS,
 )
 
 

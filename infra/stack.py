@@ -18,12 +18,16 @@ from infra.config import StageConfig
 from infra.constructs.agent_function import FunctionDeps, StratusFunctions
 from infra.constructs.alerts import BudgetAlerts
 from infra.constructs.api import StratusApi
+from infra.constructs.dashboard import StratusDashboard
 from infra.constructs.function_code import FunctionCode
 from infra.constructs.jobs import StratusJobs
+from infra.constructs.memory import StratusMemory
+from infra.constructs.operator_alarms import OperatorAlarms
 from infra.constructs.release import StratusReleases
 from infra.constructs.runtime_layer import RuntimeLayer
 from infra.constructs.secrets import STORE_KEYS_HOWTO, ModelSecret
 from infra.constructs.tables import StratusTables
+from infra.constructs.websocket import StratusWebSocket
 from infra.definitions import (
     AUDIT,
     BUDGETS,
@@ -85,6 +89,9 @@ class StratusStack(Stack):
         )
         self.functions = StratusFunctions(self, "Functions", specs=self.agent_specs, deps=deps)
         self.jobs.connect(self.functions)
+        # Long-term memory: the stage's vector index, granted to the functions that use it.
+        self.memory = StratusMemory(self, "Memory", stage=stage)
+        self.memory.grant(self.functions.by_key.values())
         self.releases = StratusReleases(self, "Releases", stage=stage, functions=self.functions)
         self.api = StratusApi(
             self,
@@ -94,7 +101,36 @@ class StratusStack(Stack):
             routes=api_routes(self.agent_specs),
         )
 
+        self.websocket = StratusWebSocket(
+            self, "WebSocket", stage=stage, functions=self.functions, deps=deps
+        )
+
+        # Observability (issue 16): the operator topic and alarms (every alarm of the stack
+        # notifies it), and the stage's dashboard.
+        self.operator_alarms = OperatorAlarms(
+            self,
+            "OperatorAlarms",
+            stage=stage,
+            agents=self.agent_specs,
+            workflows=self.jobs.workflows,
+        )
+        self.dashboard = StratusDashboard(
+            self,
+            "Dashboard",
+            stage=stage,
+            agents=self.agent_specs,
+            queues=self.jobs.queues,
+            dlqs=self.jobs.dlqs,
+            workflows=self.jobs.workflows,
+            api=self.api.api,
+        )
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the REST API")
+        CfnOutput(
+            self,
+            "WebSocketUrl",
+            value=self.websocket.url,
+            description="Streamed replies: connect with ?ticket= (POST /v1/stream-tickets)",
+        )
         CfnOutput(
             self,
             "ModelSecretArn",

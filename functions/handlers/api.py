@@ -24,12 +24,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import stratus
 from functions.agents import load_agent
-from functions.handlers import fairness
+from functions.handlers import fairness, streamed
 from functions.handlers.common import (
     ERROR_RESPONSES,
     ERROR_SCHEMA_REF,
@@ -43,11 +42,10 @@ from functions.handlers.common import (
     tenant_id,
 )
 from functions.handlers.principals import principal
-from stratus import composition, snapstart
+from stratus import composition, correlation, otel, snapstart
 from stratus.contracts import (
     MAX_JSON_DEPTH,
     ErrorResponse,
-    HealthResponse,
     InvokeRequest,
     InvokeResponse,
     json_too_deep,
@@ -62,7 +60,7 @@ from stratus.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from stratus.health import run_checks
+from stratus.health import HealthResponse, check_health
 from stratus.observability import logger, metrics, set_agent_dimension, tracer
 
 #: Route modules included below (each exposes ``router``, a Powertools ``Router``).
@@ -71,8 +69,10 @@ ROUTER_MODULES: tuple[str, ...] = (
     "functions.handlers.routes_callback_keys",
     "functions.handlers.routes_jobs",
     "functions.handlers.routes_keys",
+    "functions.handlers.routes_memory",
     "functions.handlers.routes_reviews",
     "functions.handlers.routes_sessions",
+    "functions.handlers.routes_streams",
     "functions.handlers.routes_usage",
 )
 AGENT_PATH = re.compile(r"^/v1/agents/([^/]+)(?:/|$)")
@@ -155,17 +155,18 @@ def _not_found(_: Exception) -> Response[str]:
 )
 def health() -> Response[str]:
     runtime = composition.current()
-    checks = run_checks(runtime.health_probes())
-    healthy = all(value == "ok" for value in checks.values())
+    checked = check_health(runtime.health_probes())  # each dependency, ok and latency_ms
     body = HealthResponse(
-        status="ok" if healthy else "degraded",
+        status="ok" if checked.healthy else "degraded",
         version=stratus.__version__,
         agent=runtime.settings.agent or None,
-        checks=checks,
+        checks=checked.summary(agent=bool(runtime.settings.agent)),
+        dependencies=checked.dependencies,
+        failing=checked.failing,
         **(served_release() or {}),
     )
     return Response(
-        status_code=200 if healthy else 503,
+        status_code=200 if checked.healthy else 503,
         content_type=content_types.APPLICATION_JSON,
         body=body.model_dump_json(),
     )
@@ -328,14 +329,23 @@ def _raw_body(body: str) -> bytes | None:
         return None
 
 
-@logger.inject_lambda_context(
-    correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
-)
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # X-Correlation-Id (or a new id): every log line, the jobs it submits, the answer's header.
+    cid = correlation.bind(correlation.from_event(event))
+    try:
+        return correlation.with_response_header(_handle(event, context), cid)
+    finally:
+        otel.flush()  # this invocation's spans (no-op when OTLP export is off)
+
+
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     set_agent_dimension(composition.current().settings.agent or "platform")
     tag_served_release()
+    if "stratus_stream" in event:  # a streamed request from the stream router (issue 17)
+        return streamed.handle(event, context)
     # Then the tenant's request rate (429 throttled, scope tenant: functions.handlers.fairness).
     problem = _guard(event) or fairness.admit(event)
     if problem is not None:
@@ -360,6 +370,7 @@ def warm_routes(runtime: composition.Runtime) -> None:
     agent = runtime.settings.agent
     if not agent:
         return
+    otel.prime()  # with OTLP export on, its exporter is built at init too
     limit = served_agent(agent).limits.max_input_chars
     path = f"/v1/agents/{agent}/invoke"
     event = {

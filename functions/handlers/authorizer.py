@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratus import composition
+from stratus import composition, correlation
 from stratus.observability import logger
 from stratus.tenants import bearer_token
 
@@ -40,6 +40,9 @@ class UnauthorizedError(Exception):
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = APIGatewayAuthorizerRequestEvent(event)
+    cid = correlation.header_value(event.get("headers"), event.get("multiValueHeaders"))
+    if cid:  # the caller's id on the authorizer's lines too (the API function generates)
+        correlation.bind(cid)
     key = bearer_token(request.headers.get("Authorization"))
     runtime = composition.current()
     if key is None:

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.agents import load_agent
 from functions.handlers.batches import sqs_batch
-from stratus import composition
+from stratus import composition, correlation
 from stratus.observability import logger, metrics, tracer
 
 
@@ -42,6 +42,10 @@ def record_handler(record: SQSRecord) -> None:
         # Who sent it (AWS sets SenderId; a producer cannot): bound to tenants by the stage.
         sender_id=str(record.attributes.sender_id or ""),
         account_id=_account(record.event_source_arn or ""),
+        # The producer's attribute ``correlation_id`` is honoured (else a new id).
+        correlation_id=correlation.from_message_attributes(
+            record.raw_event.get("messageAttributes")
+        ),
     )
     if created is None:
         metrics.add_metric(name="PoisonMessages", unit="Count", value=1)

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.agents import load_agent
 from functions.handlers.batches import sqs_batch
 from functions.handlers.common import served_release, tag_served_release
-from stratus import composition
+from stratus import composition, correlation, otel
 from stratus.agents import AgentSpec
 from stratus.deadline import LambdaDeadline
 from stratus.jobs import BadJobMessage, JobBusy, JobMessage
@@ -59,6 +59,13 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         message = JobMessage.model_validate_json(record.body)
     except ValueError as exc:
         raise BadJobMessage(f"not a job message: {exc}") from exc
+    # The message's correlation id (a new one if absent); the job record's wins below.
+    carried = correlation.from_message_attributes(record.raw_event.get("messageAttributes"))
+    correlation.bind(carried or correlation.new_id())
+    logger.info(
+        "job message received",
+        extra={"job_id": message.job_id, "correlation_from": "message" if carried else "new"},
+    )
     runtime = composition.current()
     receives = int(record.attributes.approximate_receive_count or 1)
     # Retries come back after a backoff on this message, not after the visibility timeout.
@@ -76,6 +83,9 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         raise
     if job is None:
         return
+    cid = correlation.of_record(job)
+    if cid:
+        correlation.bind(cid)
     spec = _served_spec()
     if spec.workflow:
         runtime.jobs.launch_workflow(job, receives=receives, delivery=delivery)
@@ -115,3 +125,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     finally:
         # The batch's (or task's) audit events, in one write at the end (none: no write).
         composition.current().audit.flush()
+        otel.flush()  # its spans (no-op when OTLP export is off)

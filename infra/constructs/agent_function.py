@@ -43,6 +43,7 @@ from infra.topology import (
     release_hook_plans,
     worker_plan,
 )
+from infra.topology.otel import OTLP_HEADERS_SECRET_ENV
 from stratus.agents import AgentSpec
 
 XRAY_WILDCARD = NagPackSuppression(
@@ -261,6 +262,10 @@ class StratusFunction(Construct):
                 suppress(default_policy(self.role), tenant_keys_index_wildcard(table))
         if self.plan.model_secret:
             deps.model_secret.grant_read(self.function)
+        otlp_headers = self.plan.static_env.get(OTLP_HEADERS_SECRET_ENV)
+        if otlp_headers:  # the OTLP exporter's headers (stratus.otel), by the stage's name
+            secret = secretsmanager.Secret.from_secret_name_v2(self, "OtlpHeaders", otlp_headers)
+            secret.grant_read(self.function)
         if self.plan.budget_alerts and deps.alerts_topic is not None:
             deps.alerts_topic.grant_publish(self.function)
 

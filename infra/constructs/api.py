@@ -242,4 +242,6 @@ class StratusApi(Construct):
             type=apigateway.ResponseType.of(error.response_type),
             status_code=str(error.status) if error.status is not None else None,
             templates={"application/json": error.template()},
+            # The caller's X-Correlation-Id back on API Gateway's own answers (issue 16).
+            response_headers={"X-Correlation-Id": "method.request.header.X-Correlation-Id"},
         )

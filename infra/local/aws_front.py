@@ -60,6 +60,11 @@ Invoker = Callable[[str, Any, str | None], InvokeResultLike]
 #: ``control(method, path, body) -> (status, payload)`` for ``/_stratus/...``.
 Control = Callable[[str, str, Any], tuple[int, Any]]
 CONTROL_PREFIX = "/_stratus/"
+#: The WebSocket management API (``@connections``) of the local WebSocket API, under
+#: ``/@ws/<stage>`` (``STRATUS_WS_CALLBACK_URL``): ``manage(method, connection id, body)``.
+MANAGEMENT_PREFIX = "/@ws/"
+MANAGEMENT_PATH = re.compile(r"^/@ws/[^/]+/(?:@|%40)connections/(?P<id>[^/?]+)$")
+Management = Callable[[str, str, bytes], tuple[int, dict[str, str], bytes]]
 
 
 def function_name(identifier: str) -> str:
@@ -106,6 +111,8 @@ class AwsFront(LoopbackServer):
         self._known = known
         #: The local cloud's control API (settable: the runtime starts after the front).
         self.control = control
+        #: The local WebSocket API's ``@connections`` (settable: it starts after the front).
+        self.connections: Management | None = None
         super().__init__("aws-front", self._handle, host=host, port=port, log=log)
 
     # -- request handling ---------------------------------------------------------------
@@ -115,6 +122,9 @@ class AwsFront(LoopbackServer):
         body = request.rfile.read(length) if length else b""
         if request.path.startswith(CONTROL_PREFIX):
             self._control(request, body)
+            return
+        if request.path.startswith(MANAGEMENT_PREFIX):
+            self._connections(request, body)
             return
         match = INVOKE_PATH.match(request.path)
         if request.command == "POST" and match and self._known(function_name(match["name"])):
@@ -138,6 +148,19 @@ class AwsFront(LoopbackServer):
             return
         status, payload = self.control(request.command, urlsplit(request.path).path, data)
         self._send(request, status, payload, {})
+
+    def _connections(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        match = MANAGEMENT_PATH.match(urlsplit(request.path).path)
+        if self.connections is None or match is None:
+            status, headers, data = 404, {"x-amzn-ErrorType": "NotFoundException"}, b"{}"
+        else:
+            status, headers, data = self.connections(request.command, match["id"], body)
+        request.send_response(status)
+        for key, value in headers.items():
+            request.send_header(key, value)
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
 
     def _lambda_invoke(
         self, request: BaseHTTPRequestHandler, name: str, body: bytes, qualifier: str | None

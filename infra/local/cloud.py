@@ -38,10 +38,12 @@ from typing import Any
 from infra.config import StageConfig, load_stage
 from infra.local.aws_front import AwsFront
 from infra.local.canary_control import CanaryControl
+from infra.local.console import ConsoleServer
 from infra.local.facts import (
     ACCOUNT_ID,
     DEFAULT_API_PORT,
     DEFAULT_AWS_PORT,
+    DEFAULT_CONSOLE_PORT,
     FAKE_KEY,
     LOCAL_CREDENTIALS,
     REGION,
@@ -56,11 +58,13 @@ from infra.local.facts import (
 from infra.local.fake_model import FakeModelServer
 from infra.local.gateway import LocalApiGateway
 from infra.local.lambda_runtime import FunctionConfig, InvokeResult, LambdaRuntime
+from infra.local.log_buffer import LogBuffer
 from infra.local.moto_process import MotoProcess
 from infra.local.provision import (
     LocalClients,
     create_app_queues,
     create_extra_queues,
+    create_memory,
     create_signing_key,
     create_state_machines,
     create_tables,
@@ -69,6 +73,7 @@ from infra.local.provision import (
     seed_orders,
 )
 from infra.local.sqs_poller import EventSourceMapping, SqsPoller
+from infra.local.websocket_gateway import DEFAULT_WS_PORT, LocalWebSocketGateway
 from infra.paths import REPO_ROOT
 from infra.topology import (
     SWEEP_INTERVAL_S,
@@ -79,6 +84,7 @@ from infra.topology import (
     queue_plans,
     workflow_plans,
 )
+from infra.topology.streaming import STREAM_AUTHORIZER_KEY, STREAM_KEY, StreamResources
 from stratus.agents import AgentSpec
 from stratus.tenants import TenantStore
 
@@ -88,7 +94,8 @@ log = logging.getLogger("stratus.local")
 #: Batches each SQS mapping keeps in flight (Lambda's mapping starts with five pollers).
 MAPPING_POLLERS = 5
 #: boto3 service ids (``AWS_ENDPOINT_URL_<ID>``) the functions reach on moto directly.
-DIRECT_SERVICES = ("DYNAMODB", "SQS", "SNS", "SECRETS_MANAGER", "SFN", "CLOUDWATCH", "S3")
+DIRECT_SERVICES: tuple[str, ...] = ("DYNAMODB", "SQS", "SNS", "SECRETS_MANAGER", "SFN")
+DIRECT_SERVICES += ("CLOUDWATCH", "S3", "S3VECTORS")  # S3 Vectors: infra.local.moto_vectors
 
 
 class LocalCloud:
@@ -107,6 +114,8 @@ class LocalCloud:
         environ: Mapping[str, str] | None = None,
         sweep_interval_s: float | None = None,
         function_env: Mapping[str, str] | None = None,
+        ws_port: int | None = None,
+        console_port: int | None = None,
     ) -> None:
         from functions.agents import load_all
 
@@ -114,6 +123,12 @@ class LocalCloud:
         self.specs = dict(specs) if specs is not None else load_all()
         self._api_port = api_port
         self._aws_port = aws_port
+        #: The WebSocket API's port: None is 8782, or a free one when ``api_port`` is 0.
+        self._ws_port = ws_port if ws_port is not None else (DEFAULT_WS_PORT if api_port else 0)
+        #: The console's port: None is 8783, or a free one when ``api_port`` is 0.
+        self._console_port = (
+            console_port if console_port is not None else (DEFAULT_CONSOLE_PORT if api_port else 0)
+        )
         self._state_file = state_file
         self._extras = extras or Extras()
         self._log_sink = log_sink
@@ -131,12 +146,19 @@ class LocalCloud:
         self.facts: LocalFacts | None = None
         self.runtime: LambdaRuntime | None = None
         self.fake_model: FakeModelServer | None = None
+        #: The memory index (S3 Vectors) the functions use, once started.
+        self.memory_index_arn: str | None = None
         #: Pollers of the stack's queues, by queue logical name.
         self.pollers: dict[str, SqsPoller] = {}
         #: The rendered definition of each agent's workflow (what moto executes).
         self.workflow_definitions: dict[str, str] = {}
         #: The canary control API (``/_stratus/canary`` on the AWS front), once started.
         self.canary: CanaryControl | None = None
+        #: The functions' recent log lines (the console reads them) and the console.
+        self.logs = LogBuffer()
+        self.console: ConsoleServer | None = None
+        #: The WebSocket API (streamed replies), once started.
+        self.websocket: LocalWebSocketGateway | None = None
         self._lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -188,6 +210,9 @@ class LocalCloud:
         # The cloud's own pollers talk to moto directly (no hop through the front).
         direct = LocalClients(moto_url)
         tables = create_tables(clients, self.stage)
+        # Long-term memory: the stage's vector bucket and index (moto answers QueryVectors
+        # with infra.local.moto_vectors, installed in its process).
+        self.memory_index_arn = create_memory(clients, self.stage)
         secret_arn = clients.secretsmanager.create_secret(
             Name=f"stratus/{self.stage.name}/model-keys",
             SecretString=json.dumps({"api_keys": [model_key]}),
@@ -213,11 +238,15 @@ class LocalCloud:
             callback_secret_id=callback_secret_arn,
         )
 
-        functions = self._function_configs(names, tables, secret_arn, model_url, jobs)
+        stream = StreamResources(
+            callback_url=f"{aws_url}/@ws/{self.stage.name}",
+            functions={a: names[f"agent:{a}"] for a in self.specs},
+        )
+        functions = self._function_configs(names, tables, secret_arn, model_url, jobs, stream)
         runtime = LambdaRuntime(
             functions,
             base_env=self._base_env(aws_url, moto_url),
-            log_sink=self._log_sink,
+            log_sink=self.logs.tee(self._log_sink),
             cwd=REPO_ROOT,
         )
         self.runtime = runtime
@@ -246,6 +275,21 @@ class LocalCloud:
         )
         gateway.start()
         self._stack.append(gateway.stop)
+        # The console reads ``self.facts`` when asked; started here so its URL is a fact.
+        console = self.console = ConsoleServer(self, port=self._console_port).start()
+        self._stack.append(console.stop)
+        websocket = LocalWebSocketGateway(
+            self._invoke,
+            router=names[STREAM_KEY],
+            authorizer=names[STREAM_AUTHORIZER_KEY],
+            stage=self.stage.name,
+            port=self._ws_port,
+            throttle_rate=self.stage.api_throttle_rate,
+            throttle_burst=self.stage.api_throttle_burst,
+        ).start()
+        self._stack.append(websocket.stop)
+        front.connections = websocket.manage
+        self.websocket = websocket
 
         tenant, key = TenantStore(tables["tenants"], clients.dynamodb).create("demo")
         seed_orders(clients, tables, tenant.tenant_id)
@@ -267,6 +311,8 @@ class LocalCloud:
             callback_secret_arn=callback_secret_arn,
             demo_callback_kid=demo_signing.kid,
             demo_callback_secret=demo_signing.secret,
+            console_url=console.url,
+            websocket_url=websocket.url,
         )
         self._write_state()
 
@@ -335,10 +381,13 @@ class LocalCloud:
         secret_arn: str,
         model_url: str,
         jobs: JobResources,
+        stream: StreamResources,
     ) -> list[FunctionConfig]:
         configs = []
         for plan in function_plans(self.stage, self.specs):
-            env = plan.environment(table_names=tables, model_secret_id=secret_arn, jobs=jobs)
+            env = plan.environment(
+                table_names=tables, model_secret_id=secret_arn, jobs=jobs, stream=stream
+            )
             env["OPENAI_BASE_URL"] = model_url
             config = function_config(plan, names[plan.key], env)
             override = self._extras.handler_overrides.get(plan.key)

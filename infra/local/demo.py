@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from infra.local import demo_canary
+from infra.local import demo_canary, demo_stream
 from infra.local.cloud import LocalCloud, LocalFacts
 from infra.paths import REPO_ROOT
 
@@ -321,6 +321,10 @@ class Demo:
             "session: support remembers two turns, read back, "
             + ("kept" if self.keep_session else "deleted"),
             self.session,
+        )
+        self.step(
+            "stream: a support session turn over the WebSocket API, token by token",
+            lambda: demo_stream.session_turn(self.facts),
         )
         self.step("job over HTTP: triage, routed to its specialist", self.http_job)
         self.step("job from a plain boto3 producer (SQS contract v1)", self.sqs_job)

@@ -20,6 +20,8 @@ REGION = "us-east-1"
 ACCOUNT_ID = "000000000000"
 DEFAULT_API_PORT = 8780
 DEFAULT_AWS_PORT = 8781
+#: The web console (``infra.local.console``); ``stratus dev --console-port``.
+DEFAULT_CONSOLE_PORT = 8783
 FAKE_KEY = "sk-local-fake-model"
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -88,6 +90,10 @@ class LocalFacts:
     #: The demo tenant's own callback signing key (kid and secret), for its receivers.
     demo_callback_kid: str = ""
     demo_callback_secret: str = ""
+    #: The web console of this cloud (``infra.local.console``).
+    console_url: str = ""
+    #: The local WebSocket API (streamed replies, issue 17): ``ws://127.0.0.1:<port>``.
+    websocket_url: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
@@ -103,10 +109,13 @@ def print_banner(facts: LocalFacts, out: Any = sys.stdout) -> None:
         "",
         "Stratus local cloud is running (Ctrl-C stops it).",
         f"  API:               {facts.api_url}",
+        f"  WebSocket:         {facts.websocket_url}   (streamed replies, ?ticket=<ticket>)",
         f"  AWS endpoint:      {facts.aws_endpoint_url}   (region {facts.region})",
         f"  Demo tenant key:   {key}",
         f"  Model:             {facts.model_base_url}",
     ]
+    if facts.console_url:
+        lines.append(f"  Console:           {facts.console_url}")
     if facts.fake_model:
         lines.append(
             "  !! Replies come from the OFFLINE FAKE MODEL, not a real model. Set "

@@ -38,6 +38,7 @@ from infra.local.aws_front import InvokeResultLike
 from infra.local.lambda_types import TooManyRequests
 from infra.local.loopback import LoopbackServer
 from infra.topology import Route, gateway_error
+from stratus import correlation
 
 log = logging.getLogger("stratus.local.api")
 
@@ -202,6 +203,10 @@ class LocalApiGateway(LoopbackServer):
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         status, headers, body = self._respond(request, request_id)
+        if not any(key.lower() == "x-correlation-id" for key, _ in headers):
+            # The gateway's own answers (401, 404, 413, 429, 502) carry the id too (issue 16).
+            cid = correlation.from_headers(dict(request.headers.items()))
+            headers = [*headers, (correlation.HEADER, cid)]
         request.send_response(status)
         for key, value in headers:
             request.send_header(key, value)

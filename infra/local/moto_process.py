@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     from infra.local import moto_sender
 
     moto_sender.install()  # SenderId = the sending request's access key id, as SQS reports
+    from infra.local import moto_vectors
+
+    moto_vectors.install()  # S3 Vectors QueryVectors (moto stores vectors, cannot query)
     # One line per request is noise (and costs time under load); errors still show.
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

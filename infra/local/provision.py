@@ -24,6 +24,13 @@ from infra.definitions import TABLES, create_table_kwargs, ttl_kwargs
 from infra.local.facts import ACCOUNT_ID, LOCAL_CREDENTIALS, REGION, QueueSpec, StateMachineSpec
 from infra.local.lambda_types import FunctionConfig
 from infra.topology import FunctionPlan, QueuePlan, WorkflowPlan
+from infra.topology.memory import (
+    DATA_TYPE,
+    MEMORY_INDEX,
+    NON_FILTERABLE_KEYS,
+    memory_bucket_name,
+    memory_encryption,
+)
 from stratus.ddb import Table
 from stratus.signing_keys import DynamoSigningKeyStore, SigningKey, SigningKeys
 
@@ -46,6 +53,7 @@ class LocalClients:
         self.secretsmanager = session.client("secretsmanager", endpoint_url=endpoint, config=config)
         self.stepfunctions = session.client("stepfunctions", endpoint_url=endpoint, config=config)
         self.sns = session.client("sns", endpoint_url=endpoint, config=config)
+        self.s3vectors = session.client("s3vectors", endpoint_url=endpoint, config=config)
 
     def queue_arn(self, url: str) -> str:
         """The ARN of the queue at ``url``."""
@@ -81,6 +89,24 @@ def create_tables(clients: LocalClients, stage: StageConfig) -> dict[str, str]:
             clients.dynamodb.update_time_to_live(**ttl)
         names[table.name] = name
     return names
+
+
+def create_memory(clients: LocalClients, stage: StageConfig) -> str:
+    """The stage's memory vector bucket and index, as the stack has them; the index ARN."""
+    bucket = memory_bucket_name(stage)
+    clients.s3vectors.create_vector_bucket(
+        vectorBucketName=bucket, encryptionConfiguration=memory_encryption(stage)
+    )
+    clients.s3vectors.create_index(
+        vectorBucketName=bucket,
+        indexName=MEMORY_INDEX,
+        dataType=DATA_TYPE,
+        dimension=stage.memory.dimension,
+        distanceMetric=stage.memory.distance,
+        metadataConfiguration={"nonFilterableMetadataKeys": list(NON_FILTERABLE_KEYS)},
+    )
+    index = clients.s3vectors.get_index(vectorBucketName=bucket, indexName=MEMORY_INDEX)
+    return str(index["index"]["indexArn"])
 
 
 def create_app_queues(

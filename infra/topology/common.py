@@ -18,6 +18,7 @@ from infra.definitions import (
     ORDERS,
     REVIEWS,
     SESSIONS,
+    STREAMS,
     TENANTS,
     USAGE,
 )
@@ -75,6 +76,7 @@ TABLE_ENV: Mapping[str, str] = {
         *(TENANTS, IDEMPOTENCY, ORDERS, JOBS, SESSIONS, BUDGETS, LEDGER, USAGE, LIMITS, REVIEWS),
         AUDIT,
         CALLBACK_KEYS,
+        STREAMS,
     )
 }
 

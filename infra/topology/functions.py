@@ -17,6 +17,7 @@ from infra.definitions import (
     LIMITS,
     REVIEWS,
     SESSIONS,
+    STREAMS,
     TENANTS,
     USAGE,
 )
@@ -57,6 +58,8 @@ from infra.topology.common import (
     pascal,
     review_sampling_env,
 )
+from infra.topology.memory import agent_memory_env, platform_memory
+from infra.topology.otel import otlp_env
 from infra.topology.releases import (
     HOOK_MEMORY_MB,
     HOOK_TIMEOUT_S,
@@ -64,6 +67,14 @@ from infra.topology.releases import (
     PRE_TRAFFIC_HANDLER,
     hook_env,
     release_env,
+)
+from infra.topology.streaming import (
+    AGENT_STREAM_TABLES,
+    StreamResources,
+    StreamRole,
+    stream_env_names,
+    stream_environment,
+    streaming_plans,
 )
 from stratus.agents import AgentSpec
 
@@ -119,6 +130,9 @@ class FunctionPlan:
     callback_secret: bool = False
     #: Publishes budget threshold alerts (topic named in ``STRATUS_ALERTS_TOPIC_NAME``).
     budget_alerts: bool = False
+    #: Streams over the WebSocket API (``infra.topology.streaming``), and the router's agents.
+    stream: StreamRole | None = None
+    stream_agents: tuple[str, ...] = ()
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -136,6 +150,7 @@ class FunctionPlan:
             names.add(WORKFLOWS_ENV)
         if self.callback_secret:
             names.add(CALLBACK_SECRET_ENV)
+        names.update(stream_env_names(self.stream))
         return tuple(sorted(names))
 
     @property
@@ -149,6 +164,7 @@ class FunctionPlan:
         table_names: Mapping[str, str],
         model_secret_id: str | None = None,
         jobs: JobResources | None = None,
+        stream: StreamResources | None = None,
     ) -> dict[str, str]:
         """The full environment, given physical table names and the secret id.
 
@@ -188,6 +204,8 @@ class FunctionPlan:
                 )
             if self.callback_secret:
                 env[CALLBACK_SECRET_ENV] = jobs.callback_secret_id
+        if stream is not None:  # CDK sets these once the WebSocket API exists
+            env.update(stream_environment(self.stream, self.stream_agents, stream))
         return env
 
 
@@ -211,6 +229,7 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
         **REVIEW_SAMPLING_TABLES,
         # Tool calls, denials and refusals go to the audit trail (the worker copies this).
         **AUDIT_TABLES,
+        **AGENT_STREAM_TABLES,  # streamed requests (FRAME# items)
     }
     for resource in sorted(spec.resources):
         if resource not in AGENT_RESOURCES:
@@ -235,7 +254,9 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
     )
     # The release this function serves, hashed from the settings it reads (the worker
     # copies this environment, so both functions of an agent serve the same release).
+    env.update(agent_memory_env(spec, stage))  # only when its spec sets ``memory``
     env.update(release_env(spec, env))
+    env.update(otlp_env(stage))  # telemetry export is not part of the release (issue 16)
     return FunctionPlan(
         key=f"agent:{spec.name}",
         kind="agent",
@@ -253,6 +274,7 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
         model_secret=True,
         agent=spec.name,
         budget_alerts=True,
+        stream="agent",
     )
 
 
@@ -274,6 +296,8 @@ def _platform_tables(jobs: bool) -> dict[str, TableAccess]:
         CALLBACK_KEYS.name: "read_write",
         # Tenants' request buckets (stratus.tenant_limits): one conditional write a request.
         LIMITS.name: "read_write",
+        # POST /v1/stream-tickets: one single-use TICKET# item (infra.topology.streaming).
+        STREAMS.name: "write",
     }
     if jobs:
         tables[JOBS.name] = "read_write"
@@ -291,6 +315,8 @@ def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = No
     env["STRATUS_REVIEW_RETENTION_DAYS"] = str(stage.review_retention_days)
     env.update(audit_env(stage))
     env.update(fairness_env(stage))
+    memory = platform_memory(stage, specs)  # /v1/memory, when an agent uses memory
+    env.update(memory.env)
     jobs: dict[str, Any] = {}
     if specs:
         names = tuple(sorted(specs))
@@ -312,7 +338,9 @@ def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = No
         timeout_s=10,
         reserved_concurrency=stage.platform_reserved_concurrency,
         static_env=env,
-        tables=_platform_tables(bool(specs)),
+        tables={**_platform_tables(bool(specs)), **memory.tables},
+        model_secret=memory.model_calls,
+        budget_alerts=memory.model_calls,
         **jobs,
     )
 
@@ -345,7 +373,8 @@ def worker_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
     grants async work needs (jobs table, topic, callback key, workflow).
     """
     sync = agent_plan(spec, stage)
-    tables = {k: v for k, v in sync.tables.items() if k != IDEMPOTENCY.name}
+    skip = (IDEMPOTENCY.name, *AGENT_STREAM_TABLES)  # the worker never streams
+    tables = {k: v for k, v in sync.tables.items() if k not in skip}
     tables[JOBS.name] = "read_write"
     env = dict(sync.static_env)
     env.pop("STRATUS_MAX_BODY_BYTES", None)
@@ -507,4 +536,5 @@ def function_plans(stage: StageConfig, specs: Mapping[str, AgentSpec]) -> list[F
     plans.extend(agent_plan(specs[name], stage) for name in sorted(specs))
     plans.extend(worker_plan(specs[name], stage) for name in sorted(specs))
     plans.extend(release_hook_plans(stage))
+    plans.extend(streaming_plans(stage, specs, FunctionPlan))
     return plans

@@ -50,6 +50,12 @@ def api_routes(agent_names: Iterable[str]) -> list[Route]:
         Route("POST", "/v1/keys/{key_id}/rotate", "platform", authorized=True),
         # The tenant's callback signing key (scope admin): a new key, the old one in grace.
         Route("POST", "/v1/callback-keys/rotate", "platform", authorized=True),
+        # WebSocket streaming (issue 17): a single-use connect ticket for any valid key.
+        Route("POST", "/v1/stream-tickets", "platform", authorized=True),
+        # Long-term memory (scope sessions or admin): search, forget a customer, delete one.
+        Route("GET", "/v1/memory", "platform", authorized=True),
+        Route("DELETE", "/v1/memory", "platform", authorized=True),
+        Route("DELETE", "/v1/memory/{memory_id}", "platform", authorized=True),
     ]
     for name in sorted(agent_names):
         target = f"agent:{name}"

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from stratus.aws import AwsClients
 from stratus.config import ModelTier, Settings
+from stratus.guardrails.policy import GuardrailPolicy
+from stratus.memory.policy import MemoryPolicy
 
 #: AWS resources an agent's tools may use; the stack grants exactly these.
 Resource = Literal["orders_table"]
@@ -109,6 +111,9 @@ class ToolContext:
     customer_id: str | None = None
     #: The caller's key id (the actor of the audit events the call records), if known.
     key_id: str | None = None
+    #: This run's long-term memory handle (``stratus.memory.agent.RunMemory``), set by the
+    #: runner for an agent whose spec has ``memory``; the ``remember``/``recall`` tools use it.
+    memory: Any = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,11 @@ class AgentSpec(BaseModel):
     #: Job routing: a value of the agent's output field ``category`` -> the agent that takes
     #: the job over (through that agent's own queue) when the job asks to be routed.
     routes: dict[str, str] = Field(default_factory=dict)
+    #: Long-term memory (:mod:`stratus.memory`, S3 Vectors); None: the agent has none.
+    memory: MemoryPolicy | None = None
+    #: Input screening and output filtering (:mod:`stratus.guardrails`); the default
+    #: flags every screening category and redacts PII from the output.
+    guardrails: GuardrailPolicy = GuardrailPolicy()
 
     @field_validator("name")
     @classmethod

@@ -4,8 +4,9 @@ What is recorded (``AuditEvent.type``): ``key.created``, ``key.rotated``,
 ``key.revoked``, ``callback_key.rotated``, ``tenant.suspended``, ``tenant.resumed``,
 ``budget.limits_changed``, ``job.approved``, ``job.rejected``, ``tool.executed``,
 ``tool.denied``, ``request.refused`` (a missing scope, a suspended tenant),
-``guardrail.blocked``. :data:`AUDIT_TYPES` is the registry: ``GET /v1/audit?type=``
-accepts only these, so a new event type is added there.
+``guardrail.blocked``, ``guardrail.flagged``, ``memory.deleted``, ``memory.forgotten``.
+:data:`AUDIT_TYPES` is the registry:
+``GET /v1/audit?type=`` accepts only these, so a new event type is added there.
 
 Events of a request are buffered (per thread: one request per thread) and written
 together by :meth:`AuditTrail.flush` after the answer is built: at most one write
@@ -51,6 +52,9 @@ AUDIT_TYPES = (
     "tool.denied",
     "request.refused",
     "guardrail.blocked",
+    "guardrail.flagged",
+    "memory.deleted",
+    "memory.forgotten",
 )
 
 

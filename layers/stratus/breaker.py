@@ -45,6 +45,7 @@ from typing import Any, Generic, TypeVar
 from stratus.config import Settings
 from stratus.gateway_stores.ports import BreakerStore
 from stratus.observability import logger
+from stratus.task_metrics import breaker_opened
 
 #: How long a probe may take before another caller may probe instead.
 PROBE_S = 60.0
@@ -296,6 +297,7 @@ class CircuitBreaker:
             item = {k: v for k, v in (old or {}).items() if k != "probe_until"}
             return {**item, "opened_until": until}
 
+        breaker_opened(pk.rsplit("#", 1)[-1])  # BreakerOpens (stratus.task_metrics)
         self._cache.update(pk, opened)  # honoured here at once, even if the write fails
         self._safely(self._store.open_until, pk, until)
 

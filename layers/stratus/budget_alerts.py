@@ -16,6 +16,7 @@ from stratus.budget_scopes import BudgetScope, from_nano, iso
 from stratus.config import Settings
 from stratus.gateway_stores.ports import AlertPublisher, BudgetStore
 from stratus.observability import NAMESPACE, SERVICE, logger
+from stratus.task_metrics import budget_burn
 
 
 class ThresholdAlerts:
@@ -39,6 +40,7 @@ class ThresholdAlerts:
         """The alerts of the thresholds this settlement (``spent`` after it) crossed."""
         if budget.job_cap:
             return  # the job's own cap: the client's limit, not an operator's budget
+        budget_burn(budget.name, spent, budget.limit, agent)  # BudgetBurnPct: task_metrics
         before = spent - actual
         for threshold in self._settings.budget_alert_thresholds:
             mark = budget.limit * threshold / 100

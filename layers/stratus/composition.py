@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from stratus.breaker import CircuitBreaker
     from stratus.budgets import BudgetLedger
     from stratus.gateway import ModelGateway
+    from stratus.gateway_embeddings import EmbeddingGateway
     from stratus.health import Probe
     from stratus.invoke import InvokeService
     from stratus.jobs.callbacks import CallbackDelivery
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from stratus.keys import KeyProvider
     from stratus.ledger import CompletionStore
     from stratus.llm import ModelClient
+    from stratus.memory.agent import AgentMemory
+    from stratus.memory.service import MemoryService
     from stratus.prices import PriceTable
     from stratus.ratelimit import KeyBuckets
     from stratus.reviews import Reviews
@@ -49,6 +52,13 @@ if TYPE_CHECKING:
     from stratus.runner import AgentRunner
     from stratus.sessions import IdempotentMessages, SessionService
     from stratus.signing_keys import SigningKeys
+    from stratus.streaming import (
+        ConnectionPoster,
+        StreamedExecution,
+        StreamRouter,
+        StreamStore,
+        StreamTickets,
+    )
     from stratus.tenant_limits import TenantLimiter
     from stratus.tenants import TenantDirectory
     from stratus.workflows import SupervisedWorkflow
@@ -145,9 +155,57 @@ class Runtime:
         def build() -> AgentRunner:
             runner = AgentRunner(spec, self.gateway, self.prices, self.settings)
             runner.audit = self.audit  # tool executions and denials are audited
+            if spec.memory is not None and self.settings.memory_bucket:
+                runner.memory = self.agent_memory(spec)  # recall, remember/recall tools
             return runner
 
         return self._agent_member("runner", spec, build)
+
+    # -- long-term memory (issue 18): S3 Vectors, embeddings through the gateway
+
+    @cached_property
+    def embeddings(self) -> EmbeddingGateway:
+        from stratus.gateway_embeddings import EmbeddingGateway
+        from stratus.gateway_stores.dynamo import DynamoCompletionRecords
+
+        name = self.settings.ledger_table
+        records = DynamoCompletionRecords(self.clients.table(name)) if name else None
+        return EmbeddingGateway(
+            self.gateway,
+            self.settings,
+            self.prices,
+            records=records,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+
+    @cached_property
+    def memory(self) -> MemoryService:
+        """The stage's memories (``STRATUS_MEMORY_BUCKET``; the ``/v1/memory`` routes)."""
+        from stratus.errors import ConfigurationError
+        from stratus.memory.s3vectors import S3VectorStore
+        from stratus.memory.service import MemoryService
+
+        s = self.settings
+        if not s.memory_bucket:
+            raise ConfigurationError("STRATUS_MEMORY_BUCKET is not set for this function")
+        store = S3VectorStore(
+            self.clients, s.memory_bucket, s.memory_index, distance=s.memory_distance
+        )
+        return MemoryService(store, self.embeddings, s, clock=self.clock)
+
+    def agent_memory(self, spec: AgentSpec) -> AgentMemory:
+        """``spec``'s use of :attr:`memory` (its policy; the fact extraction runner)."""
+        from stratus.memory.agent import AgentMemory, facts_spec
+        from stratus.runner import AgentRunner
+
+        def build() -> AgentMemory:
+            assert spec.memory is not None
+            facts = AgentRunner(facts_spec(spec.memory), self.gateway, self.prices, self.settings)
+            facts.screen_inputs = False  # the turn it reads was screened already
+            return AgentMemory(spec, spec.memory, self.memory, facts)
+
+        return self._agent_member("memory", spec, build)
 
     # -- services
 
@@ -161,18 +219,13 @@ class Runtime:
         return TenantStore(self.settings.tenants_table, self.clients.client("dynamodb"))
 
     def health_probes(self) -> dict[str, Probe]:
-        """The dependencies ``GET /v1/health`` checks for this function."""
-        probes: dict[str, Probe] = {}
-        for label, name in (
-            ("tenants_table", self.settings.tenants_table),
-            ("idempotency_table", self.settings.idempotency_table),
-            ("orders_table", self.settings.orders_table),
-        ):
-            if name:
-                probes[label] = self.clients.table(name).describe
-        if self.settings.agent:
-            probes["model_keys"] = self.keys.keys
-        return probes
+        """The dependencies ``GET /v1/health`` checks for this function (stratus.health)."""
+        from stratus.health import probes_for
+
+        uses_model = bool(self.settings.agent or self.settings.model_secret_name)
+        return probes_for(
+            self.settings, self.clients, (lambda: self.keys.keys()) if uses_model else None
+        )
 
     def invoke_service(self, spec: AgentSpec) -> InvokeService:
         from stratus.invoke import InvokeService
@@ -268,9 +321,16 @@ class Runtime:
         """The session service of ``spec`` (an agent with sessions) on the sessions table."""
         return self._agent_member("sessions", spec, lambda: self._new_session_service(spec))
 
+    def _summarizer_runner(self, summarizer: AgentSpec) -> AgentRunner:
+        """The summarizer reads turns already screened: its input is not screened again."""
+        from stratus.runner import AgentRunner
+
+        runner = AgentRunner(summarizer, self.gateway, self.prices, self.settings)
+        runner.screen_inputs = False
+        return runner
+
     def _new_session_service(self, spec: AgentSpec) -> SessionService:
         from stratus.errors import ConfigurationError
-        from stratus.runner import AgentRunner
         from stratus.sessions import DynamoSessionStore, SessionService, summarizer_spec
 
         if spec.sessions is None:
@@ -284,7 +344,7 @@ class Runtime:
             self.settings,
             DynamoSessionStore(table, sleep=self.sleep),
             self.runner(spec),
-            AgentRunner(summarizer, self.gateway, self.prices, self.settings),
+            self._summarizer_runner(summarizer),
             clock=self.clock,
             sleep=self.sleep,
             clients=self.clients,
@@ -438,6 +498,38 @@ class Runtime:
             return WorkflowTasks(self.jobs, flow, runners)
 
         return self._agent_member("workflow_tasks", spec, build)
+
+    # -- WebSocket streaming (issue 17): built by stratus.streaming.wiring
+
+    @cached_property
+    def streams(self) -> StreamStore:
+        from stratus.streaming import wiring
+
+        return wiring.stream_store(self)
+
+    @cached_property
+    def stream_poster(self) -> ConnectionPoster:
+        from stratus.streaming import wiring
+
+        return wiring.stream_poster(self)
+
+    @cached_property
+    def stream_tickets(self) -> StreamTickets:
+        from stratus.streaming.tickets import StreamTickets
+
+        return StreamTickets(self.streams, clock=self.clock)
+
+    @cached_property
+    def stream_router(self) -> StreamRouter:
+        from stratus.streaming import wiring
+
+        return wiring.stream_router(self)
+
+    @cached_property
+    def streamed(self) -> StreamedExecution:
+        from stratus.streaming.execution import StreamedExecution
+
+        return StreamedExecution(self.streams, self.stream_poster, clock=self.clock)
 
 
 _current: Runtime | None = None

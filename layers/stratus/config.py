@@ -173,6 +173,24 @@ class Settings(BaseSettings):
     tenant_rate_limit_burst: int | None = Field(default=None, ge=1, le=1_000_000)
     max_queued_jobs: int | None = Field(default=None, ge=1, le=10_000_000)
 
+    # -- WebSocket streaming (issue 17) ---------------------------------------------------
+    #: Connections, connect tickets and streamed requests (:mod:`stratus.streaming`).
+    streams_table: str = ""
+    #: The WebSocket management API endpoint frames are posted to (``@connections``).
+    ws_callback_url: str = ""
+    #: The stream router's agents: JSON ``{agent: function name or ARN (":live")}``.
+    stream_functions: dict[str, str] = Field(default_factory=dict)
+
+    # -- long-term memory (issue 18, :mod:`stratus.memory`): only functions that use it
+    #: The S3 Vectors bucket and index; an empty bucket: memory is off for this function.
+    memory_bucket: str = ""
+    memory_index: str = "memories"
+    memory_dimension: int = Field(default=256, ge=1, le=4096)
+    memory_distance: Literal["cosine", "euclidean"] = "cosine"
+    embedding_model: str = "text-embedding-3-small"
+    #: How long a memory is kept (the stage's retention).
+    memory_ttl_s: int = Field(default=90 * 86_400, ge=60, le=3650 * 86_400)
+
     @field_validator("review_sample_rates")
     @classmethod
     def _rates(cls, value: dict[str, float]) -> dict[str, float]:

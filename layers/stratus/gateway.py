@@ -66,8 +66,10 @@ from stratus.errors import (
 )
 from stratus.fanout import Outcome, run_all
 from stratus.gateway_bookkeeping import Write, deferred, drain, observe, post, write_all
+from stratus.gateway_stream import broken_stream_writes
 from stratus.ledger import CompletionStore, cache_key, call_key, request_hash
 from stratus.llm import MAX_RETRY_AFTER_S, MIN_CALL_S, ChatResult, ModelClient, retry_hint
+from stratus.llm_stream import StreamBroken, replay_text
 from stratus.observability import logger
 from stratus.prices import PriceTable
 from stratus.ratelimit import KeyBuckets, KeyLease
@@ -144,6 +146,7 @@ class ModelGateway:
         tier: ModelTier | None = None,
         allow_downgrade: bool = False,
         cache_ttl_s: int | None = None,
+        on_delta: Callable[[str], None] | None = None,
     ) -> ChatResult:
         drain()  # this unit's earlier settlements first: they free its budget room
         started = time.perf_counter()
@@ -179,7 +182,7 @@ class ModelGateway:
             chain = self._chain(model, tier)
         except ConfigurationError:
             # No price: fail before spending, unless the ledger or cache answers for free.
-            hit = self._hit(lookups, run_all(reads), scope, agent, log, started, [])
+            hit = self._hit(lookups, run_all(reads), scope, agent, log, started, [], on_delta)
             if hit is None:
                 raise
             return hit
@@ -206,7 +209,9 @@ class ModelGateway:
         lease, refused_key = taken.get() if taken.ok else (None, "")
         if lease is not None:
             undo.append(("key bucket give-back", lambda: self.buckets.give_back(lease)))
-        hit = self._hit(lookups, outcomes[: len(lookups)], scope, agent, log, started, undo)
+        hit = self._hit(
+            lookups, outcomes[: len(lookups)], scope, agent, log, started, undo, on_delta
+        )
         if hit is not None:
             return hit
         if not reserved.ok or not taken.ok:
@@ -241,9 +246,14 @@ class ModelGateway:
                 deadline=deadline or NoDeadline(),
                 tokens=tokens,
                 log=log,
+                **({"on_delta": on_delta} if on_delta is not None else {}),
             )
-        except BaseException:
+        except BaseException as exc:
             undo = [("budget release", lambda: self.budgets.release(reservation))]
+            if isinstance(exc, StreamBroken):  # paid tokens: settled to the estimate, once
+                undo = broken_stream_writes(
+                    self.budgets, self.rollups, self._prices, reservation, exc, scope, agent
+                )
             unused = attempt.take_lease()
             if unused is not None:
                 undo.append(("key bucket give-back", lambda: self.buckets.give_back(unused)))
@@ -293,6 +303,7 @@ class ModelGateway:
         log: dict[str, Any],
         started: float,
         undo: list[Write],
+        on_delta: Callable[[str], None] | None = None,
     ) -> ChatResult | None:
         """A ledger replay or a cache hit (the first that answered), after undoing the
         wave's reservation and key take together with the usage count (one wave)."""
@@ -317,6 +328,8 @@ class ModelGateway:
         model = result.model
         write_all([*undo, ("usage", lambda: self._record_unpaid(scope, agent, model, **hit))])
         observe(result, cost, log, started, **hit)
+        if on_delta is not None:  # a replay streams its whole text as one delta
+            on_delta(replay_text(result))
         return result
 
     def _key_and_breaker_writes(self, attempt: _Attempt, result: ChatResult) -> list[Write]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from stratus import otel
 from stratus.fanout import run_all
 from stratus.observability import NAMESPACE, SERVICE, logger
 
@@ -158,4 +159,19 @@ def observe(
             "fallback_from": list(result.fallback_from),
             "downgraded": result.downgraded,
         },
+    )
+    otel.model_call(  # the GenAI span, when OTLP export is on (stratus.otel); else no-op
+        operation="chat" if hasattr(result, "message") else "embeddings",
+        model=result.model,
+        response_model=getattr(result, "response_model", result.model),
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_usd=float(cost),
+        latency_ms=latency_ms,
+        agent=str(log.get("agent") or ""),
+        cached_input_tokens=usage.cached_input_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        attempts=result.attempts,
+        ledger_hit=ledger_hit,
+        cache_hit=cache_hit,
     )

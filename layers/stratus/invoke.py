@@ -20,9 +20,11 @@ from stratus.contracts import AgentRef, InvokeRequest, InvokeResponse, ToolCallV
 from stratus.deadline import Deadline
 from stratus.gateway_bookkeeping import deferred
 from stratus.idempotency import IdempotentOperation
-from stratus.observability import logger, metrics
+from stratus.observability import logger
 from stratus.release_tags import ReleaseTagged, emit_task, is_task_error
 from stratus.runner import AgentRunner
+from stratus.stream_events import OnEvent
+from stratus.task_metrics import task_clock, task_ended
 
 if TYPE_CHECKING:
     from stratus.reviews import Reviews
@@ -71,6 +73,7 @@ class InvokeService(ReleaseTagged):
         deadline: Deadline | None = None,
         scope_id: str | None = None,
         principal: Principal | None = None,
+        on_event: OnEvent | None = None,
     ) -> dict[str, Any]:
         scope = CallScope(
             tenant_id=tenant_id,
@@ -91,12 +94,15 @@ class InvokeService(ReleaseTagged):
             clients=self._clients,
             **(principal or Principal()).context(),
         )
+        started = task_clock()  # the operator metrics of the task (stratus.task_metrics)
         try:
-            result = self._runner.run(request.input, ctx=ctx, deadline=deadline)
+            result = self._runner.run(request.input, ctx=ctx, deadline=deadline, on_event=on_event)
         except Exception as exc:
+            task_ended(self.spec.name, "sync", error=exc, started=started)
             if is_task_error(exc):  # the agent failed (not a refusal of the request)
                 emit_task(self.spec.name, self.release, cost_usd=None, failed=True)
             raise
+        task_ended(self.spec.name, "sync", result=result, started=started)
         emit_task(self.spec.name, self.release, cost_usd=result.cost_usd, failed=False)
         logger.info(
             "agent invoked",
@@ -105,7 +111,6 @@ class InvokeService(ReleaseTagged):
                 "agent": self.spec.name,
                 "model": result.model,
                 "model_calls": result.model_calls,
-                "tools": result.tool_names,
                 "usage": result.usage.model_dump(),
                 "cost_usd": str(result.cost_usd),
                 "fake_model": result.fake_model,
@@ -115,9 +120,6 @@ class InvokeService(ReleaseTagged):
                 "cache_hits": result.cache_hits,
             },
         )
-        metrics.add_metric(name="InputTokens", unit="Count", value=result.usage.input_tokens)
-        metrics.add_metric(name="OutputTokens", unit="Count", value=result.usage.output_tokens)
-        metrics.add_metric(name="CostMicroUSD", unit="Count", value=float(result.cost_usd * 10**6))
         response = InvokeResponse(
             output=result.output,
             usage=result.usage,

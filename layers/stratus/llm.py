@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import openai
@@ -40,6 +40,7 @@ from stratus.errors import (
     StratusError,
 )
 from stratus.keys import KeyProvider
+from stratus.llm_stream import StreamInterrupted, stream_completion, streamed_usage
 from stratus.observability import logger
 from stratus.usage import Usage
 
@@ -152,6 +153,7 @@ class ModelClient:
         response_format: type[BaseModel] | None = None,
         deadline: Deadline | None = None,
         api_key: str | None = None,
+        on_delta: Callable[[str], None] | None = None,
     ) -> ChatResult:
         """One attempt at a chat completion with ``api_key`` (default: the first key).
 
@@ -172,7 +174,10 @@ class ModelClient:
         timeout = self._timeout(deadline or NoDeadline())
         started = time.perf_counter()
         try:
-            completion = self._client(api_key).chat.completions.parse(**kwargs, timeout=timeout)
+            if on_delta is None:
+                completion = self._client(api_key).chat.completions.parse(**kwargs, timeout=timeout)
+            else:  # streamed (stratus.llm_stream): the same completion, deltas as they come
+                completion = stream_completion(self._client(api_key), kwargs, timeout, on_delta)
         except openai.LengthFinishReasonError as exc:
             raise ModelOutputInvalid(
                 "the model ran out of output tokens before finishing its answer"
@@ -186,8 +191,14 @@ class ModelClient:
             error, hint = classify(exc)
             error.retry_hint = hint  # type: ignore[attr-defined]
             raise error from exc
+        except StreamInterrupted as exc:  # before any text: retried like a dropped connection
+            error = ModelUnavailable("the model's stream broke before any text")
+            error.retry_hint = RetryHint(retryable=True)  # type: ignore[attr-defined]
+            raise error from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
-        return self._result(model, completion, latency_ms)
+        result = self._result(model, completion, latency_ms)
+        estimate = streamed_usage(kwargs, completion) if on_delta is not None else None
+        return result if estimate is None else replace(result, usage=estimate)
 
     def _timeout(self, deadline: Deadline) -> float:
         budget = deadline.remaining_s() - self._settings.deadline_margin_s

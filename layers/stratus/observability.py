@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
+from stratus.guardrails.logs import RedactingFilter
+
 SERVICE = "stratus"
 NAMESPACE = "Stratus"
 
 logger = Logger(service=SERVICE)
+# PII in a log line (a reply, an error quoting the model) is redacted (stratus.guardrails.logs).
+logger.addFilter(RedactingFilter())
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 

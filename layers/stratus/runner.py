@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -31,10 +32,21 @@ from stratus.agents import AgentSpec, CallScope, Tool, ToolContext
 from stratus.audit import AuditTrail
 from stratus.config import ModelTier, Settings
 from stratus.deadline import Deadline
-from stratus.errors import InputTooLarge, MaxIterationsExceeded, ModelOutputInvalid, StratusError
+from stratus.errors import (
+    InputTooLarge,
+    MaxIterationsExceeded,
+    ModelOutputInvalid,
+    OutputBlocked,
+    StratusError,
+)
+from stratus.guardrails.classifier import classify_input, moderate_output
+from stratus.guardrails.screen import TAINTED_CALL, Guardrails, system_prompt
+from stratus.guardrails.stream import StreamRedactor
 from stratus.llm import ChatResult
 from stratus.observability import logger
 from stratus.prices import PriceTable
+from stratus.stream_events import OnEvent, tool_event
+from stratus.tool_log import tool_executed
 from stratus.usage import Usage
 
 TOOL_RESULT_MAX_CHARS = 16_000
@@ -61,6 +73,7 @@ class ChatModel(Protocol):
         tier: ModelTier | None = ...,
         allow_downgrade: bool = ...,
         cache_ttl_s: int | None = ...,
+        on_delta: Callable[[str], None] | None = ...,
     ) -> ChatResult: ...
 
 
@@ -110,6 +123,8 @@ class AgentResult:
     #: Model calls replayed from the call ledger / served by the response cache.
     ledger_hits: int = 0
     cache_hits: int = 0
+    #: Screening categories the guardrails flagged on the input (``flag`` action).
+    guardrail_flags: list[str] = field(default_factory=list)
 
     @property
     def tool_names(self) -> list[str]:
@@ -132,6 +147,14 @@ class AgentRunner:
         self._settings = settings
         #: The audit trail tool executions and denials go to (the composition root sets it).
         self.audit: AuditTrail | None = None
+        #: Long-term memory (``stratus.memory.agent.AgentMemory``; the composition root sets
+        #: it for a spec with ``memory``): recall before the first call, the tools' handle.
+        self.memory: Any = None
+        #: Input screening, tool-result framing, output filtering (``spec.guardrails``).
+        self.guardrails = Guardrails(spec.name, spec.guardrails)
+        #: False for a runner whose input was screened already (the session summarizer).
+        self.screen_inputs = True
+        self._stream_local = threading.local()
         self._tools = [
             openai.pydantic_function_tool(t.args, name=t.name, description=t.description)
             for t in spec.tools
@@ -157,6 +180,7 @@ class AgentRunner:
         ctx: ToolContext,
         deadline: Deadline | None = None,
         history: Sequence[dict[str, Any]] = (),
+        on_event: OnEvent | None = None,
     ) -> AgentResult:
         """Run the agent on ``user_input``.
 
@@ -172,13 +196,21 @@ class AgentRunner:
                 details={"limit": limit, "size": len(text)},
             )
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": self.spec.system_prompt},
+            # With tools: plus the rule that tool results are data, never instructions.
+            {"role": "system", "content": system_prompt(self.spec.system_prompt, self._tools)},
             *history,
             {"role": "user", "content": text},
         ]
         model = self.model_name
         self._prices.price_for(model)  # fail before spending anything if it has no price
         result = AgentResult(output="", model=model, price_table_version=self._prices.version)
+        self.guardrails.audit = self.audit
+        if self.screen_inputs:  # before any model call: a rejected input costs nothing
+            self._screen_input(text, ctx, deadline, result)
+        if self.memory is not None:  # long-term memory: recall after the system prompt
+            ctx = self.memory.prepare(ctx, text, deadline, result, messages)
+        trusted = " ".join([text, *(str(m.get("content") or "") for m in history)])
+        taint: set[str] = set()  # words only a withheld (injected) tool result contained
         iterations = self.spec.limits.max_iterations
         scope = ctx.scope
         tools = self.offered_tools(ctx.role)
@@ -200,30 +232,102 @@ class AgentRunner:
                 tier=self.spec.tier,
                 allow_downgrade=self.spec.allow_downgrade,
                 cache_ttl_s=self.spec.response_cache_ttl_s,
+                **self._streamed(on_event),
             )
+            if on_event is not None:
+                self._stream_flush(on_event)
             self._account(result, reply)
             tool_calls = list(reply.message.tool_calls or [])
             if not tool_calls:
                 result.output = self._output(reply)
+                self._moderate(result, ctx, deadline)
                 return result
             if last:
                 break
             messages.append(_assistant_message(reply.message.content, tool_calls))
             for call in tool_calls:
-                result.tool_calls.append(
-                    ToolCallRecord.of(call.function.name, call.function.arguments)
-                )
-                messages.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": call.id,
-                        "content": self._run_tool(call.function.name, call.function.arguments, ctx),
-                    }
-                )
+                name, arguments = call.function.name, call.function.arguments
+                if self.guardrails.tainted_call(name, arguments, ctx, taint):
+                    content = _json(TAINTED_CALL)  # arguments an injection supplied: not run
+                else:
+                    result.tool_calls.append(ToolCallRecord.of(name, arguments))
+                    tool_event(on_event, name, None)
+                    content = self._run_tool(name, arguments, ctx, taint=taint, trusted=trusted)
+                    tool_event(on_event, name, self.guardrails.redact(content))
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
         raise MaxIterationsExceeded(
             f"agent {self.spec.name} did not finish within {iterations} model calls",
             details={"max_iterations": iterations},
         )
+
+    def _streamed(self, on_event: OnEvent | None) -> dict[str, Any]:
+        """``on_delta`` for the gateway when the run streams (:mod:`stratus.stream_events`)."""
+        if on_event is None:
+            return {}
+        return {"on_delta": lambda text: self._stream_text(on_event, text)}
+
+    def _stream_text(self, on_event: OnEvent, text: str) -> None:
+        """One text delta of a model call to the stream (every delta passes here); with
+        the ``redact`` output policy it goes through a per-thread :class:`StreamRedactor`."""
+        if not text:
+            return
+        if self.spec.guardrails.output != "redact":
+            on_event({"type": "delta", "text": text})
+            return
+        held = getattr(self._stream_local, "redactor", None)
+        if held is None or held[0] is not on_event:  # a new stream (a failed one is dropped)
+            emit = _delta_emitter(on_event)
+            held = (on_event, StreamRedactor(self.guardrails.redactor, emit))
+            self._stream_local.redactor = held
+        held[1].feed(text)
+
+    def _stream_flush(self, on_event: OnEvent) -> None:
+        """The end of one model call's text (a redacting stream sends what it held)."""
+        held = getattr(self._stream_local, "redactor", None)
+        if held is not None and held[0] is on_event:
+            self._stream_local.redactor = None
+            held[1].close()
+
+    def _screen_input(
+        self, text: str, ctx: ToolContext, deadline: Deadline | None, result: AgentResult
+    ) -> None:
+        """Rules on the user's text, then (``classifier: fast``, when the rules did not
+        block) one fast-tier call whose usage and cost join the request's."""
+        result.guardrail_flags = self.guardrails.screen_input(text, ctx)
+        if self.spec.guardrails.classifier != "fast":
+            return
+        category, reply = classify_input(self._model, text, **self._guard_call(ctx, deadline))
+        self._account_guard(result, reply)
+        flagged = self.guardrails.classified(category, ctx)
+        result.guardrail_flags += [c for c in flagged if c not in result.guardrail_flags]
+
+    def _moderate(self, result: AgentResult, ctx: ToolContext, deadline: Deadline | None) -> None:
+        """``output_moderation``: one fast-tier call on the (redacted) reply."""
+        if not self.spec.guardrails.output_moderation:
+            return
+        call = self._guard_call(ctx, deadline)
+        unsafe, reply = moderate_output(self._model, result.output, **call)
+        self._account_guard(result, reply)
+        if unsafe:
+            self.guardrails.output_blocked(ctx)
+            raise OutputBlocked("the agent's reply was blocked by output moderation")
+
+    def _guard_call(self, ctx: ToolContext, deadline: Deadline | None) -> dict[str, Any]:
+        return {
+            "model": self._settings.model_for("fast"),
+            "deadline": deadline,
+            "scope": ctx.scope,
+            "agent": self.spec.name,
+        }
+
+    def _account_guard(self, result: AgentResult, reply: ChatResult) -> None:
+        """A guardrail call's usage and cost join the request's (its model does not)."""
+        result.model_calls += 1
+        result.ledger_hits += int(reply.replayed)
+        result.cache_hits += int(reply.cache_hit)
+        result.usage = result.usage + reply.usage
+        result.cost_usd += self._prices.cost(reply.model, reply.usage)
+        result.fake_model = result.fake_model or reply.fake_model
 
     def _account(self, result: AgentResult, reply: ChatResult) -> None:
         result.model_calls += 1
@@ -237,6 +341,11 @@ class AgentRunner:
         result.fake_model = result.fake_model or reply.fake_model
 
     def _output(self, reply: ChatResult) -> str | dict[str, Any]:
+        """The reply, PII redacted (``guardrails.output``) before it is returned, logged
+        or stored; a structured one field by field, still valid against the schema."""
+        return self.guardrails.filter_output(self._parsed_output(reply), self.spec.output_schema)
+
+    def _parsed_output(self, reply: ChatResult) -> str | dict[str, Any]:
         if self.spec.output_schema is None:
             return reply.message.content or ""
         parsed = getattr(reply.message, "parsed", None)
@@ -252,8 +361,24 @@ class AgentRunner:
         output: dict[str, Any] = parsed.model_dump(mode="json")
         return output
 
-    def _run_tool(self, name: str, arguments: str, ctx: ToolContext) -> str:
-        """Run one tool call; the model sees errors as results and may correct itself."""
+    def _run_tool(
+        self,
+        name: str,
+        arguments: str,
+        ctx: ToolContext,
+        *,
+        taint: set[str] | None = None,
+        trusted: str = "",
+    ) -> str:
+        """Run one tool call; the model sees errors as results and may correct itself.
+        A result that matches a ``block`` screening category is withheld (indirect
+        injection), its words remembered in ``taint``; the run continues."""
+        result = self._execute_tool(name, arguments, ctx)
+        return self.guardrails.screen_tool_result(
+            name, result, ctx, taint if taint is not None else set(), trusted
+        )
+
+    def _execute_tool(self, name: str, arguments: str, ctx: ToolContext) -> str:
         tool: Tool | None = self.spec.tool(name)
         if tool is None:
             return _json({"error": "unknown_tool", "message": f"there is no tool named {name}"})
@@ -297,6 +422,8 @@ class AgentRunner:
                 result_bytes=len(result.encode()) if outcome == "ok" else 0,
                 duration_ms=round((time.monotonic() - started) * 1000, 3),
             )
+            size = len(result.encode()) if outcome == "ok" else 0
+            tool_executed(name, ctx.agent, started, outcome, arguments, size)  # its log line
         return result
 
     def _audit(
@@ -331,6 +458,14 @@ def arguments_digest(arguments: str | None) -> str:
     except ValueError:
         canonical = arguments or ""
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _delta_emitter(on_event: OnEvent) -> Callable[[str], None]:
+    def emit(text: str) -> None:
+        if text:
+            on_event({"type": "delta", "text": text})
+
+    return emit
 
 
 def _json(value: Any) -> str:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import guardrails, memory, otel, streaming
 from bench.critical_path import CASES, KINDS, LATENCY_S, litellm_verdict
 from bench.report import SECTIONS, targets
 
@@ -47,7 +48,7 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
 
     report = out.read_text(encoding="utf-8")
     assert report.startswith("# Stratus benchmarks")
-    for heading in SECTIONS:
+    for heading in (*SECTIONS, *(m.HEADING for m in (streaming, guardrails, memory, otel))):
         assert heading in report, heading
     for needle in (
         "Python:",

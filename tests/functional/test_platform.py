@@ -148,6 +148,11 @@ def test_every_sample_event_parses(name: str) -> None:
 
         HookEvent.model_validate(event)
         return
+    if name.startswith("websocket/"):  # the streaming protocol: schema, frames, events
+        from tests.stream_samples import check_websocket_sample
+
+        check_websocket_sample(name, event)
+        return
     if name.startswith("sqs/"):
         from aws_lambda_powertools.utilities.parser.models import SqsModel
 

@@ -258,3 +258,30 @@ def test_local_state_machines_run_the_templates_definition(
             )
         assert json.loads(described["definition"]) == json.loads(template)
         assert local.workflow_definitions[agent] == described["definition"]
+
+
+def test_local_memory_index_matches_the_template(dev: dict[str, Any], local: LocalCloud) -> None:
+    """Long-term memory (issue 18): the same vector bucket and index, with the same shape."""
+    (bucket,) = (
+        r for r in dev["Resources"].values() if r["Type"] == "AWS::S3Vectors::VectorBucket"
+    )
+    (index,) = (r for r in dev["Resources"].values() if r["Type"] == "AWS::S3Vectors::Index")
+    name = bucket["Properties"]["VectorBucketName"]
+    s3v = _client(local, "s3vectors")
+    local_bucket = s3v.get_vector_bucket(vectorBucketName=name)["vectorBucket"]
+    assert (
+        local_bucket["encryptionConfiguration"]["sseType"]
+        == (bucket["Properties"]["EncryptionConfiguration"]["SseType"])
+    )
+    described = s3v.get_index(vectorBucketName=name, indexName=index["Properties"]["IndexName"])
+    got = described["index"]
+    assert (got["dataType"], got["dimension"], got["distanceMetric"]) == (
+        index["Properties"]["DataType"],
+        index["Properties"]["Dimension"],
+        index["Properties"]["DistanceMetric"],
+    )
+    assert (
+        got["metadataConfiguration"]["nonFilterableMetadataKeys"]
+        == (index["Properties"]["MetadataConfiguration"]["NonFilterableMetadataKeys"])
+    )
+    assert local.memory_index_arn == got["indexArn"]

@@ -90,8 +90,8 @@ def _ref(value: Any) -> str:
 def test_one_function_per_agent_plus_platform_and_authorizer(synthesized: Synthesized) -> None:
     specs = load_all()
     # platform, authorizer, ingest, sweeper, callbacks; an API function and a worker per
-    # agent; the release's pre- and post-traffic hooks
-    assert len(_functions(synthesized)) == 2 * len(specs) + 7
+    # agent; the release's pre- and post-traffic hooks; the stream router and its authorizer
+    assert len(_functions(synthesized)) == 2 * len(specs) + 9
 
 
 @pytest.mark.parametrize("agent", sorted(load_all()))
@@ -302,7 +302,7 @@ def _grants(synthesized: Synthesized, agent: str) -> dict[str, set[str]]:
             continue
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             for resource in _as_list(statement["Resource"]):
-                if isinstance(resource, dict):
+                if isinstance(resource, dict) and ("Ref" in resource or "Fn::GetAtt" in resource):
                     grants.setdefault(_ref(resource), set()).update(_as_list(statement["Action"]))
     return grants
 

@@ -18,6 +18,7 @@ from infra.topology import (
     function_plans,
     gateway_error,
 )
+from infra.topology.streaming import StreamResources
 
 
 def test_table_definitions() -> None:
@@ -56,7 +57,7 @@ def test_function_plans_and_environment() -> None:
     plans = {plan.key: plan for plan in function_plans(stage, load_all())}
     assert set(plans) == {"platform", "authorizer", "ingest", "sweeper", "callbacks"} | {
         f"{kind}:{n}" for n in load_all() for kind in ("agent", "worker")
-    } | {"release:pre_traffic", "release:post_traffic"}
+    } | {"release:pre_traffic", "release:post_traffic", "stream", "stream_authorizer"}
     assert plans["authorizer"].handler == AUTHORIZER_HANDLER
     assert plans["platform"].handler == API_HANDLER
 
@@ -71,8 +72,12 @@ def test_function_plans_and_environment() -> None:
         "reviews": "v",
         "audit": "a",
         "callback_keys": "k",
+        "streams": "s",
     }
-    env = plans["agent:order_status"].environment(table_names=names, model_secret_id="arn:s")
+    stream = StreamResources(callback_url="https://ws/dev", functions={"triage": "fn-triage"})
+    env = plans["agent:order_status"].environment(
+        table_names=names, model_secret_id="arn:s", stream=stream
+    )
     assert env["STRATUS_ORDERS_TABLE"] == "o"
     assert env["STRATUS_IDEMPOTENCY_TABLE"] == "i"
     assert env["STRATUS_MODEL_SECRET_NAME"] == "arn:s"
@@ -88,7 +93,8 @@ def test_function_plans_and_environment() -> None:
         callback_secret_id="arn:cb",
     )
     names["jobs"] = "j"
-    platform = plans["platform"].environment(table_names=names, jobs=jobs)
+    # The platform embeds a memory search's q: it has the model secret too.
+    platform = plans["platform"].environment(table_names=names, jobs=jobs, model_secret_id="arn:s")
     assert json.loads(platform["STRATUS_JOB_QUEUES"])["triage"] == "q-triage"
     assert json.loads(platform["STRATUS_WORKFLOWS"]) == {"researcher": "arn:sm"}
     assert platform["STRATUS_JOBS_TABLE"] == "j"
@@ -146,6 +152,10 @@ def test_routes() -> None:
         ("DELETE", "/v1/keys/{key_id}", "platform", True),
         ("POST", "/v1/keys/{key_id}/rotate", "platform", True),
         ("POST", "/v1/callback-keys/rotate", "platform", True),
+        ("POST", "/v1/stream-tickets", "platform", True),
+        ("GET", "/v1/memory", "platform", True),
+        ("DELETE", "/v1/memory", "platform", True),
+        ("DELETE", "/v1/memory/{memory_id}", "platform", True),
         ("POST", "/v1/agents/triage/invoke", "agent:triage", True),
         ("ANY", "/v1/agents/triage/{proxy+}", "agent:triage", True),
         ("ANY", "/v1/agents/{agent}/{proxy+}", "platform", True),

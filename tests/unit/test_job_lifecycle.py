@@ -124,7 +124,12 @@ def test_submit_records_then_enqueues_a_queued_job(world: World) -> None:
         "tenant_id": "t1",
         "agent": "triage",
     }
-    assert attributes == {"tenant_id": "t1", "job_id": job["job_id"]}
+    # The job's correlation id rides along (issue 16: stratus.correlation).
+    assert attributes == {
+        "tenant_id": "t1",
+        "job_id": job["job_id"],
+        "correlation_id": job["correlation_id"],
+    }
 
 
 def test_a_claim_moves_queued_to_running_under_a_lease(world: World) -> None:
@@ -165,7 +170,12 @@ def test_running_to_succeeded_records_the_step_and_notifies_once(world: World) -
     assert (scope.kind, scope.scope_id, scope.step) == ("job", job["job_id"], "main")
     ((event, attributes),) = world.events.published
     assert json.loads(event)["type"] == "job.succeeded"
-    assert attributes == {"type": "job.succeeded", "tenant_id": "t1", "agent": "triage"}
+    assert attributes == {
+        "type": "job.succeeded",
+        "tenant_id": "t1",
+        "agent": "triage",
+        "correlation_id": job["correlation_id"],  # issue 16
+    }
     assert done["notified"] is True
 
 

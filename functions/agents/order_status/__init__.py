@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stratus.agents import AgentSpec, Deployment, Limits
+from stratus.guardrails.policy import CUSTOMER_FACING
 
 from .tools import LOOKUP_ORDER
 
@@ -18,4 +19,6 @@ SPEC = AgentSpec(
     tools=(LOOKUP_ORDER,),
     limits=Limits(max_output_tokens=600, max_iterations=4, max_input_chars=8_000),
     deployment=Deployment(memory_mb=512, timeout_s=28),
+    # Customer-facing: injection and jailbreak attempts are refused (422 input_rejected).
+    guardrails=CUSTOMER_FACING,
 )

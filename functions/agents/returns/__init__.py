@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from stratus.agents import AgentSpec, Deployment, Limits
+from stratus.guardrails.policy import CUSTOMER_FACING
 
 
 class ReturnDecision(BaseModel):
@@ -25,4 +26,6 @@ SPEC = AgentSpec(
     output_schema=ReturnDecision,
     limits=Limits(max_output_tokens=2000, max_iterations=1, max_input_chars=16_000),
     deployment=Deployment(memory_mb=512, timeout_s=28),
+    # Customer-facing: injection and jailbreak attempts are refused (422 input_rejected).
+    guardrails=CUSTOMER_FACING,
 )

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from stratus.agents import AgentSpec, Deployment, Limits
+from stratus.guardrails.policy import CUSTOMER_FACING
 
 Category = Literal["order_status", "return_request", "billing", "tech_support", "other"]
 
@@ -28,6 +29,8 @@ SPEC = AgentSpec(
     output_schema=TriageDecision,
     limits=Limits(max_output_tokens=512, max_iterations=1, max_input_chars=8_000),
     deployment=Deployment(memory_mb=512, timeout_s=20),
+    # Customer-facing: injection and jailbreak attempts are refused (422 input_rejected).
+    guardrails=CUSTOMER_FACING,
     # A job submitted with "route": true is handed to the specialist for its category.
     routes={"order_status": "order_status", "return_request": "returns"},
 )

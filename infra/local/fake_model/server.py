@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ from infra.local.fake_model.completion import (
     chunks,
     completion_json,
 )
+from infra.local.fake_model.embeddings import EMBEDDINGS_PATH, handle_embeddings
 from infra.local.fake_model.faults import FAULTS, Fault, FaultSlot
 from infra.local.fake_model.httpd import FakeHandler, FakeHTTPServer
 from infra.local.fake_model.markers import BANNER, CHAT_PATH, MODELS, MODELS_PATH
@@ -30,6 +32,8 @@ from infra.local.fake_model.validation import BadRequest, validate_chat_body
 logger = logging.getLogger("stratus.fake_model")
 
 _MAX_RECORDED = 10_000  # keeps a long-running demo from growing without bound
+#: A fixed streaming token rate: milliseconds between two streamed chunks (default 0).
+STREAM_DELAY_ENV = "STRATUS_FAKE_MODEL_STREAM_DELAY_MS"
 
 
 @dataclass
@@ -75,8 +79,21 @@ class FakeModelServer:
     cache) is guarded by one lock because requests run on their own threads.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        quiet: bool = False,
+        stream_delay_ms: float | None = None,
+    ) -> None:
         self.host = host
+        #: Pause between two chunks of a streamed answer (``STREAM_DELAY_ENV``; settable).
+        self.stream_delay_ms = (
+            float(os.environ.get(STREAM_DELAY_ENV) or 0)
+            if stream_delay_ms is None
+            else stream_delay_ms
+        )
         self._requested_port = port
         self.quiet = quiet
         self._lock = threading.Lock()
@@ -109,6 +126,19 @@ class FakeModelServer:
             logging.DEBUG if self.quiet else logging.WARNING, "%s Listening on %s", BANNER, self.url
         )
         return self
+
+    def _hold_like_stream(self, completion: Any) -> None:
+        """A whole answer takes as long as its stream would (``stream_delay_ms``)."""
+        if self.stream_delay_ms > 0:
+            count = sum(1 for _ in chunks(completion, False))
+            self._stopping.wait(max(0, count - 1) * self.stream_delay_ms / 1000)
+
+    def _paced(self, events: Any) -> Any:
+        """The events with ``stream_delay_ms`` between two of them (a fixed token rate)."""
+        for index, event in enumerate(events):
+            if index and self.stream_delay_ms > 0:
+                self._stopping.wait(self.stream_delay_ms / 1000)
+            yield event
 
     def stop(self) -> None:
         """Stop serving, close the socket and open connections; safe to call twice."""
@@ -245,6 +275,9 @@ class FakeModelServer:
         if path == CHAT_PATH and method == "POST":
             self._handle_chat(http, raw)
             return
+        if path == EMBEDDINGS_PATH and method == "POST":
+            handle_embeddings(self, http, raw, RecordedRequest)
+            return
         record = self._record(RecordedRequest(method, path, None, http.api_key(), None))
         try:
             if path == MODELS_PATH and method == "GET":
@@ -262,7 +295,7 @@ class FakeModelServer:
                     for model in MODELS
                 ]
                 http.send_json(self._settle(record, 200), {"object": "list", "data": data})
-            elif path in (CHAT_PATH, MODELS_PATH):
+            elif path in (CHAT_PATH, MODELS_PATH, EMBEDDINGS_PATH):
                 self._settle(record, 405)
                 http.send_error_json(405, f"Method {method} is not allowed on {path}.")
             else:
@@ -329,8 +362,9 @@ class FakeModelServer:
             self._settle(record, 200)
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                http.send_stream(chunks(completion, include_usage), headers)
+                http.send_stream(self._paced(chunks(completion, include_usage)), headers)
             else:
+                self._hold_like_stream(completion)  # the same token rate, all at once
                 http.send_json(200, completion_json(completion), headers)
         except OSError:
             raise  # the client hung up; nothing left to answer

@@ -36,6 +36,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
+from stratus import correlation
 from stratus.config import Settings
 from stratus.errors import ConfigurationError
 from stratus.jobs.contracts import Clock, now_iso
@@ -152,7 +153,11 @@ def queue_callback(
         queue.send(
             settings.callback_queue_url,
             callback_message(job),
-            {"job_id": job["job_id"], "tenant_id": job["tenant_id"]},
+            {
+                "job_id": job["job_id"],
+                "tenant_id": job["tenant_id"],
+                **correlation.attributes(job.get("correlation_id")),
+            },
         )
     except Exception:
         logger.exception("enqueueing the callback failed", extra={"job_id": job["job_id"]})
@@ -202,6 +207,9 @@ class CallbackDelivery:
         """
         message = json.loads(body)
         job = self.store.get(str(message["job_id"]))
+        cid = correlation.of_record(job)
+        if cid:  # the callbacks function's log lines carry the job's id
+            correlation.bind(cid)
         if job is None or job["tenant_id"] != message.get("tenant_id"):
             logger.warning("callback for a missing job dropped", extra={"job_id": message})
             return "missing"
@@ -252,6 +260,7 @@ class CallbackDelivery:
             "User-Agent": "stratus-jobs/1",
             "X-Stratus-Event": f"job.{job['status']}",
             "X-Stratus-Job-Id": str(job["job_id"]),
+            **correlation.headers(job.get("correlation_id")),
         }
         own = self.signing_keys.current(str(job["tenant_id"])) if self.signing_keys else None
         if own is not None:

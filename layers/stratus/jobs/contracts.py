@@ -232,6 +232,10 @@ class JobView(BaseModel):
     approval: ApprovalView | None = Field(
         default=None, description="The approval's answer (null: none asked or not yet)."
     )
+    correlation_id: str | None = Field(
+        default=None,
+        description="The request's X-Correlation-Id (or the generated one); child jobs inherit it.",
+    )
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -343,6 +347,7 @@ def view(job: Mapping[str, Any], steps: Iterable[Mapping[str, Any]] | None = Non
         release=job.get("release"),
         prompt_version=job.get("prompt_version"),
         approval=_approval(job.get("approval")),
+        correlation_id=job.get("correlation_id"),
     )
 
 

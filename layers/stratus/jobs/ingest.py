@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from stratus import correlation
 from stratus.errors import ConfigurationError, IdempotencyKeyReused, InputTooLarge
 from stratus.jobs.contracts import PoisonMessage, ProducerMessage, parse_producer_message
 from stratus.jobs.ports import MessageQueue, TenantCheck
@@ -78,12 +79,17 @@ class Ingest:
         input_limit: Callable[[str], int | None] | None = None,
         sender_id: str = "",
         account_id: str = "",
+        correlation_id: str | None = None,
     ) -> bool | None:
         """Submit the message's job: True if it is new, False if it existed, None if poison.
+
+        ``correlation_id``: the producer's message attribute ``correlation_id`` (valid or
+        None: a new one is generated), stored on the job and on every log line.
 
         ``input_limit``: agent -> its ``limits.max_input_chars`` (the handler knows specs).
         ``sender_id``: the record's ``SenderId``; ``account_id``: the queue's account.
         """
+        correlation.bind(correlation.valid(correlation_id) or correlation.new_id())
         try:
             message = self.admit(body, sender_id=sender_id, account_id=account_id)
             try:

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from stratus import correlation
+from stratus.correlation import FIELD
 from stratus.jobs.contracts import view
 from stratus.jobs.ports import EventPublisher, Resolver
 from stratus.observability import logger
@@ -126,6 +128,7 @@ class Notifier:
             "type": f"job.{job['status']}",
             "tenant_id": job["tenant_id"],
             "job": view(job).model_dump(mode="json"),
+            **correlation.attributes(job.get(FIELD)),
         }
 
     def job_finished(self, job: Mapping[str, Any]) -> bool:
@@ -138,9 +141,8 @@ class Notifier:
         event = self.event(job)
         body = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         try:
-            self.publisher.publish(
-                body, {"type": event["type"], "tenant_id": job["tenant_id"], "agent": job["agent"]}
-            )
+            ids = {"type": event["type"], "tenant_id": job["tenant_id"], "agent": job["agent"]}
+            self.publisher.publish(body, {**ids, **correlation.attributes(job.get(FIELD))})
         except Exception:
             logger.exception("publishing the job event failed", extra={"job_id": job["job_id"]})
             return False

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from stratus import correlation
 from stratus.agents import CallScope, Principal, ToolContext
 from stratus.aws import AwsClients
 from stratus.config import Settings
@@ -36,6 +37,7 @@ from stratus.deadline import Deadline
 from stratus.errors import (
     AgentNotFound,
     ConfigurationError,
+    InputRejected,
     JobAlreadyFinished,
     JobNotFound,
     JobNotWaitingApproval,
@@ -75,6 +77,7 @@ from stratus.jobs.retries import (
 from stratus.jobs.store import Item, JobStore
 from stratus.observability import logger, metrics
 from stratus.release_tags import emit_task, is_task_error
+from stratus.task_metrics import job_ended
 
 if TYPE_CHECKING:
     from stratus.audit import AuditTrail
@@ -95,7 +98,9 @@ class BadJobMessage(Exception):
     """The message is not a job of this agent; after maxReceiveCount it lands in the DLQ."""
 
 
-def job_error(exc: BaseException) -> dict[str, str]:
+def job_error(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, InputRejected):  # which guardrail category refused it
+        return {"code": exc.code, "message": exc.message, "details": exc.details}
     if isinstance(exc, StratusError):
         return {"code": exc.code, "message": exc.message}
     return {"code": "internal_error", "message": "the job failed"}
@@ -161,8 +166,11 @@ class JobService:
         parent_job_id: str | None = None,
         max_input_chars: int | None = None,
         principal: Principal | None = None,
+        correlation_id: str | None = None,
     ) -> tuple[Item, bool]:
         """Create (or find) the job and make sure its message is on the agent's queue.
+
+        ``correlation_id`` (default: the bound one, else a new one) is stored on the job.
 
         Raises :class:`InputTooLarge` (413 ``input_too_large``) over the agent's
         ``max_input_chars`` or the ``job_max_input_bytes`` cap.
@@ -192,6 +200,7 @@ class JobService:
             max_queued=self.queued_cap(tenant_id)
             if self.queued_cap is not None and source in ("api", "sqs")
             else None,
+            correlation_id=correlation_id or correlation.current() or correlation.new_id(),
         )
         if job["status"] == "queued":
             self.enqueue(job)
@@ -213,11 +222,9 @@ class JobService:
         if not url:
             raise ConfigurationError(f"no job queue for agent {agent!r}")
         message = JobMessage(job_id=job["job_id"], tenant_id=job["tenant_id"], agent=agent)
-        self.queue.send(
-            url,
-            message.model_dump_json(),
-            {"tenant_id": job["tenant_id"], "job_id": job["job_id"]},
-        )
+        ids = {"tenant_id": job["tenant_id"], "job_id": job["job_id"]}
+        cid = correlation.attributes(job.get("correlation_id"))
+        self.queue.send(url, message.model_dump_json(), {**ids, **cid})
 
     # -- reads, cancel, approve (the jobs API)
 
@@ -307,6 +314,7 @@ class JobService:
         done = self.store.finish(job_id, status, **kwargs)
         if done is not None:
             metrics.add_metric(name=f"Jobs{status.capitalize()}", unit="Count", value=1)
+            job_ended(done, status, task_error=task_error)  # stratus.task_metrics
             failed = status == "failed"
             if done.get("release") and (status == "succeeded" or (failed and task_error)):
                 cost = None if failed else Decimal(str(done.get("cost_usd", 0)))
@@ -393,6 +401,7 @@ class JobService:
             "tenant_id": job["tenant_id"],
             "require_approval": bool(job.get("require_approval")),
             "approval_timeout_s": self.settings.approval_timeout_s,
+            **correlation.attributes(job.get("correlation_id")),
         }
         execution_arn = self.workflows.start(arn, job["job_id"], json.dumps(execution_input))
         self.store.set_execution(job["job_id"], execution_arn)
@@ -567,6 +576,7 @@ class JobService:
             source="route",
             parent_job_id=job["job_id"],
             principal=Principal.decode(job.get("caller")),
+            correlation_id=correlation.of_record(job),  # the child inherits the parent's id
         )
         logger.info("job routed", extra={"to_agent": target, "child_job_id": child["job_id"]})
         return {"agent": target, "job_id": child["job_id"]}

@@ -94,6 +94,7 @@ class JobStore(Protocol):
         parent_job_id: str | None = None,
         max_queued: int | None = None,
         caller: str | None = None,
+        correlation_id: str | None = None,
     ) -> tuple[Item, bool]:
         """Put a new queued job, or return the existing one of that id (``created=False``).
 
@@ -310,6 +311,7 @@ class JobItems:
         parent_job_id: str | None = None,
         max_queued: int | None = None,
         caller: str | None = None,
+        correlation_id: str | None = None,
     ) -> tuple[Item, bool]:
         item = new_job_item(
             job_id=job_id,
@@ -319,6 +321,7 @@ class JobItems:
             idempotency_key=idempotency_key,
             parent_job_id=parent_job_id,
             caller=caller,
+            correlation_id=correlation_id,
             stamp=now_iso(self.clock),
             expires_at=self._expires(),
         )
@@ -363,6 +366,7 @@ def new_job_item(
     stamp: str,
     expires_at: int,
     caller: str | None = None,
+    correlation_id: str | None = None,
 ) -> Item:
     item: Item = {
         "job_id": job_id,
@@ -393,6 +397,8 @@ def new_job_item(
         # The submitting key, its role and end customer (stratus.agents.Principal): the
         # worker runs the job's tools as them.
         "caller": caller,
+        # One id end to end (stratus.correlation): queues, workflow, events, callbacks.
+        "correlation_id": correlation_id,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     return item

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from stratus import correlation
 from stratus.deadline import Deadline
 from stratus.errors import StratusError
 from stratus.jobs.contracts import STEP_PREFIX, check_budget, job_input
@@ -25,6 +26,7 @@ from stratus.jobs.ports import StepRunner
 from stratus.jobs.service import JobService
 from stratus.jobs.store import Item
 from stratus.observability import logger
+from stratus.task_metrics import approval_awaited, task_clock, task_ended
 from stratus.workflows import SupervisedWorkflow
 
 Event = Mapping[str, Any]
@@ -86,20 +88,40 @@ class WorkflowTasks:
         if action is None or "job_id" not in event:
             raise ValueError(f"not a workflow task: {sorted(event)}")
         logger.append_keys(job_id=event["job_id"], workflow_action=event["action"])
+        # The execution input's id when a task passes it; else the job record's (below).
+        cid = correlation.of_record(event)
+        if cid:
+            correlation.bind(cid)
+        else:
+            correlation.clear()
         return action(event, request_id, deadline)
 
     def _active_job(self, job_id: str) -> Item:
         job = self.jobs.store.get(job_id)
         if job is None or job["status"] != "running":
             raise JobNotActive(f"job {job_id} is {job['status'] if job else 'missing'}")
+        cid = correlation.of_record(job)
+        if cid and cid != correlation.current():
+            correlation.bind(cid)
         return job
 
     def _run(
         self, job: Item, kind: str, step: str, payload: Any, request_id: str, deadline: Any
     ) -> Any:
-        result = self.jobs.call_step(
-            job, self.runners[kind], step, payload, request_id=request_id or step, deadline=deadline
-        )
+        started, agent = task_clock(), str(job["agent"])  # the step's metrics: task_metrics
+        try:
+            result = self.jobs.call_step(
+                job,
+                self.runners[kind],
+                step,
+                payload,
+                request_id=request_id or step,
+                deadline=deadline,
+            )
+        except Exception as exc:
+            task_ended(agent, "workflow_step", error=exc, started=started)
+            raise
+        task_ended(agent, "workflow_step", result=result, started=started)
         return self.jobs.record(job, step, result)
 
     def plan(self, event: Event, request_id: str, deadline: Deadline | None) -> dict[str, Any]:
@@ -144,8 +166,10 @@ class WorkflowTasks:
     def await_approval(
         self, event: Event, request_id: str, deadline: Deadline | None
     ) -> dict[str, Any]:
-        if self.jobs.store.await_approval(event["job_id"], str(event["task_token"])) is None:
+        waiting = self.jobs.store.await_approval(event["job_id"], str(event["task_token"]))
+        if waiting is None:
             raise JobNotActive(f"job {event['job_id']} is not running; cannot wait for approval")
+        approval_awaited(str(waiting.get("agent") or "-"))  # WorkflowsWaitingApproval
         logger.info("job waits for approval")
         return {}
 

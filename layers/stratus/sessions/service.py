@@ -64,6 +64,8 @@ from stratus.sessions.model import (
     raise_stored,
 )
 from stratus.sessions.store import SessionStore, TurnRunner
+from stratus.stream_events import turn_events
+from stratus.task_metrics import task_clock, task_ended
 from stratus.tokens import chat_message_tokens
 from stratus.usage import Usage
 
@@ -427,10 +429,12 @@ class SessionService(ReleaseTagged):
         view: TurnView | None = None,
     ) -> TurnOutcome:
         key = head.key
+        started = task_clock()  # the turn's operator metrics (stratus.task_metrics)
         turn = head.turns + 1
         request_id, who = Principal.untag(request_id)
         usage, cost = Usage(), Decimal(0)
         summary, recent = read_context(self._store, head, view, self.policy.max_recent_messages)
+        upto = head.summary_upto  # a summary written in this turn goes to long-term memory
         if should_summarize(head, self.policy):
             head, summary, recent, s_usage, s_cost = self._summarize(
                 head, owner, summary, recent, turn, request_id, deadline
@@ -445,8 +449,12 @@ class SessionService(ReleaseTagged):
         )
         ctx = self._context(key, request_id, f"turn-{turn}", who)
         try:
-            result = self._runner.run(message, ctx=ctx, deadline=deadline, history=history)
+            streamed = turn_events(request_id)  # a streamed turn's frames (issue 17)
+            result = self._runner.run(
+                message, ctx=ctx, deadline=deadline, history=history, **streamed
+            )
         except Exception as err:
+            task_ended(self.spec.name, "session", error=err, started=started)
             if is_task_error(err):  # the agent failed (not a refusal of the message)
                 emit_task(self.spec.name, self.release, cost_usd=None, failed=True)
             if not isinstance(err, StratusError):
@@ -454,6 +462,11 @@ class SessionService(ReleaseTagged):
             raise TurnFailed(err, head) from None  # with the head as it is now (a summary)
         reply = result.output if isinstance(result.output, str) else json.dumps(result.output)
         usage, cost = usage + result.usage, cost + result.cost_usd
+        memory = getattr(self._runner, "memory", None)  # long-term memory (issue 18)
+        if memory is not None:  # this turn's facts and a new summary; billed to the turn
+            new_summary = summary if head.summary_upto > upto else None
+            spent = memory.after_turn(ctx, message, reply, summary=new_summary, deadline=deadline)
+            usage, cost = usage + spent.usage, cost + spent.cost_usd
         now = self._clock()
         now_ms = int(now * 1000)
         stored_reply = reply[:MAX_STORED_CHARS]
@@ -486,6 +499,9 @@ class SessionService(ReleaseTagged):
         )
         head = self._store.commit_turn(head, owner, commit)
         emit_task(self.spec.name, self.release, cost_usd=cost, failed=False)
+        task_ended(
+            self.spec.name, "session", result=result, usage=usage, cost_usd=cost, started=started
+        )
         if self.reviews is not None:  # a share of turns is queued for review: 1 PutItem
             self.reviews.offer(
                 key.tenant_id,
