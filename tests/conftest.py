@@ -25,6 +25,37 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 
+#: Tests that start a local cloud (every e2e module): one xdist worker runs them all, one
+#: cloud at a time. Two clouds at once on two cores make the timing-sensitive ones (the
+#: chaos soak, timeouts, leases) flaky, and each module assumes a machine of its own.
+LOCAL_CLOUD_TESTS = ("tests/e2e/",)
+LOCAL_CLOUD_GROUP = "local-cloud"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` that really groups.
+
+    pytest-xdist 3.8 marks a test's group by rewriting ``item._nodeid``, which pytest 9
+    no longer reads (a node id is ``item._id``): every ``xdist_group`` mark was silently
+    ignored, and e2e modules ran on both workers at once. This scheduler keeps
+    loadgroup's rule (one work unit per group, each other test on its own) and decides
+    the group from the test's path, which the controller sees without collecting.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LocalCloudGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(LOCAL_CLOUD_TESTS):
+                return LOCAL_CLOUD_GROUP
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # a group xdist did manage to name
+                return nodeid.rsplit("@", 1)[-1]
+            return nodeid
+
+    return LocalCloudGroups(config, log)
+
+
 @pytest.fixture(scope="session")
 def fake_model_server() -> Iterator[FakeModelServer]:
     with FakeModelServer(quiet=True) as server:

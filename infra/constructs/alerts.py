@@ -39,28 +39,8 @@ class BudgetAlerts(Construct):
         self, scope: Construct, construct_id: str, *, stage: StageConfig, agents: Iterable[str]
     ) -> None:
         super().__init__(scope, construct_id)
-        self.key = kms.Key(
-            self,
-            "Key",
-            description=f"Stratus {stage.name}: encrypts the budget alerts topic",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN if stage.retain else RemovalPolicy.DESTROY,
-        )
-        # CloudWatch alarm actions publish to the topic with this key.
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],
-            )
-        )
-        self.topic = sns.Topic(
-            self,
-            "Topic",
-            topic_name=alerts_topic_name(stage),
-            display_name=f"Stratus {stage.name} budget alerts",
-            master_key=self.key,
-            enforce_ssl=True,
+        self.key, self.topic = encrypted_alarm_topic(
+            self, stage, topic_name=alerts_topic_name(stage), purpose="budget alerts"
         )
         namespace = POWERTOOLS_ENV["POWERTOOLS_METRICS_NAMESPACE"]
         service = POWERTOOLS_ENV["POWERTOOLS_SERVICE_NAME"]
@@ -87,3 +67,34 @@ class BudgetAlerts(Construct):
             )
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
             self.alarms[agent] = alarm
+
+
+def encrypted_alarm_topic(
+    scope: Construct, stage: StageConfig, *, topic_name: str, purpose: str
+) -> tuple[kms.Key, sns.Topic]:
+    """An SNS topic under a customer-managed key (CloudWatch alarm actions cannot publish
+    to a topic under the AWS-managed SNS key) that refuses requests without TLS."""
+    key = kms.Key(
+        scope,
+        "Key",
+        description=f"Stratus {stage.name}: encrypts the {purpose} topic",
+        enable_key_rotation=True,
+        removal_policy=RemovalPolicy.RETAIN if stage.retain else RemovalPolicy.DESTROY,
+    )
+    # CloudWatch alarm actions publish to the topic with this key.
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            resources=["*"],
+        )
+    )
+    topic = sns.Topic(
+        scope,
+        "Topic",
+        topic_name=topic_name,
+        display_name=f"Stratus {stage.name} {purpose}",
+        master_key=key,
+        enforce_ssl=True,
+    )
+    return key, topic

@@ -23,17 +23,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jsii
-from aws_cdk import AspectPriority, Aspects, Duration, IAspect, RemovalPolicy, Stack
+from aws_cdk import AspectPriority, Aspects, Duration, IAspect, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from cdk_nag import NagPackSuppression
 from constructs import Construct, IConstruct
 
 from infra.config import StageConfig
+from infra.constructs.alerts import encrypted_alarm_topic
 from infra.constructs.nag_rules import suppress
 from infra.topology import POWERTOOLS_ENV, pascal
 from stratus.agents import AgentSpec
@@ -109,27 +108,8 @@ class OperatorAlarms(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.stage = stage
-        self.key = kms.Key(
-            self,
-            "Key",
-            description=f"Stratus {stage.name}: encrypts the operator alarms topic",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN if stage.retain else RemovalPolicy.DESTROY,
-        )
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],
-            )
-        )
-        self.topic = sns.Topic(
-            self,
-            "Topic",
-            topic_name=operator_topic_name(stage),
-            display_name=f"Stratus {stage.name} operator alarms",
-            master_key=self.key,
-            enforce_ssl=True,
+        self.key, self.topic = encrypted_alarm_topic(
+            self, stage, topic_name=operator_topic_name(stage), purpose="operator alarms"
         )
         for index, sub in enumerate(stage.operator_subscriptions):
             subscription = sns.Subscription(

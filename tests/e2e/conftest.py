@@ -3,8 +3,9 @@
 A module whose tests need no settings of their own takes the one default local cloud
 of the session (``shared_cloud``: starting a cloud costs seconds of both cores); a
 module that changes the stage, the environment or the handlers starts its own
-``cloud``. Every e2e module carries ``pytestmark = pytest.mark.xdist_group("local-cloud")``
-so that all of them run on one xdist worker, one cloud at a time.
+``cloud``. Under ``make test`` every module here runs on one xdist worker, one cloud at a
+time (the scheduler in ``tests/conftest.py``; the modules' ``xdist_group`` marks say the
+same, but pytest-xdist 3.8 cannot apply them under pytest 9).
 """
 
 from __future__ import annotations
