@@ -32,6 +32,7 @@ LOCAL_CLOUD_TESTS = ("tests/e2e/",)
 LOCAL_CLOUD_GROUP = "local-cloud"
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (-p no:xdist) there is no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadgroup`` that really groups.
 

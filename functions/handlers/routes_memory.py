@@ -160,13 +160,18 @@ def search_memory(
         **FORBIDDEN_RESPONSE,
     },
 )
-def forget_user(user: USER = None) -> dict[str, Any]:
+def forget_user(
+    user: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=USER_PATTERN,
+            description="The end customer to forget (a key bound to one names its own).",
+        ),
+    ],
+) -> dict[str, Any]:
     event, who = _caller()
-    if user is None and who.customer_id is None:
-        raise ValidationFailed(
-            "invalid request: user is required (the end customer to forget)",
-            details={"fields": [{"field": "query.user", "message": "required"}]},
-        )
     owner = _owner(who, user)
     deleted = composition.current().memory.forget(owner)
     _audit(event, who, "memory.forgotten", {"user": _user(owner), "deleted": deleted})

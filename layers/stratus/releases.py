@@ -99,6 +99,7 @@ def manifest(
             "limits": spec.limits.model_dump(mode="json"),
             "sessions": None if spec.sessions is None else spec.sessions.model_dump(mode="json"),
             "memory": None if spec.memory is None else spec.memory.model_dump(mode="json"),
+            "guardrails": spec.guardrails.model_dump(mode="json"),
             "allow_downgrade": spec.allow_downgrade,
             "response_cache_ttl_s": spec.response_cache_ttl_s,
             "workflow": spec.workflow,

@@ -281,13 +281,13 @@ def test_a_preference_told_in_one_session_is_recalled_in_the_next(
     fake_model.script(
         Reply(tool_calls=[{"name": "remember", "arguments": {"text": fact}}]),
         Reply(content="Noted: email only."),
-        Reply(content=facts),
+        Reply(content=facts, schema_name="Facts"),
     )
     first = _say(_session("alice"), "Please only ever contact me by email.", "alice")
     assert [c["name"] for c in first["tool_calls"]] == ["remember"]
     assert first["cost_usd"] > 0
     fake_model.reset()
-    fake_model.script(Reply(content="I will email you."), Reply(content=facts))
+    fake_model.script(Reply(content="I will email you."), Reply(content=facts, schema_name="Facts"))
     _say(_session("alice"), "Will you contact me by email or by phone about my order?", "alice")
     recalled = [m["content"] for m in _prompts(fake_model)[0] if m["role"] == "system"]
     assert any(c.startswith(RECALL_HEADER) and fact in c for c in recalled)

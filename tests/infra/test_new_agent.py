@@ -57,11 +57,9 @@ def test_new_agent_gets_a_function_and_routes(tmp_path: Path) -> None:
     stack = StratusStack(app, "Stratus-test", stage=load_stage("dev"), agents=agents)
     template = Template.from_stack(stack)
 
-    # platform, authorizer, ingest; an API function and a job worker per agent
-    # platform, authorizer, ingest, sweeper, callbacks, and an API and a worker per agent
     # An API function and a worker per agent; platform, authorizer, ingest, sweeper,
-    # callbacks; the two release hooks.
-    template.resource_count_is("AWS::Lambda::Function", 2 * len(agents) + 7)
+    # callbacks; the two release hooks; the stream router and its $connect authorizer.
+    template.resource_count_is("AWS::Lambda::Function", 2 * len(agents) + 9)
     # every queue and its DLQ (ingest, callbacks, one per agent), and the sweep's DLQ
     template.resource_count_is("AWS::SQS::Queue", 2 * (len(agents) + 2) + 1)
     template.has_resource_properties(

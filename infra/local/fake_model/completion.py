@@ -51,6 +51,10 @@ class Reply(BaseModel):
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     usage: dict[str, int] | None = None
+    #: Only a request whose structured-output schema has this name takes the reply
+    #: (e.g. ``"Facts"``, memory's fact extraction). Without it, any request but
+    #: Stratus's own side calls (``BOOKKEEPING_SCHEMAS`` in the server) takes it.
+    schema_name: str | None = None
 
     @field_validator("tool_calls")
     @classmethod

@@ -65,6 +65,21 @@ class RecordedRequest:
         }
 
 
+#: Structured outputs of Stratus's own side calls (memory fact extraction, the guardrail
+#: classifier, output moderation): the fake answers them by its default behaviour, never
+#: with a scripted reply that does not name their schema, so a script describes the
+#: conversation, whatever a policy adds around it.
+BOOKKEEPING_SCHEMAS = frozenset({"Facts", "InputVerdict", "OutputVerdict"})
+
+
+def _schema_name(body: dict[str, Any]) -> str | None:
+    """The name of a request's structured-output schema (None: plain text)."""
+    response_format = body.get("response_format")
+    schema = response_format.get("json_schema") if isinstance(response_format, dict) else None
+    name = schema.get("name") if isinstance(schema, dict) else None
+    return name if isinstance(name, str) else None
+
+
 class FakeModelServer:
     """An OpenAI-compatible chat completions server that answers offline.
 
@@ -263,9 +278,17 @@ class FakeModelServer:
                     return slot.fault
             return None
 
-    def _take_reply(self) -> Reply | None:
+    def _take_reply(self, body: dict[str, Any]) -> Reply | None:
+        """The first scripted reply meant for this request (see ``Reply.schema_name``)."""
+        name = _schema_name(body)
         with self._lock:
-            return self._replies.popleft() if self._replies else None
+            for reply in self._replies:
+                if reply.schema_name == name or (
+                    reply.schema_name is None and name not in BOOKKEEPING_SCHEMAS
+                ):
+                    self._replies.remove(reply)
+                    return reply
+            return None
 
     def handle(self, http: FakeHandler, method: str, path: str, raw: bytes) -> None:
         """Answer one request (called on the HTTP layer's handler threads)."""
@@ -357,7 +380,7 @@ class FakeModelServer:
                     self._settle(record, fault.status)
                     self._send_fault(http, fault)
                     return
-            completion = self._engine.complete(body, api_key, self._take_reply())
+            completion = self._engine.complete(body, api_key, self._take_reply(body))
             headers = {"x-request-id": "req_" + completion.id.removeprefix("chatcmpl-")}
             self._settle(record, 200)
             if body.get("stream"):

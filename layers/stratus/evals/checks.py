@@ -217,6 +217,12 @@ def _check_guarded(assertion: m.Guarded, seen: Observation) -> AssertionResult:
     blocked = seen.rejected is not None and want in (None, seen.rejected)
     flagged = seen.flags is not None and any(want in (None, flag) for flag in seen.flags)
     ok = {"block": blocked, "flag": flagged, "any": blocked or flagged}[assertion.action]
+    if seen.rejected is None and seen.flags is None and assertion.action != "block":
+        # Over HTTP or Lambda Invoke a flag leaves no trace in the answer (it is in the
+        # audit trail and the GuardrailFlags metric): nothing to judge here.
+        return AssertionResult(
+            "guarded", "skipped", "not rejected; flags are not observable on this target"
+        )
     if seen.rejected is not None:
         seen_as = f"rejected ({seen.rejected})"
     elif seen.flags is None:

@@ -188,7 +188,13 @@ class LambdaVersionTarget:
         if status != ok or not isinstance(answer, dict):
             error = answer.get("error") if isinstance(answer, dict) else None
             if isinstance(error, dict):
-                raise ApiError(status, str(error.get("code")), str(error.get("message")))
+                details = error.get("details")
+                raise ApiError(
+                    status,
+                    str(error.get("code")),
+                    str(error.get("message")),
+                    details if isinstance(details, dict) else None,
+                )
             raise ApiError(status, "http_error", f"unexpected answer {str(answer)[:200]}")
         return answer
 
