@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -154,7 +153,6 @@ class AgentRunner:
         self.guardrails = Guardrails(spec.name, spec.guardrails)
         #: False for a runner whose input was screened already (the session summarizer).
         self.screen_inputs = True
-        self._stream_local = threading.local()
         self._tools = [
             openai.pydantic_function_tool(t.args, name=t.name, description=t.description)
             for t in spec.tools
@@ -216,6 +214,7 @@ class AgentRunner:
         tools = self.offered_tools(ctx.role)
         for iteration in range(1, iterations + 1):
             last = iteration == iterations
+            stream, redactor = self._streamed(on_event)
             reply = self._model.chat(
                 model=model,
                 messages=messages,
@@ -232,10 +231,10 @@ class AgentRunner:
                 tier=self.spec.tier,
                 allow_downgrade=self.spec.allow_downgrade,
                 cache_ttl_s=self.spec.response_cache_ttl_s,
-                **self._streamed(on_event),
+                **stream,
             )
-            if on_event is not None:
-                self._stream_flush(on_event)
+            if redactor is not None:  # the end of this call's text: what it held back
+                redactor.close()
             self._account(result, reply)
             tool_calls = list(reply.message.tool_calls or [])
             if not tool_calls:
@@ -260,33 +259,17 @@ class AgentRunner:
             details={"max_iterations": iterations},
         )
 
-    def _streamed(self, on_event: OnEvent | None) -> dict[str, Any]:
-        """``on_delta`` for the gateway when the run streams (:mod:`stratus.stream_events`)."""
+    def _streamed(self, on_event: OnEvent | None) -> tuple[dict[str, Any], StreamRedactor | None]:
+        """``on_delta`` for one model call of a streamed run (:mod:`stratus.stream_events`):
+        with the ``redact`` output policy every delta goes through a redactor of its own,
+        closed when the call ends."""
         if on_event is None:
-            return {}
-        return {"on_delta": lambda text: self._stream_text(on_event, text)}
-
-    def _stream_text(self, on_event: OnEvent, text: str) -> None:
-        """One text delta of a model call to the stream (every delta passes here); with
-        the ``redact`` output policy it goes through a per-thread :class:`StreamRedactor`."""
-        if not text:
-            return
+            return {}, None
+        emit = _delta_emitter(on_event)
         if self.spec.guardrails.output != "redact":
-            on_event({"type": "delta", "text": text})
-            return
-        held = getattr(self._stream_local, "redactor", None)
-        if held is None or held[0] is not on_event:  # a new stream (a failed one is dropped)
-            emit = _delta_emitter(on_event)
-            held = (on_event, StreamRedactor(self.guardrails.redactor, emit))
-            self._stream_local.redactor = held
-        held[1].feed(text)
-
-    def _stream_flush(self, on_event: OnEvent) -> None:
-        """The end of one model call's text (a redacting stream sends what it held)."""
-        held = getattr(self._stream_local, "redactor", None)
-        if held is not None and held[0] is on_event:
-            self._stream_local.redactor = None
-            held[1].close()
+            return {"on_delta": emit}, None
+        redactor = StreamRedactor(self.guardrails.redactor, emit)
+        return {"on_delta": redactor.feed}, redactor
 
     def _screen_input(
         self, text: str, ctx: ToolContext, deadline: Deadline | None, result: AgentResult
@@ -297,7 +280,7 @@ class AgentRunner:
         if self.spec.guardrails.classifier != "fast":
             return
         category, reply = classify_input(self._model, text, **self._guard_call(ctx, deadline))
-        self._account_guard(result, reply)
+        self._account(result, reply, answered=False)
         flagged = self.guardrails.classified(category, ctx)
         result.guardrail_flags += [c for c in flagged if c not in result.guardrail_flags]
 
@@ -307,7 +290,7 @@ class AgentRunner:
             return
         call = self._guard_call(ctx, deadline)
         unsafe, reply = moderate_output(self._model, result.output, **call)
-        self._account_guard(result, reply)
+        self._account(result, reply, answered=False)
         if unsafe:
             self.guardrails.output_blocked(ctx)
             raise OutputBlocked("the agent's reply was blocked by output moderation")
@@ -320,20 +303,16 @@ class AgentRunner:
             "agent": self.spec.name,
         }
 
-    def _account_guard(self, result: AgentResult, reply: ChatResult) -> None:
-        """A guardrail call's usage and cost join the request's (its model does not)."""
+    def _account(self, result: AgentResult, reply: ChatResult, *, answered: bool = True) -> None:
+        """One model call's usage and cost join the request's; ``answered``: it was the
+        agent's own call (a guardrail call does not change the model that answered)."""
         result.model_calls += 1
-        result.ledger_hits += int(reply.replayed)
-        result.cache_hits += int(reply.cache_hit)
-        result.usage = result.usage + reply.usage
-        result.cost_usd += self._prices.cost(reply.model, reply.usage)
-        result.fake_model = result.fake_model or reply.fake_model
-
-    def _account(self, result: AgentResult, reply: ChatResult) -> None:
-        result.model_calls += 1
-        result.model = reply.model  # the model that answered (a fallback, a cheaper tier)
-        result.fallback_from.extend(m for m in reply.fallback_from if m not in result.fallback_from)
-        result.downgraded = result.downgraded or reply.downgraded
+        if answered:
+            result.model = reply.model  # the model that answered (a fallback, a cheaper tier)
+            result.fallback_from.extend(
+                m for m in reply.fallback_from if m not in result.fallback_from
+            )
+            result.downgraded = result.downgraded or reply.downgraded
         result.ledger_hits += int(reply.replayed)
         result.cache_hits += int(reply.cache_hit)
         result.usage = result.usage + reply.usage
