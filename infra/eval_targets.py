@@ -23,7 +23,8 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from unittest.mock import patch
 
 from stratus.evals.target import EVAL_TENANT
@@ -131,6 +132,7 @@ def in_process_runtime(*, remote: bool = False) -> Iterator[tuple[Any, bool]]:
             "openai_base_url": url,
             "model_secret_name": "",
             **tables,
+            **_memory_store(stack),
         }
         settings = Settings(**fields)
         clients = AwsClients()
@@ -139,6 +141,24 @@ def in_process_runtime(*, remote: bool = False) -> Iterator[tuple[Any, bool]]:
             orders.put({"tenant_id": EVAL_TENANT, **order})
         orders.put({"tenant_id": OTHER_TENANT, **OTHER_TENANT_ORDER})
         yield Runtime(settings, clients=clients), offline
+
+
+def _memory_store(stack: contextlib.ExitStack) -> dict[str, Any]:
+    """The dev stage's memory bucket and index in this process's moto, with the local
+    ``QueryVectors``: agents with memory recall and extract here as they do on a cloud,
+    so their cases cost the same on every target. Settings fields, as the stack sets them."""
+    import boto3
+
+    from infra.config import load_stage
+    from infra.local import moto_vectors
+    from infra.local.provision import create_memory
+    from infra.topology.memory import memory_env
+
+    moto_vectors.install()
+    stack.callback(moto_vectors.uninstall)
+    stage = load_stage("dev")
+    create_memory(cast(Any, SimpleNamespace(s3vectors=boto3.client("s3vectors"))), stage)
+    return {k.removeprefix("STRATUS_").lower(): v for k, v in memory_env(stage).items()}
 
 
 def judge_for(runtime: Any) -> Any:

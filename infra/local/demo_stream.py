@@ -8,6 +8,7 @@ then the turn sent as a ``message`` frame: the deltas arrive as the model stream
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import uuid
 
 from infra.local.facts import LocalFacts
@@ -15,8 +16,23 @@ from infra.local.stream_client import new_session, stream, ticket
 
 
 def session_turn(facts: LocalFacts) -> str:
+    """The streamed turn, on a session of its own that is deleted afterwards (the demo's
+    REST session step decides what a running cloud keeps for ``stratus eval capture``)."""
     key = facts.demo_tenant_key
     session_id = new_session(facts.api_url, key, "support")
+    try:
+        return _streamed_turn(facts, key, session_id)
+    finally:
+        request = urllib.request.Request(  # noqa: S310 - the local cloud's own API
+            f"{facts.api_url}/v1/agents/support/sessions/{session_id}",
+            method="DELETE",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310
+            pass
+
+
+def _streamed_turn(facts: LocalFacts, key: str, session_id: str) -> str:
     frame = {
         "action": "message",
         "id": f"demo-{uuid.uuid4().hex[:12]}",

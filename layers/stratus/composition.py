@@ -152,14 +152,19 @@ class Runtime:
     def runner(self, spec: AgentSpec) -> AgentRunner:
         from stratus.runner import AgentRunner
 
-        def build() -> AgentRunner:
-            runner = AgentRunner(spec, self.gateway, self.prices, self.settings)
-            runner.audit = self.audit  # tool executions and denials are audited
-            if spec.memory is not None and self.settings.memory_bucket:
-                runner.memory = self.agent_memory(spec)  # recall, remember/recall tools
-            return runner
+        return self._agent_member(
+            "runner",
+            spec,
+            lambda: self.wire(AgentRunner(spec, self.gateway, self.prices, self.settings)),
+        )
 
-        return self._agent_member("runner", spec, build)
+    def wire(self, runner: AgentRunner) -> AgentRunner:
+        """``runner`` with what this runtime gives every agent run (also a subclass's, such
+        as the eval target's recording runner): the audit trail and the agent's memory."""
+        runner.audit = self.audit  # tool executions and denials are audited
+        if runner.spec.memory is not None and self.settings.memory_bucket:
+            runner.memory = self.agent_memory(runner.spec)  # recall, remember/recall tools
+        return runner
 
     # -- long-term memory (issue 18): S3 Vectors, embeddings through the gateway
 
@@ -321,7 +326,7 @@ class Runtime:
         """The session service of ``spec`` (an agent with sessions) on the sessions table."""
         return self._agent_member("sessions", spec, lambda: self._new_session_service(spec))
 
-    def _summarizer_runner(self, summarizer: AgentSpec) -> AgentRunner:
+    def summarizer_runner(self, summarizer: AgentSpec) -> AgentRunner:
         """The summarizer reads turns already screened: its input is not screened again."""
         from stratus.runner import AgentRunner
 
@@ -344,7 +349,7 @@ class Runtime:
             self.settings,
             DynamoSessionStore(table, sleep=self.sleep),
             self.runner(spec),
-            self._summarizer_runner(summarizer),
+            self.summarizer_runner(summarizer),
             clock=self.clock,
             sleep=self.sleep,
             clients=self.clients,

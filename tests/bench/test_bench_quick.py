@@ -9,6 +9,7 @@ targets, and that the console gets no EMF metric lines.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,9 +156,16 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert kinds["gateway_call"]["round_trips"] <= 2, kinds["gateway_call"]["waves"]
     assert kinds["invoke_idempotent"]["round_trips"] <= 3, kinds["invoke_idempotent"]["waves"]
     # A sampled answer's review is one more write, after the answer: one more round trip.
+    # (Counted by table: a background refresh of the process's breaker and bucket copies
+    # may land inside either sample on a loaded machine, so totals are not compared.)
     reviewed = kinds["invoke_reviewed"]
-    assert reviewed["round_trips"] == kinds["invoke"]["round_trips"] + 1, reviewed["waves"]
-    assert reviewed["dynamodb_requests"] == kinds["invoke"]["dynamodb_requests"] + 1
+
+    def review_writes(kind: str) -> int:
+        return sum(len(re.findall(r"PutItem\([^)]*-reviews\)", w)) for w in kinds[kind]["waves"])
+
+    assert review_writes("invoke_reviewed") == 1, reviewed["waves"]
+    assert review_writes("invoke") == 0, kinds["invoke"]["waves"]
+    assert reviewed["round_trips"] >= kinds["invoke"]["round_trips"], reviewed["waves"]
     assert kinds["session_turn"]["session_table_round_trips"] <= 4, kinds["session_turn"]["waves"]
     # The breaker opened elsewhere is honoured (the count depends on the state cache).
     st = cp["staleness"]

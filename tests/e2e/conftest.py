@@ -36,6 +36,21 @@ def shared_cloud() -> Iterator[LocalCloud]:
         yield local
 
 
+_reset_for: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake_model_per_module(request: pytest.FixtureRequest) -> None:
+    """A module on the shared cloud starts with the fake model as new: no scripted reply
+    or fault another module left behind."""
+    module = request.node.module.__name__
+    if "shared_cloud" in request.fixturenames and _reset_for[-1:] != [module]:
+        _reset_for.append(module)
+        fake = request.getfixturevalue("shared_cloud").fake_model
+        if fake is not None:
+            fake.reset()
+
+
 @pytest.fixture(scope="module")
 def aws(cloud: LocalCloud) -> Callable[[str], Any]:
     """Plain boto3 clients pointed at the module's local cloud, as a producer would."""

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.xdist_group("local-cloud")
 
 FACT = "Prefers to be contacted by email only."
 QUESTION = "Will you contact me by email or by phone about my order?"
-NO_FACTS = Reply(content=json.dumps({"facts": []}))
+NO_FACTS = Reply(content=json.dumps({"facts": []}), schema_name="Facts")
 
 
 @pytest.fixture(scope="module")

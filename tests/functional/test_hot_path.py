@@ -58,7 +58,18 @@ def test_the_first_call_of_a_process_reads_its_copies_inside_the_pre_call_wave(
         rig.run("triage", TEXT, scope_id="r-1", replayable=False)
     # The breaker items are read together with the reservation, not before it.
     waves = trace.waves("dynamodb")
-    assert len(waves) <= 3, _why(trace)  # the bucket copy's first read is the third
+    # Before the settlement wave: one wave, besides the key bucket's own chain (the first
+    # read of the process's bucket copy, then the take). That chain is launched in the
+    # first wave; on a loaded machine its read may start after the others ended, so it is
+    # not counted by overlap (which is timing, not structure).
+    *before, settle = waves
+    bucket_chain = {"BatchGetItem", "UpdateItem"}
+    rest = [
+        [c for c in wave if not (c.table.endswith("-limits") and c.operation in bucket_chain)]
+        for wave in before
+    ]
+    assert len([wave for wave in rest if wave]) == 1, _why(trace)
+    assert len(before) <= 3 and {c.table for c in settle} == {"stratus-test-budgets"}, _why(trace)
     assert any(c.operation == "GetItem" for c in waves[0]), _why(trace)
     assert any(c.operation == "UpdateItem" for c in waves[0]), _why(trace)
 

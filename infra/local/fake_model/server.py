@@ -70,6 +70,7 @@ class RecordedRequest:
 #: with a scripted reply that does not name their schema, so a script describes the
 #: conversation, whatever a policy adds around it.
 BOOKKEEPING_SCHEMAS = frozenset({"Facts", "InputVerdict", "OutputVerdict"})
+NO_FACTS = Reply(content=json.dumps({"facts": []}))
 
 
 def _schema_name(body: dict[str, Any]) -> str | None:
@@ -380,7 +381,12 @@ class FakeModelServer:
                     self._settle(record, fault.status)
                     self._send_fault(http, fault)
                     return
-            completion = self._engine.complete(body, api_key, self._take_reply(body))
+            reply = self._take_reply(body)
+            if reply is None and _schema_name(body) == "Facts":
+                # Offline there is no understanding to extract facts with: it says none, so
+                # a demo's or a test's turns never store invented "facts" as memories.
+                reply = NO_FACTS
+            completion = self._engine.complete(body, api_key, reply)
             headers = {"x-request-id": "req_" + completion.id.removeprefix("chatcmpl-")}
             self._settle(record, 200)
             if body.get("stream"):

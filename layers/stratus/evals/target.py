@@ -154,8 +154,8 @@ class InProcessTarget:
                     spec,
                     rt.settings,
                     DynamoSessionStore(rt.clients.table(rt.settings.sessions_table)),
-                    Recording(spec, rt.gateway, rt.prices, rt.settings),
-                    AgentRunner(summarizer_spec(spec.sessions), rt.gateway, rt.prices, rt.settings),
+                    rt.wire(Recording(spec, rt.gateway, rt.prices, rt.settings)),
+                    rt.summarizer_runner(summarizer_spec(spec.sessions)),
                     clients=rt.clients,
                 )
             return self._session_services[agent]
@@ -201,7 +201,9 @@ class InProcessTarget:
         with self._lock:
             if spec.name not in self._runners:
                 rt = self._runtime
-                self._runners[spec.name] = AgentRunner(spec, rt.gateway, rt.prices, rt.settings)
+                self._runners[spec.name] = rt.wire(
+                    AgentRunner(spec, rt.gateway, rt.prices, rt.settings)
+                )
             return self._runners[spec.name]
 
     def run_case(self, agent: str, case: Case) -> Observation:
