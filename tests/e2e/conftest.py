@@ -19,6 +19,9 @@ import pytest
 from infra.local.cloud import LocalCloud
 from tests.e2e.helpers import offline_environ
 
+#: The shared cloud, once a module has started it.
+_SHARED: list[LocalCloud] = []
+
 
 @pytest.fixture(scope="session")
 def shared_cloud() -> Iterator[LocalCloud]:
@@ -33,22 +36,20 @@ def shared_cloud() -> Iterator[LocalCloud]:
         log_sink=lambda line: None,
         environ=offline_environ(),
     ) as local:
-        yield local
+        _SHARED.append(local)
+        try:
+            yield local
+        finally:
+            _SHARED.remove(local)
 
 
-_reset_for: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _fresh_fake_model_per_module(request: pytest.FixtureRequest) -> None:
-    """A module on the shared cloud starts with the fake model as new: no scripted reply
-    or fault another module left behind."""
-    module = request.node.module.__name__
-    if "shared_cloud" in request.fixturenames and _reset_for[-1:] != [module]:
-        _reset_for.append(module)
-        fake = request.getfixturevalue("shared_cloud").fake_model
-        if fake is not None:
-            fake.reset()
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_fake_model_per_module() -> None:
+    """Every module starts with the shared cloud's fake model as new (no scripted reply or
+    fault another module left behind); module-scoped, so before the module's own fixtures."""
+    for cloud in _SHARED:
+        if cloud.fake_model is not None:
+            cloud.fake_model.reset()
 
 
 @pytest.fixture(scope="module")
