@@ -67,7 +67,7 @@ from stratus.errors import (
 from stratus.fanout import Outcome, run_all
 from stratus.gateway_bookkeeping import Write, deferred, drain, observe, post, write_all
 from stratus.gateway_stream import broken_stream_writes
-from stratus.ledger import CompletionStore, cache_key, call_key, request_hash
+from stratus.ledger import CompletionStore, cache_key, call_key, json_schema, request_hash
 from stratus.llm import MAX_RETRY_AFTER_S, MIN_CALL_S, ChatResult, ModelClient, retry_hint
 from stratus.llm_stream import StreamBroken, replay_text
 from stratus.observability import logger
@@ -151,7 +151,7 @@ class ModelGateway:
         drain()  # this unit's earlier settlements first: they free its budget room
         started = time.perf_counter()
         agent = agent or (scope.agent if scope else "")
-        schema = response_format.model_json_schema() if response_format is not None else None
+        schema = json_schema(response_format) if response_format is not None else None
         digest = request_hash(
             {
                 "messages": messages,

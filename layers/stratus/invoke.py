@@ -75,6 +75,31 @@ class InvokeService(ReleaseTagged):
         principal: Principal | None = None,
         on_event: OnEvent | None = None,
     ) -> dict[str, Any]:
+        # The model calls' post-call waves run while the answer is finished (guardrails,
+        # metrics, the response, a review offer) and are waited for before it is returned:
+        # the second round trip overlaps the handler's own work, nothing is returned unpaid.
+        with deferred():
+            return self._invoke(
+                request,
+                tenant_id=tenant_id,
+                request_id=request_id,
+                deadline=deadline,
+                scope_id=scope_id,
+                principal=principal,
+                on_event=on_event,
+            )
+
+    def _invoke(
+        self,
+        request: InvokeRequest,
+        *,
+        tenant_id: str,
+        request_id: str,
+        deadline: Deadline | None,
+        scope_id: str | None,
+        principal: Principal | None,
+        on_event: OnEvent | None,
+    ) -> dict[str, Any]:
         scope = CallScope(
             tenant_id=tenant_id,
             agent=self.spec.name,

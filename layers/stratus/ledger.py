@@ -18,6 +18,7 @@ Both live in the ledger table (key ``pk``, TTL ``expires_at``):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -25,12 +26,21 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel
+
 from stratus.agents import CallScope
 from stratus.config import Settings
 from stratus.gateway_stores.ports import CompletionRecords
 from stratus.llm import ChatResult
 from stratus.observability import logger
 from stratus.usage import Usage
+
+
+@functools.lru_cache(maxsize=256)
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema, built once per class (pydantic rebuilds it on every call;
+    it is part of every structured call's request hash). Read it, never change it."""
+    return model.model_json_schema()
 
 
 def request_hash(payload: dict[str, Any]) -> str:

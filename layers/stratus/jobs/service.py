@@ -45,6 +45,7 @@ from stratus.errors import (
     ValidationFailed,
 )
 from stratus.fanout import run_all, values
+from stratus.gateway_bookkeeping import deferred
 from stratus.jobs.callbacks import queue_callback
 from stratus.jobs.contracts import (
     TERMINAL,
@@ -468,7 +469,10 @@ class JobService:
         """
         job_id = job["job_id"]
         try:
-            output = self._main_step(job, runner, request_id=request_id, deadline=deadline)
+            # The step's post-call wave overlaps recording it, and is written before the
+            # job finishes (finishing closes the task's budget item to new writes).
+            with deferred():
+                output = self._main_step(job, runner, request_id=request_id, deadline=deadline)
             extra: dict[str, Any] = {}
             routed = self.route(job, output, routes)
             if routed is not None:

@@ -39,6 +39,7 @@ from stratus.errors import (
     SessionNotFound,
     StratusError,
 )
+from stratus.gateway_bookkeeping import deferred
 from stratus.observability import logger
 from stratus.release_tags import ReleaseTagged, emit_task, is_task_error
 from stratus.sessions.context import (
@@ -241,9 +242,12 @@ class SessionService(ReleaseTagged):
         head = self._live(key, view.head)
         deadline = deadline or NoDeadline()
         try:
-            if self.policy.policy == "reject":
-                return self._reject(key, message, request_id, deadline, view)
-            return self._enqueue(key, head, message, request_id, deadline, view)
+            # The model calls' post-call waves overlap the turn's tools and its commit, and
+            # are all written before the reply is returned.
+            with deferred():
+                if self.policy.policy == "reject":
+                    return self._reject(key, message, request_id, deadline, view)
+                return self._enqueue(key, head, message, request_id, deadline, view)
         except SessionGone as exc:
             raise SessionNotFound(f"no session {session_id!r}") from exc
         except LostLock as exc:
