@@ -35,6 +35,7 @@ LOG_RETENTION_DAYS = frozenset(
 #: context, body); 5 MiB leaves room for the rest of the API Gateway proxy event.
 MAX_BODY_BYTES_LIMIT = 5 * 1024 * 1024
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,20}$")
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
 
 class StageConfigError(ValueError):
@@ -108,6 +109,42 @@ class OtlpSettings(BaseModel):
     )
 
 
+#: AppConfig deployment strategies of flag changes: everything at once (dev), or
+#: ``linear_<percent>_<minutes>``: that share more of the functions' polls get the new
+#: version at every step, all of them after that many minutes.
+FlagsStrategyName = Literal["all_at_once", "linear_20_5", "linear_50_10"]
+
+
+class FlagsSettings(BaseModel):
+    """Feature flags on AWS AppConfig (issue 19): the stage's ``flags``.
+
+    ``max_age_s`` is how long a warm function keeps the document before it asks
+    AppConfig again, so a flag change applies within it without a redeploy.
+    ``strategy`` is how AppConfig deploys a new version; ``bake_minutes`` how long it
+    watches after the last step before the deployment is complete.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_age_s: int = Field(default=30, ge=1, le=3600)
+    strategy: FlagsStrategyName = "all_at_once"
+    bake_minutes: int = Field(default=0, ge=0, le=1440)
+
+
+class SyntheticSettings(BaseModel):
+    """Synthetic traffic (issue 19): the stage's ``synthetic`` (staging sets it).
+
+    Every ``schedule_minutes`` EventBridge Scheduler runs ``scenario`` against each
+    agent's ``live`` alias (``infra.constructs.synthetic``); a failed case, or a run
+    that does not happen, raises the operator alarm.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schedule_minutes: int = Field(default=15, ge=1, le=1440)
+    scenario: Literal["smoke"] = "smoke"
+
+
 def _default_release_gate() -> GatePolicy:
     return GatePolicy(max_cost_per_task_usd=0.05, min_eval_score=80.0)
 
@@ -121,6 +158,11 @@ class StageConfig(BaseModel):
     #: Pin the stack to an account/region; both None keeps it environment-agnostic.
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    #: Residency (docs/regions.md): one stack per listed region, ``Stratus-<stage>-<region>``,
+    #: each with its own tables, buckets and queues (nothing with tenant data is global).
+    #: Empty: the one ``Stratus-<stage>`` stack. ``account`` may pin them; ``region`` may not
+    #: be set with it (each stack is pinned to its own region).
+    regions: tuple[str, ...] = ()
 
     log_retention_days: int
     api_throttle_rate: float = Field(gt=0, le=10_000, description="Steady requests per second.")
@@ -196,6 +238,10 @@ class StageConfig(BaseModel):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     #: OpenTelemetry GenAI spans over OTLP/HTTP (issue 16); None: off.
     otlp: OtlpSettings | None = None
+    # -- feature flags (issue 19) ------------------------------------------------------
+    flags: FlagsSettings = Field(default_factory=FlagsSettings)
+    #: Scheduled synthetic traffic against the agents (issue 19); None: none (dev, prod).
+    synthetic: SyntheticSettings | None = None
 
     # -- releases (CodeDeploy on the agents' ``live`` aliases) -------------------------
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
@@ -249,9 +295,29 @@ class StageConfig(BaseModel):
                 "deletion_protection: true contradicts removal_policy 'destroy' "
                 "(CloudFormation could never delete the protected tables)"
             )
+        if self.regions:
+            if self.region is not None:
+                raise ValueError("set regions or region, not both (each stack pins its own)")
+            return self
         if (self.account is None) != (self.region is None):
             raise ValueError("account and region: set both or neither")
         return self
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [r for r in value if not REGION_NAME.match(r)]
+        if bad:
+            raise ValueError(f"not AWS region names: {', '.join(bad)} (like eu-west-1)")
+        if len(set(value)) != len(value):
+            raise ValueError("regions must be unique")
+        return value
+
+    def in_region(self, region: str) -> StageConfig:
+        """This stage as deployed in ``region`` (one of :attr:`regions`)."""
+        if region not in self.regions:
+            raise ValueError(f"{region!r} is not one of the stage's regions")
+        return self.model_copy(update={"region": region})
 
     @property
     def retain(self) -> bool:

@@ -111,7 +111,8 @@ class Caller:
     """Who is calling, as the authorizer resolved it (never from the body or the path).
 
     The authorizer's context keys: ``tenant_id``, ``key_id``, ``scopes`` (space-separated),
-    ``role`` and ``customer_id`` (empty when the key has none).
+    ``role`` and ``customer_id`` (empty when the key has none), ``tier`` and
+    ``home_region`` (empty: a context from before tiers, read as ``standard``).
     """
 
     tenant_id: str
@@ -119,6 +120,8 @@ class Caller:
     scopes: frozenset[str]
     role: str | None
     customer_id: str | None
+    tier: str = "standard"
+    home_region: str | None = None
 
 
 def caller(event: APIGatewayProxyEvent) -> Caller:
@@ -129,6 +132,8 @@ def caller(event: APIGatewayProxyEvent) -> Caller:
         scopes=scopes(event),
         role=str(context.get("role") or "") or None,
         customer_id=str(context.get("customer_id") or "") or None,
+        tier=str(context.get("tier") or "") or "standard",
+        home_region=str(context.get("home_region") or "") or None,
     )
 
 

@@ -15,4 +15,4 @@ from stratus.agents import Principal
 
 def principal(event: APIGatewayProxyEvent) -> Principal:
     who = caller(event)
-    return Principal(key_id=who.key_id, role=who.role, customer_id=who.customer_id)
+    return Principal(key_id=who.key_id, role=who.role, customer_id=who.customer_id, tier=who.tier)

@@ -47,6 +47,7 @@ def create_stream_ticket() -> Response[str]:
             scopes=tuple(sorted(who.scopes)),
             role=who.role,
             customer_id=who.customer_id,
+            tier=who.tier,
         )
     )
     body = StreamTicketResponse(ticket=ticket, expires_at=expires_at)

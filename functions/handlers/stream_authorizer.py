@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from stratus import composition
 from stratus.observability import logger
 from stratus.streaming.store import StreamCaller
+from stratus.tenant_keys import wrong_region
 from stratus.tenants import bearer_token
 
 
@@ -43,6 +44,11 @@ def _caller(event: dict[str, Any]) -> StreamCaller | None:
     if key is None:
         logger.info("stream connect denied", extra={"reason": "missing key or ticket"})
         return None
+    home = wrong_region(key, runtime.settings.region)
+    if home is not None:  # the key names its home region: no table read (WebSocket APIs
+        # have no gateway responses; the client sees the handshake refused)
+        logger.info("stream connect denied", extra={"reason": "wrong_region", "home": home})
+        return None
     check = runtime.tenants.check(key)
     tenant = check.tenant
     if tenant is None:
@@ -62,6 +68,7 @@ def _caller(event: dict[str, Any]) -> StreamCaller | None:
         scopes=tuple(tenant.scopes),
         role=tenant.role,
         customer_id=tenant.customer_id,
+        tier=tenant.tier,
     )
 
 

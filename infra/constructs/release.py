@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import ArnFormat, Duration, Fn, Stack
+from aws_cdk import ArnFormat, Duration, Fn, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
@@ -82,6 +82,12 @@ METRICS_WILDCARD = NagPackSuppression(
 def _versions_wildcard(fn: StratusFunction) -> str:
     logical = Stack.of(fn).get_logical_id(fn.function.node.default_child)  # type: ignore[arg-type]
     return f"Resource::<{logical}.Arn>:*"
+
+
+def _nag(value: str, pseudo: str) -> str:
+    """How cdk-nag writes a stack attribute: ``<AWS::Region>`` while it is a token, the
+    value itself in a stack pinned to a region (``infra.app``'s regional stacks)."""
+    return f"<AWS::{pseudo}>" if Token.is_unresolved(value) else value
 
 
 class StratusReleases(Construct):
@@ -357,8 +363,9 @@ class StratusReleases(Construct):
                         "deployment groups only (the deployment id is known at run time)."
                     ),
                     applies_to=[
-                        "Resource::arn:<AWS::Partition>:codedeploy:<AWS::Region>:"
-                        f"<AWS::AccountId>:deploymentgroup:{self.application_name}/*"
+                        f"Resource::arn:{_nag(stack.partition, 'Partition')}:codedeploy:"
+                        f"{_nag(stack.region, 'Region')}:{_nag(stack.account, 'AccountId')}:"
+                        f"deploymentgroup:{self.application_name}/*"
                     ],
                 ),
             )

@@ -126,6 +126,22 @@ def stack_error(
     return error_body(resolved, error.code, text or "", request_id)
 
 
+class AuthorizerDenied(Exception):
+    """The authorizer answered Deny with a reason in its context (a key of another region's
+    tenant): API Gateway's ACCESS_DENIED response, its details from that context."""
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        super().__init__(str(context.get("error_code") or "denied"))
+        self.context = context
+
+
+def denied_error(request_id: str, context: dict[str, Any]) -> tuple[int, bytes]:
+    """The stage's ACCESS_DENIED gateway response, substituted from the Deny's context."""
+    error = gateway_error("ACCESS_DENIED")
+    assert error.status is not None
+    return error.status, json.dumps(error.body(request_id, authorizer=context)).encode()
+
+
 class BadFraming(Exception):
     """The request's body framing (Content-Length, Transfer-Encoding) cannot be read."""
 
@@ -244,7 +260,11 @@ class LocalApiGateway(LoopbackServer):
         event = self._proxy_event(request, url.path, url.query, body, match, request_id)
         try:
             if route.authorized:
-                context = self._authorize(request, event)
+                try:
+                    context = self._authorize(request, event)
+                except AuthorizerDenied as denied:
+                    status, data = denied_error(request_id, denied.context)
+                    return status, json_headers, data
                 if context is None:
                     status, data = stack_error("UNAUTHORIZED", request_id)
                     return status, json_headers, data
@@ -355,6 +375,9 @@ class LocalApiGateway(LoopbackServer):
             return None
         statements = (result.payload.get("policyDocument") or {}).get("Statement") or []
         if not any(s.get("Effect") == "Allow" for s in statements):
+            denial = result.payload.get("context") or {}
+            if denial.get("error_code"):  # a Deny with a reason: 403, never cached here
+                raise AuthorizerDenied(dict(denial))
             return None
         context = {
             "principalId": result.payload.get("principalId"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from stratus.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from stratus.tenant_keys import WrongRegion
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class GatewayError:
     message: str
     #: True if ``message`` is a variable that already yields a quoted JSON string.
     message_is_json: bool = False
+    #: ``details`` fields as (name, ``$context.authorizer.<key>``): what the authorizer's
+    #: context says about the refusal (API Gateway substitutes them on a Deny).
+    details: tuple[tuple[str, str], ...] = ()
 
     def template(self) -> str:
         """The response template: valid JSON once API Gateway substitutes the variables."""
@@ -43,15 +48,31 @@ class GatewayError:
         )
         return text.replace(f'"{sentinel}"', self.message) if self.message_is_json else text
 
-    def body(self, request_id: str, message: str | None = None) -> dict[str, Any]:
-        """The JSON body, with ``message`` replacing the default (local gateway)."""
-        return {
-            "error": {
-                "code": self.code,
-                "message": self.message if message is None else message,
-                "request_id": request_id,
-            }
+    def body(
+        self,
+        request_id: str,
+        message: str | None = None,
+        authorizer: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON body, with ``message`` replacing the default (local gateway); with
+        ``authorizer`` (a Deny's context), the ``details`` variables substituted from it."""
+        error: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message if message is None else message,
+            "request_id": request_id,
         }
+        if self.details:
+            error["details"] = {
+                name: variable
+                if authorizer is None
+                else str(authorizer.get(variable.removeprefix(AUTHORIZER_VARIABLE)) or "")
+                for name, variable in self.details
+            }
+        return {"error": error}
+
+
+#: The prefix of the variables naming a key of the Lambda authorizer's context.
+AUTHORIZER_VARIABLE = "$context.authorizer."
 
 
 #: Status codes and codes come from ``stratus.errors`` where the handlers have them.
@@ -63,8 +84,17 @@ GATEWAY_ERRORS: tuple[GatewayError, ...] = (
         Unauthorized.code,
         "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
     ),
+    # The authorizer's only Deny: a key of a tenant homed in another region (its context
+    # names the home region). Gateway response templates are plain substitution, no VTL:
+    # a second Deny reason would need its own code here. Missing scopes are the handlers'
+    # own 403 ``forbidden``.
     GatewayError(
-        "AccessDenied", "ACCESS_DENIED", 403, "forbidden", "This key may not call this route."
+        "AccessDenied",
+        "ACCESS_DENIED",
+        WrongRegion.status,
+        WrongRegion.code,
+        "This key's tenant lives in another region: call its home region's endpoint.",
+        details=(("home_region", f"{AUTHORIZER_VARIABLE}home_region"),),
     ),
     # API Gateway's answer for a route that does not exist (not only for missing tokens).
     GatewayError(

@@ -64,6 +64,9 @@ class Principal:
     key_id: str | None = None
     role: str | None = None
     customer_id: str | None = None
+    #: The tenant's tier (feature flags segment on it). Not part of :meth:`encode` nor of
+    #: equality: idempotency scopes and stored jobs made before tiers stay the same.
+    tier: str = field(default="standard", compare=False)
 
     def encode(self) -> str:
         """A stable string (an idempotency scope field, a job record attribute)."""
@@ -77,7 +80,7 @@ class Principal:
         except (TypeError, ValueError):
             return cls()
         text = [str(v) if v not in (None, "") else None for v in (key_id, role, customer_id)]
-        return cls(*text)
+        return cls(key_id=text[0], role=text[1], customer_id=text[2])
 
     def tag(self, request_id: str) -> str:
         """``request_id`` carrying this principal (a queued session message keeps it, so

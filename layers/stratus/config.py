@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STRATUS_", extra="ignore", frozen=True)
 
     stage: str = "dev"
+    #: The region this function serves (Lambda sets ``AWS_REGION``): the authorizer refuses
+    #: keys of tenants homed elsewhere (``wrong_region``). Empty: no region check.
+    region: str = Field(default="", validation_alias=AliasChoices("STRATUS_REGION", "AWS_REGION"))
     #: The agent this function serves; empty for the platform function.
     agent: str = ""
     #: The release id of the served agent (``r-`` + 12 hex, :mod:`stratus.releases`), set
@@ -190,6 +193,17 @@ class Settings(BaseSettings):
     embedding_model: str = "text-embedding-3-small"
     #: How long a memory is kept (the stage's retention).
     memory_ttl_s: int = Field(default=90 * 86_400, ge=60, le=3650 * 86_400)
+
+    # -- feature flags (issue 19, :mod:`stratus.flags`): AppConfig names, not ids
+    #: The AppConfig application (``stratus-<stage>``); empty: the bundled default document
+    #: only, and no AppConfig call (tests, scripts).
+    flags_application: str = ""
+    #: The AppConfig environment (``<stage>``; empty: the stage) and profile (``flags``).
+    flags_environment: str = ""
+    flags_profile: str = ""
+    #: Seconds a fetched document is used before AppConfigData is asked again (per process):
+    #: a flag change applies within this time, without a redeploy.
+    flags_max_age_s: int = Field(default=30, ge=0, le=3600)
 
     @field_validator("review_sample_rates")
     @classmethod

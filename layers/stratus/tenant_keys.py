@@ -9,7 +9,15 @@ A key item (``KEY#<hash>`` in the tenants table) carries ``tenant_id``,
 ``scopes``, and optionally ``role``, ``customer_id``, ``expires_at`` (epoch seconds;
 rotation sets it to the end of the grace period), ``rotated_to`` (the new key's id)
 and ``tenant_status`` (``suspended``: the tenant's status, denormalised onto its keys
-at suspend time so the authorizer stays one GetItem).
+at suspend time so the authorizer stays one GetItem), ``tier`` and ``home_region`` (the
+tenant's, denormalised for the same reason).
+
+A key made for a tenant with a home region names that region
+(``sk-stratus-<region>_<token>``): the authorizer of another region refuses it
+(``wrong_region``) from the key alone, without reading any other region's data, and
+since only the hash of the whole key is stored, the region part cannot be edited. A key
+without a region (made before regions, or for a tenant without a home region) belongs to
+the region whose table holds it.
 
 The ``key_id`` is derived from the hash (``key_`` + 20 hex digits of
 SHA-256("stratus-key-id:" + hash)): it names a key in listings, audit events and
@@ -32,13 +40,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from stratus.errors import StratusError
 
 KEY_PREFIX = "sk-stratus-"
 _KEY_BODY_LEN = 43  # token_urlsafe(32)
 MAX_KEY_LEN = 128
+#: An AWS region name (``eu-west-1``, ``us-gov-west-1``, ``ap-southeast-4``).
+REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+#: What sits between a key's region and its random part (never in a region name).
+_REGION_SEP = "_"
+
+#: A tenant's service tier (feature flags segment on it).
+TIERS: tuple[str, ...] = ("free", "standard", "enterprise")
+DEFAULT_TIER = "standard"
 
 #: What a key may do (issue 14 names them; each route requires one).
 SCOPES: tuple[str, ...] = (
@@ -62,7 +78,7 @@ CUSTOMER_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 KEY_ID_PATTERN = r"^key_[0-9a-f]{20}$"
 
 #: Why a key did not authenticate (``Authentication.reason``; audited as ``reason``).
-Refusal = Literal["unknown_key", "key_revoked", "key_expired", "tenant_suspended"]
+Refusal = Literal["unknown_key", "key_revoked", "key_expired", "tenant_suspended", "wrong_region"]
 
 
 def key_scopes(scopes: Iterable[str] | None) -> tuple[str, ...]:
@@ -84,8 +100,48 @@ def stored_scopes(item: dict[str, Any]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in {str(v) for v in raw})
 
 
-def new_api_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
+def check_tier(tier: str) -> str:
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; known: {', '.join(TIERS)}")
+    return tier
+
+
+def check_region(region: str) -> str:
+    if not REGION_PATTERN.match(region):
+        raise ValueError(f"{region!r} is not an AWS region name (like eu-west-1)")
+    return region
+
+
+def new_api_key(region: str | None = None) -> str:
+    """A new key; with ``region``, one that names its home region (module docstring)."""
+    token = secrets.token_urlsafe(32)
+    if region is None:
+        return KEY_PREFIX + token
+    return f"{KEY_PREFIX}{check_region(region)}{_REGION_SEP}{token}"
+
+
+def key_region(key: str) -> str | None:
+    """The home region a key names, or None (a key without one, or not a Stratus key).
+
+    The random part may itself contain ``_``; a region never does, so the region is what
+    precedes the first ``_`` when the rest is exactly one random part long."""
+    body = key.removeprefix(KEY_PREFIX)
+    if body == key or len(body) == _KEY_BODY_LEN:
+        return None
+    region, sep, token = body.partition(_REGION_SEP)
+    if not sep or len(token) != _KEY_BODY_LEN or not REGION_PATTERN.match(region):
+        return None
+    return region
+
+
+def wrong_region(key: str, serving_region: str) -> str | None:
+    """The key's home region when it names one other than ``serving_region``; else None.
+
+    An unknown serving region (empty) refuses nothing: the table lookup decides."""
+    home = key_region(key)
+    if home is None or not serving_region or home == serving_region:
+        return None
+    return home
 
 
 def hash_key(key: str) -> str:
@@ -109,7 +165,9 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def well_formed(key: str) -> bool:
-    return key.startswith(KEY_PREFIX) and len(key) == len(KEY_PREFIX) + _KEY_BODY_LEN
+    if not key.startswith(KEY_PREFIX):
+        return False
+    return len(key) == len(KEY_PREFIX) + _KEY_BODY_LEN or key_region(key) is not None
 
 
 def iso(epoch: float | None) -> str | None:
@@ -142,6 +200,20 @@ class Tenant(BaseModel):
     key_id: str | None = None
     role: str | None = None
     customer_id: str | None = None
+    #: The service tier (:data:`TIERS`) and the region the tenant's data lives in (None:
+    #: created before regions, served where its table is).
+    tier: str = DEFAULT_TIER
+    home_region: str | None = None
+
+    @field_validator("tier")
+    @classmethod
+    def _known_tier(cls, value: str) -> str:
+        return check_tier(value)
+
+    @field_validator("home_region")
+    @classmethod
+    def _region_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_region(value)
 
 
 class KeyInfo(BaseModel):
@@ -193,8 +265,11 @@ def key_item(
     role: str | None = None,
     customer_id: str | None = None,
     expires_at: float | None = None,
+    tier: str = DEFAULT_TIER,
+    home_region: str | None = None,
 ) -> dict[str, Any]:
-    """The stored item of a new key (``pk``, hash only)."""
+    """The stored item of a new key (``pk``, hash only), carrying its tenant's tier and
+    home region."""
     digest = hash_key(key)
     item: dict[str, Any] = {
         "pk": f"KEY#{digest}",
@@ -204,7 +279,10 @@ def key_item(
         "status": "active",
         "created_at": created_at,
         "scopes": list(scopes),
+        "tier": check_tier(tier),
     }
+    if home_region:
+        item["home_region"] = home_region
     if role:
         item["role"] = role
     if customer_id:
@@ -248,17 +326,48 @@ def judge(item: dict[str, Any] | None, now: float) -> Authentication:
         key_id=info.key_id,
         role=info.role,
         customer_id=info.customer_id,
+        tier=stored_tier(item),
+        home_region=item.get("home_region") or None,
     )
     return Authentication(tenant, None, info.tenant_id, info.key_id)
 
 
-def new_tenant(name: str, scopes: Iterable[str] | None, now: float) -> Tenant:
+def stored_tier(item: dict[str, Any]) -> str:
+    """An item's tier; an item from before tiers (or with an unknown one) is standard."""
+    tier = str(item.get("tier") or DEFAULT_TIER)
+    return tier if tier in TIERS else DEFAULT_TIER
+
+
+def new_tenant(
+    name: str,
+    scopes: Iterable[str] | None,
+    now: float,
+    *,
+    tier: str = DEFAULT_TIER,
+    home_region: str | None = None,
+) -> Tenant:
     return Tenant(
         tenant_id=uuid.uuid4().hex,
         name=name.strip(),
         created_at=now_iso(now),
         scopes=key_scopes(scopes),
+        tier=tier,
+        home_region=home_region,
     )
+
+
+def tenant_item(tenant: Tenant) -> dict[str, Any]:
+    """The stored ``TENANT#<id>`` item of a new tenant."""
+    item: dict[str, Any] = {
+        "pk": f"TENANT#{tenant.tenant_id}",
+        "name": tenant.name,
+        "status": tenant.status,
+        "created_at": tenant.created_at,
+        "tier": tenant.tier,
+    }
+    if tenant.home_region:
+        item["home_region"] = tenant.home_region
+    return item
 
 
 def grace_seconds(grace_s: int | None) -> int:
@@ -285,6 +394,14 @@ class TenantSuspended(StratusError):
 
     code = "tenant_suspended"
     status = 409
+
+
+class WrongRegion(StratusError):
+    """A key of a tenant homed in another region (``details.home_region``): the API
+    Gateway ACCESS_DENIED response answers it, from the authorizer's Deny."""
+
+    code = "wrong_region"
+    status = 403
 
 
 class KeyNotActive(StratusError):

@@ -17,7 +17,8 @@ missed by a suspension, which is idempotent and may be run again).
 consistent GetItem of the key item. A suspension writes ``tenant_status=suspended``
 onto every key item of the tenant (and the tenant item); a resume removes it; a new
 key is written only while its tenant is active (a condition check in the same
-transaction).
+transaction). A tenant's ``tier`` and ``home_region`` are denormalised the same way
+(``set_tier`` rewrites them like ``suspend``).
 
 :class:`TenantStore` is the DynamoDB adapter; :class:`MemoryTenants`
 (:mod:`stratus.tenants_memory`) the in-memory fake.
@@ -38,6 +39,7 @@ from stratus.tenant_keys import (
     MAX_GRACE_S,
     MAX_KEY_LEN,
     SCOPES,
+    TIERS,
     Authentication,
     KeyInfo,
     KeyNotActive,
@@ -48,6 +50,7 @@ from stratus.tenant_keys import (
     TenantSuspended,
     bearer_token,
     check_binding,
+    check_tier,
     grace_seconds,
     hash_key,
     judge,
@@ -58,6 +61,8 @@ from stratus.tenant_keys import (
     new_api_key,
     new_tenant,
     now_iso,
+    stored_tier,
+    tenant_item,
     well_formed,
 )
 from stratus.tenants_memory import MemoryTenants
@@ -70,6 +75,7 @@ __all__ = [
     "MAX_GRACE_S",
     "MAX_KEY_LEN",
     "SCOPES",
+    "TIERS",
     "Authentication",
     "KeyInfo",
     "KeyNotActive",
@@ -93,7 +99,14 @@ KEY_INDEX = "tenant_keys"
 
 
 class TenantDirectory(Protocol):
-    def create(self, name: str, scopes: Iterable[str] | None = None) -> tuple[Tenant, str]: ...
+    def create(
+        self,
+        name: str,
+        scopes: Iterable[str] | None = None,
+        *,
+        tier: str = "standard",
+        home_region: str | None = None,
+    ) -> tuple[Tenant, str]: ...
     def authenticate(self, key: str) -> Tenant | None: ...
     def check(self, key: str) -> Authentication: ...
     def is_active(self, tenant_id: str) -> bool: ...
@@ -112,6 +125,7 @@ class TenantDirectory(Protocol):
     def rotate_key(self, tenant_id: str, key_id: str, grace_s: int | None = None) -> Rotation: ...
     def suspend(self, tenant_id: str) -> int: ...
     def resume(self, tenant_id: str) -> int: ...
+    def set_tier(self, tenant_id: str, tier: str) -> int: ...
 
 
 class TenantStore:
@@ -133,26 +147,32 @@ class TenantStore:
         self._table = Table(table_name, dynamodb)
         self._clock = clock
 
-    def create(self, name: str, scopes: Iterable[str] | None = None) -> tuple[Tenant, str]:
+    def create(
+        self,
+        name: str,
+        scopes: Iterable[str] | None = None,
+        *,
+        tier: str = "standard",
+        home_region: str | None = None,
+    ) -> tuple[Tenant, str]:
         """Create a tenant with one API key (``scopes``, default every scope); returns the
-        key, which is never stored."""
-        tenant = new_tenant(name, scopes, self._clock())
-        key = new_api_key()
+        key, which is never stored. ``home_region``: the region of this table's stack (its
+        keys name it, see :mod:`stratus.tenant_keys`)."""
+        tenant = new_tenant(name, scopes, self._clock(), tier=tier, home_region=home_region)
+        key = new_api_key(tenant.home_region)
         item = key_item(
-            key, tenant.tenant_id, tenant.name, tenant.scopes, created_at=tenant.created_at
+            key,
+            tenant.tenant_id,
+            tenant.name,
+            tenant.scopes,
+            created_at=tenant.created_at,
+            tier=tenant.tier,
+            home_region=tenant.home_region,
         )
         put_new = "attribute_not_exists(pk)"
         self._table.transact(
             [
-                self._table.put_op(
-                    {
-                        "pk": f"TENANT#{tenant.tenant_id}",
-                        "name": tenant.name,
-                        "status": tenant.status,
-                        "created_at": tenant.created_at,
-                    },
-                    condition=put_new,
-                ),
+                self._table.put_op(tenant_item(tenant), condition=put_new),
                 self._table.put_op(item, condition=put_new),
             ]
         )
@@ -204,7 +224,8 @@ class TenantStore:
             raise TenantNotFound(f"no tenant {tenant_id!r}", details={"tenant_id": tenant_id})
         if tenant.get("status") != "active":
             raise TenantSuspended("the tenant is suspended", details={"tenant_id": tenant_id})
-        key = new_api_key()
+        home_region = tenant.get("home_region") or None
+        key = new_api_key(home_region)
         item = key_item(
             key,
             tenant_id,
@@ -214,6 +235,8 @@ class TenantStore:
             role=role,
             customer_id=customer_id,
             expires_at=expires_at,
+            tier=stored_tier(tenant),
+            home_region=home_region,
         )
         try:
             self._table.transact(
@@ -288,7 +311,8 @@ class TenantStore:
                 details={"key_id": key_id, "rotated_to": old.get("rotated_to")},
             )
         info = key_info(old, now)
-        key = new_api_key()
+        home_region = old.get("home_region") or None
+        key = new_api_key(home_region)
         new = key_item(
             key,
             tenant_id,
@@ -297,6 +321,8 @@ class TenantStore:
             created_at=now_iso(now),
             role=info.role,
             customer_id=info.customer_id,
+            tier=stored_tier(old),
+            home_region=home_region,
         )
         ends = now + grace
         if old.get("expires_at") is not None:
@@ -367,6 +393,29 @@ class TenantStore:
         marked = 0
         for item in self._key_items(tenant_id):
             self._mark(item["pk"], "REMOVE tenant_status", None)
+            marked += 1
+        return marked
+
+    def set_tier(self, tenant_id: str, tier: str) -> int:
+        """Change the tenant's tier on its item and every key item (so the authorizer,
+        and the feature flags segmenting on it, see it within the cache window).
+        Idempotent; returns how many key items were marked."""
+        check_tier(tier)
+        try:
+            self._table.update(
+                {"pk": f"TENANT#{tenant_id}"},
+                "SET tier = :t",
+                condition="attribute_exists(pk)",
+                values={":t": tier},
+                returns="NONE",
+            )
+        except ConditionFailed:
+            raise TenantNotFound(
+                f"no tenant {tenant_id!r}", details={"tenant_id": tenant_id}
+            ) from None
+        marked = 0
+        for item in self._key_items(tenant_id):
+            self._mark(item["pk"], "SET tier = :t", {":t": tier})
             marked += 1
         return marked
 

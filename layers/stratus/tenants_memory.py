@@ -22,6 +22,7 @@ from stratus.tenant_keys import (
     TenantNotFound,
     TenantSuspended,
     check_binding,
+    check_tier,
     grace_seconds,
     hash_key,
     judge,
@@ -31,6 +32,7 @@ from stratus.tenant_keys import (
     new_api_key,
     new_tenant,
     now_iso,
+    stored_tier,
     well_formed,
 )
 
@@ -45,10 +47,24 @@ class MemoryTenants:
         self._lock = threading.Lock()
         self._clock = clock
 
-    def create(self, name: str, scopes: Iterable[str] | None = None) -> tuple[Tenant, str]:
-        tenant, key = new_tenant(name, scopes, self._clock()), new_api_key()
+    def create(
+        self,
+        name: str,
+        scopes: Iterable[str] | None = None,
+        *,
+        tier: str = "standard",
+        home_region: str | None = None,
+    ) -> tuple[Tenant, str]:
+        tenant = new_tenant(name, scopes, self._clock(), tier=tier, home_region=home_region)
+        key = new_api_key(tenant.home_region)
         item = key_item(
-            key, tenant.tenant_id, tenant.name, tenant.scopes, created_at=tenant.created_at
+            key,
+            tenant.tenant_id,
+            tenant.name,
+            tenant.scopes,
+            created_at=tenant.created_at,
+            tier=tenant.tier,
+            home_region=tenant.home_region,
         )
         with self._lock:
             self._tenants[tenant.tenant_id] = tenant
@@ -113,9 +129,9 @@ class MemoryTenants:
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise ValueError("expires_at must be in the future")
-        key = new_api_key()
         with self._lock:
             tenant = self._active_tenant(tenant_id)
+            key = new_api_key(tenant.home_region)
             item = key_item(
                 key,
                 tenant_id,
@@ -125,6 +141,8 @@ class MemoryTenants:
                 role=role,
                 customer_id=customer_id,
                 expires_at=expires_at,
+                tier=tenant.tier,
+                home_region=tenant.home_region,
             )
             self._keys[item["pk"]] = item
         return key_info(item, now), key
@@ -156,9 +174,9 @@ class MemoryTenants:
     def rotate_key(self, tenant_id: str, key_id: str, grace_s: int | None = None) -> Rotation:
         grace = grace_seconds(grace_s)
         now = self._clock()
-        key = new_api_key()
         with self._lock:
             old = self._find(tenant_id, key_id)
+            key = new_api_key(old.get("home_region") or None)
             self._active_tenant(tenant_id)
             if judge(old, now).tenant is None or old.get("rotated_to"):
                 raise KeyNotActive(
@@ -174,6 +192,8 @@ class MemoryTenants:
                 created_at=now_iso(now),
                 role=info.role,
                 customer_id=info.customer_id,
+                tier=stored_tier(old),
+                home_region=old.get("home_region") or None,
             )
             ends = now + grace
             if old.get("expires_at") is not None:
@@ -203,3 +223,15 @@ class MemoryTenants:
 
     def resume(self, tenant_id: str) -> int:
         return self._set_status(tenant_id, "active")
+
+    def set_tier(self, tenant_id: str, tier: str) -> int:
+        check_tier(tier)
+        with self._lock:
+            tenant = self._tenants.get(tenant_id)
+            if tenant is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}", details={"tenant_id": tenant_id})
+            self._tenants[tenant_id] = tenant.model_copy(update={"tier": tier})
+            items = self._items(tenant_id)
+            for item in items:
+                item["tier"] = tier
+            return len(items)

@@ -528,11 +528,12 @@ SUBSTITUTIONS = {
     "$context.error.validationErrorString": (
         '[object has missing required properties ([\\"input\\"])]'
     ),
+    "$context.authorizer.home_region": "eu-west-1",
 }
 
 GATEWAY_RESPONSES = {
     "UNAUTHORIZED": ("401", "unauthorized"),
-    "ACCESS_DENIED": ("403", "forbidden"),
+    "ACCESS_DENIED": ("403", "wrong_region"),
     "MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"),
     "REQUEST_TOO_LARGE": ("413", "payload_too_large"),
     "BAD_REQUEST_BODY": ("422", "validation_error"),
@@ -553,7 +554,7 @@ def test_gateway_responses_use_the_error_shape(synthesized: Synthesized) -> None
         props = found[response_type]
         assert props.get("StatusCode") == status, response_type
         template = props["ResponseTemplates"]["application/json"]
-        rendered = re.sub(r"\$context\.[A-Za-z.]+", lambda m: SUBSTITUTIONS[m.group(0)], template)
+        rendered = re.sub(r"\$context\.[A-Za-z_.]+", lambda m: SUBSTITUTIONS[m.group(0)], template)
         body = json.loads(rendered)  # valid JSON after API Gateway's substitution
         assert set(body) == {"error"}
         assert body["error"]["code"] == code

@@ -215,6 +215,7 @@ def test_an_invoke_is_claimed_and_handed_to_the_agent_function() -> None:
                 "scopes": "invoke sessions",
                 "role": "",
                 "customer_id": "",
+                "tier": "standard",
             },
             "request_id": "req-9",
         }

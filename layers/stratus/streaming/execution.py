@@ -54,7 +54,9 @@ class StreamRequest(BaseModel):
 
     def principal(self) -> Principal:
         caller = self.who()
-        return Principal(key_id=caller.key_id, role=caller.role, customer_id=caller.customer_id)
+        return Principal(
+            key_id=caller.key_id, role=caller.role, customer_id=caller.customer_id, tier=caller.tier
+        )
 
 
 class FrameSink:

@@ -35,6 +35,8 @@ class StreamCaller:
     scopes: tuple[str, ...] = ()
     role: str | None = None
     customer_id: str | None = None
+    #: The tenant's tier (feature flag segments); "standard" when not known.
+    tier: str = "standard"
 
     def context(self) -> dict[str, str]:
         """The authorizer context (strings only; scopes space-separated)."""
@@ -44,6 +46,7 @@ class StreamCaller:
             "scopes": " ".join(self.scopes),
             "role": self.role or "",
             "customer_id": self.customer_id or "",
+            "tier": self.tier,
         }
 
     @classmethod
@@ -61,6 +64,7 @@ class StreamCaller:
             scopes=tuple(listed),
             role=str(context.get("role") or "") or None,
             customer_id=str(context.get("customer_id") or "") or None,
+            tier=str(context.get("tier") or "") or "standard",
         )
 
     def item(self) -> dict[str, Any]:
@@ -71,6 +75,7 @@ class StreamCaller:
             "scopes": " ".join(self.scopes),
             "role": self.role,
             "customer_id": self.customer_id,
+            "tier": self.tier,
         }
         return {name: value for name, value in values.items() if value}
 
