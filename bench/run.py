@@ -30,6 +30,7 @@ from bench import (
     sessions,
     streaming,
 )
+from bench import load as load_bench
 from bench import otel as otel_bench
 from bench.invoke import captured_stdout
 from bench.report import render
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     remembered = memory.measure(2 if args.quick else 10, sizes, log=log)
     log("otel: cold start and per-call cost of OTLP export, on against off")
     traced = otel_bench.measure(min(runs, 3), 50 if args.quick else 300, log=log)
+    log("load: requests/s and latency of the local cloud under Locust (invoke, 10 and 50 users)")
+    loaded = load_bench.measure(load_bench.QUICK if args.quick else load_bench.FULL, log=log)
     data: dict[str, Any] = {
         "meta": meta,
         "cold_start": cold,
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "guardrails": guarded,
         "memory": remembered,
         "otel": traced,
+        "load": loaded,
         "process": {
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "elapsed_s": round(time.perf_counter() - started, 1),
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = [*streaming.render(streamed), *guardrails.render(guarded)]
     sections += memory.render(remembered)
     sections += otel_bench.render(traced)
+    sections += load_bench.render(loaded)
     out.write_text(render(data) + "\n".join(sections), encoding="utf-8")
     soak = out.with_name("soak.json")
     if soak.exists():  # make soak's section is its own run: keep it in the new report

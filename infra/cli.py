@@ -23,7 +23,7 @@ from typing import Any
 
 from infra.operator_tables import stack_output
 from stratus.aws import AwsClients
-from stratus.tenants import TenantStore
+from stratus.tenants import TIERS, TenantStore
 
 TENANTS_OUTPUT = "TenantsTableName"
 #: The command's AWS clients, new for every ``main()`` (``AWS_ENDPOINT_URL`` reaches a local cloud).
@@ -51,7 +51,17 @@ def _tenant_create(args: argparse.Namespace) -> int:
     name = args.name.strip()
     if not name or len(name) > 100:
         raise SystemExit("--name must be 1-100 characters")
-    tenant, key = TenantStore(_tenants_table(args), _CLIENTS.client("dynamodb")).create(name)
+    dynamodb = _CLIENTS.client("dynamodb")
+    # A tenant created through a deployed stack lives in that stack's region (its keys name
+    # it: docs/regions.md); --home-region says so explicitly, "none" opts out.
+    home = args.home_region or (dynamodb.meta.region_name if args.stack else None)
+    home = None if home in (None, "", "none") else home
+    try:
+        tenant, key = TenantStore(_tenants_table(args), dynamodb).create(
+            name, tier=args.tier, home_region=home
+        )
+    except ValueError as problem:
+        raise SystemExit(str(problem)) from None
     from infra.callback_keys_cli import first_key
 
     signing = first_key(tenant.tenant_id, stack=args.stack)
@@ -61,12 +71,21 @@ def _tenant_create(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {"tenant_id": tenant.tenant_id, "name": tenant.name, "api_key": key, **callback}
+                {
+                    "tenant_id": tenant.tenant_id,
+                    "name": tenant.name,
+                    "tier": tenant.tier,
+                    "home_region": tenant.home_region,
+                    "api_key": key,
+                    **callback,
+                }
             )
         )
     else:
         print(f"tenant_id: {tenant.tenant_id}")
         print(f"name:      {tenant.name}")
+        print(f"tier:      {tenant.tier}")
+        print(f"region:    {tenant.home_region or '-'}")
         print(f"api_key:   {key}")
         for field, value in callback.items():
             print(f"{field + ':':<11}{value}")
@@ -296,11 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--table", help="the tenants table name")
     where.add_argument("--stack", help="a deployed Stratus stack to read the table name from")
     create.add_argument("--json", action="store_true", help="print JSON")
+    create.add_argument("--tier", default="standard", choices=TIERS, help="the service tier")
+    create.add_argument(
+        "--home-region", help="the tenant's home region (default: the --stack's region)"
+    )
     create.set_defaults(func=_tenant_create)
     from infra import keys_cli
 
     keys_cli.add_parser(commands)
     keys_cli.add_tenant_parsers(tenant_commands)
+    from infra import tenant_tier_cli
+
+    tenant_tier_cli.add_tenant_commands(tenant_commands)
 
     dlq = commands.add_parser("dlq", help="inspect and redrive dead-letter queues")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -352,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     from infra import cost_cli
 
     cost_cli.add_parser(commands)
+    from infra import flags_cli
+
+    flags_cli.add_parser(commands)
+    from infra import load_cli
+
+    load_cli.add_parser(commands)
 
     dev = commands.add_parser("dev", help="run the whole app on the embedded local cloud")
     dev.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="0 = any free port")

@@ -19,6 +19,7 @@ from infra.constructs.agent_function import FunctionDeps, StratusFunctions
 from infra.constructs.alerts import BudgetAlerts
 from infra.constructs.api import StratusApi
 from infra.constructs.dashboard import StratusDashboard
+from infra.constructs.flags import StratusFlags
 from infra.constructs.function_code import FunctionCode
 from infra.constructs.jobs import StratusJobs
 from infra.constructs.memory import StratusMemory
@@ -26,6 +27,7 @@ from infra.constructs.operator_alarms import OperatorAlarms
 from infra.constructs.release import StratusReleases
 from infra.constructs.runtime_layer import RuntimeLayer
 from infra.constructs.secrets import STORE_KEYS_HOWTO, ModelSecret
+from infra.constructs.synthetic import StratusSynthetic
 from infra.constructs.tables import StratusTables
 from infra.constructs.websocket import StratusWebSocket
 from infra.definitions import (
@@ -92,6 +94,10 @@ class StratusStack(Stack):
         # Long-term memory: the stage's vector index, granted to the functions that use it.
         self.memory = StratusMemory(self, "Memory", stage=stage)
         self.memory.grant(self.functions.by_key.values())
+        # Feature flags (issue 19): the stage's AppConfig profile, read by the functions
+        # that serve agents (their plans carry STRATUS_FLAGS_*).
+        self.flags = StratusFlags(self, "Flags", stage=stage)
+        self.flags.grant_read(self.functions.by_key.values())
         self.releases = StratusReleases(self, "Releases", stage=stage, functions=self.functions)
         self.api = StratusApi(
             self,
@@ -124,6 +130,17 @@ class StratusStack(Stack):
             workflows=self.jobs.workflows,
             api=self.api.api,
         )
+        # Synthetic traffic (issue 19): only a stage with ``synthetic`` (staging).
+        self.synthetic: StratusSynthetic | None = None
+        if stage.synthetic is not None:
+            self.synthetic = StratusSynthetic(
+                self,
+                "Synthetic",
+                stage=stage,
+                settings=stage.synthetic,
+                agents=self.functions.agents,
+                deps=deps,
+            )
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the REST API")
         CfnOutput(
             self,

@@ -16,6 +16,7 @@ import importlib
 import json
 import logging
 import re
+from contextlib import nullcontext
 from typing import Annotated, Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -24,6 +25,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import stratus
@@ -60,6 +62,7 @@ from stratus.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from stratus.flags import AgentFlags, applied
 from stratus.health import HealthResponse, check_health
 from stratus.observability import logger, metrics, set_agent_dimension, tracer
 
@@ -346,8 +349,15 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     tag_served_release()
     if "stratus_stream" in event:  # a streamed request from the stream router (issue 17)
         return streamed.handle(event, context)
+    problem = _guard(event)
+    flags: AgentFlags | None = None
+    if problem is None:
+        try:  # the kill switch (503 agent_disabled): before the rate check's write
+            flags = _agent_flags(event)
+        except StratusError as refused:
+            problem = refused
     # Then the tenant's request rate (429 throttled, scope tenant: functions.handlers.fairness).
-    problem = _guard(event) or fairness.admit(event)
+    problem = problem or fairness.admit(event)
     if problem is not None:
         rid = str((event.get("requestContext") or {}).get("requestId") or "")
         return {
@@ -357,10 +367,27 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "isBase64Encoded": False,
         }
     try:
-        return app.resolve(event, context)
+        # The request's feature flags, bound for the runner (tier, prompt, tools, classifier).
+        with applied(flags) if flags is not None else nullcontext():
+            return app.resolve(event, context)
     finally:
         # The request's audit events, in one write after the answer (none: no write).
         composition.current().audit.flush()
+
+
+def _agent_flags(event: dict[str, Any]) -> AgentFlags | None:
+    """The feature flags of a request to the served agent's routes (None for any other
+    route, or one the authorizer did not pass); ``AgentDisabled`` when they switch it
+    off. Resolved from the cached flag document and the authorizer's context: no round trip.
+    """
+    runtime = composition.current()
+    agent = runtime.settings.agent
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    tenant = str(authorizer.get("tenant_id") or "")
+    if not agent or not tenant or not AGENT_PATH.match(str(event.get("path") or "")):
+        return None
+    who = principal(APIGatewayProxyEvent(event))
+    return runtime.agent_flags(served_agent(agent), tenant, who)
 
 
 def warm_routes(runtime: composition.Runtime) -> None:

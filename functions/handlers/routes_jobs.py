@@ -62,15 +62,18 @@ def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[str]:
     spec = load_agent(body.agent) if body.agent in agent_names() else None
-    job, _ = composition.current().jobs.submit(
+    runtime, tenant, who = composition.current(), _tenant(), principal(_event())
+    if spec is not None:  # 503 agent_disabled before the job record is written
+        runtime.agent_flags(spec, tenant, who)
+    job, _ = runtime.jobs.submit(
         body,
-        tenant_id=_tenant(),
+        tenant_id=tenant,
         idempotency_key=idempotency_key,
         source="api",
         # 413 input_too_large over the agent's limits.max_input_chars or the byte cap.
         max_input_chars=spec.limits.max_input_chars if spec is not None else None,
         # The worker runs the job's tools as the submitting key (role, end customer).
-        principal=principal(_event()),
+        principal=who,
     )
     return Response(
         status_code=202,

@@ -17,6 +17,7 @@ from functions.handlers.common import deadline, served_agent
 from stratus import composition
 from stratus.contracts import InvokeRequest
 from stratus.errors import AgentNotStreamable, StratusError
+from stratus.flags import applied
 from stratus.observability import logger
 from stratus.stream_events import OnEvent, streaming_turn
 from stratus.streaming import StreamRequest
@@ -40,11 +41,13 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if request.action not in ("invoke", "message"):
             raise AgentNotStreamable(f"no streamed action {request.action!r}")
         caller = request.who()
+        who = request.principal()
+        # 503 agent_disabled (a frame) before anything of the request is written.
+        flags = runtime.agent_flags(spec, caller.tenant_id, who)
     except StratusError as err:
         execution.fail(request, err)
         return {"streamed": False}
     limit = deadline(context)
-    who = request.principal()
 
     def invoke(on_event: OnEvent) -> dict[str, Any]:
         body = InvokeRequest(input=request.input if request.input is not None else "")
@@ -69,7 +72,8 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             )
 
     try:
-        sink = execution.run(request, invoke if request.action == "invoke" else message)
+        with applied(flags):  # the runner's tier, prompt, tools and classifier
+            sink = execution.run(request, invoke if request.action == "invoke" else message)
     finally:
         runtime.audit.flush()  # the request's audit events, in one write
     return {"streamed": True, "connection_gone": sink.gone}

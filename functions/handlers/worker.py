@@ -28,8 +28,10 @@ from functions.agents import load_agent
 from functions.handlers.batches import sqs_batch
 from functions.handlers.common import served_release, tag_served_release
 from stratus import composition, correlation, otel
-from stratus.agents import AgentSpec
+from stratus.agents import AgentSpec, Principal
 from stratus.deadline import LambdaDeadline
+from stratus.errors import AgentDisabled
+from stratus.flags import applied
 from stratus.jobs import BadJobMessage, JobBusy, JobMessage
 from stratus.jobs.retries import Delivery
 from stratus.observability import logger, metrics, set_agent_dimension, tracer
@@ -37,6 +39,8 @@ from stratus.workflows import SupervisedWorkflow
 
 #: Seconds added to the invocation's remaining time for the lease.
 LEASE_MARGIN_S = 5.0
+#: A job of an agent a flag switched off comes back after this long (still queued).
+DISABLED_RETRY_S = 300
 
 
 __all__ = ["BadJobMessage", "JobBusy", "lambda_handler", "record_handler"]
@@ -71,6 +75,16 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     # Retries come back after a backoff on this message, not after the visibility timeout.
     delivery = Delivery(runtime.settings.job_queue_url, record.receipt_handle, receives)
     remaining = lambda_context.get_remaining_time_in_millis() / 1000 if lambda_context else 900
+    spec = _served_spec()
+    try:  # the kill switch, before the claim writes anything: the job stays queued
+        runtime.agent_flags(spec, message.tenant_id)
+    except AgentDisabled:
+        logger.warning(
+            "agent disabled by a flag: the job stays queued",
+            extra={"job_id": message.job_id, "retry_in_s": DISABLED_RETRY_S},
+        )
+        runtime.jobs.retry_later(delivery, DISABLED_RETRY_S)
+        raise  # a batch item failure: SQS delivers the message again after the delay
     try:
         job = runtime.jobs.claim(
             message,
@@ -86,19 +100,23 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     cid = correlation.of_record(job)
     if cid:
         correlation.bind(cid)
-    spec = _served_spec()
     if spec.workflow:
         runtime.jobs.launch_workflow(job, receives=receives, delivery=delivery)
         return
-    runtime.jobs.run(
-        job,
-        runtime.runner(spec),
-        routes=spec.routes,
-        request_id=getattr(lambda_context, "aws_request_id", "") or record.message_id,
-        receives=receives,
-        deadline=LambdaDeadline(lambda_context) if lambda_context else None,
-        delivery=delivery,
-    )
+    # The run's flags, with the submitting key's end customer (the record keeps it); the
+    # kill switch was decided above, before the claim (a claimed job is not handed back).
+    who = Principal.decode(job.get("caller"))
+    flags = runtime.agent_flags(spec, str(job["tenant_id"]), who, refuse=False)
+    with applied(flags):
+        runtime.jobs.run(
+            job,
+            runtime.runner(spec),
+            routes=spec.routes,
+            request_id=getattr(lambda_context, "aws_request_id", "") or record.message_id,
+            receives=receives,
+            deadline=LambdaDeadline(lambda_context) if lambda_context else None,
+            delivery=delivery,
+        )
 
 
 def workflow_task(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -64,6 +64,7 @@ from infra.local.provision import (
     LocalClients,
     create_app_queues,
     create_extra_queues,
+    create_flags,
     create_memory,
     create_signing_key,
     create_state_machines,
@@ -84,6 +85,7 @@ from infra.topology import (
     queue_plans,
     workflow_plans,
 )
+from infra.topology.flags import FLAGS_MAX_AGE_ENV
 from infra.topology.streaming import STREAM_AUTHORIZER_KEY, STREAM_KEY, StreamResources
 from stratus.agents import AgentSpec
 from stratus.tenants import TenantStore
@@ -96,6 +98,10 @@ MAPPING_POLLERS = 5
 #: boto3 service ids (``AWS_ENDPOINT_URL_<ID>``) the functions reach on moto directly.
 DIRECT_SERVICES: tuple[str, ...] = ("DYNAMODB", "SQS", "SNS", "SECRETS_MANAGER", "SFN")
 DIRECT_SERVICES += ("CLOUDWATCH", "S3", "S3VECTORS")  # S3 Vectors: infra.local.moto_vectors
+DIRECT_SERVICES += ("APPCONFIG", "APPCONFIGDATA")  # AppConfigData: infra.local.moto_appconfig
+#: How long a local function keeps the flags document (``STRATUS_FLAGS_MAX_AGE_S``): a
+#: ``stratus flags set`` applies within seconds here (``STRATUS_LOCAL_FLAGS_MAX_AGE_S``).
+LOCAL_FLAGS_MAX_AGE_S = 5
 
 
 class LocalCloud:
@@ -148,6 +154,8 @@ class LocalCloud:
         self.fake_model: FakeModelServer | None = None
         #: The memory index (S3 Vectors) the functions use, once started.
         self.memory_index_arn: str | None = None
+        #: The feature flags' names and moto ids (``LocalFacts.flags``), once started.
+        self.flags: dict[str, str] = {}
         #: Pollers of the stack's queues, by queue logical name.
         self.pollers: dict[str, SqsPoller] = {}
         #: The rendered definition of each agent's workflow (what moto executes).
@@ -213,6 +221,9 @@ class LocalCloud:
         # Long-term memory: the stage's vector bucket and index (moto answers QueryVectors
         # with infra.local.moto_vectors, installed in its process).
         self.memory_index_arn = create_memory(clients, self.stage)
+        # Feature flags: the AppConfig application, profile and default document (the
+        # functions read them through infra.local.moto_appconfig's AppConfigData).
+        self.flags = create_flags(clients, self.stage)
         secret_arn = clients.secretsmanager.create_secret(
             Name=f"stratus/{self.stage.name}/model-keys",
             SecretString=json.dumps({"api_keys": [model_key]}),
@@ -313,6 +324,7 @@ class LocalCloud:
             demo_callback_secret=demo_signing.secret,
             console_url=console.url,
             websocket_url=websocket.url,
+            flags=dict(self.flags),
         )
         self._write_state()
 
@@ -389,6 +401,10 @@ class LocalCloud:
                 table_names=tables, model_secret_id=secret_arn, jobs=jobs, stream=stream
             )
             env["OPENAI_BASE_URL"] = model_url
+            if FLAGS_MAX_AGE_ENV in env:  # a flag change applies within seconds locally
+                env[FLAGS_MAX_AGE_ENV] = self._environ.get(
+                    "STRATUS_LOCAL_FLAGS_MAX_AGE_S", str(LOCAL_FLAGS_MAX_AGE_S)
+                )
             config = function_config(plan, names[plan.key], env)
             override = self._extras.handler_overrides.get(plan.key)
             if override:

@@ -94,6 +94,9 @@ class LocalFacts:
     console_url: str = ""
     #: The local WebSocket API (streamed replies, issue 17): ``ws://127.0.0.1:<port>``.
     websocket_url: str = ""
+    #: The feature flags' AppConfig names and moto ids (issue 19): ``application``,
+    #: ``environment``, ``profile``, ``application_id``, ``profile_id``.
+    flags: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
@@ -116,6 +119,12 @@ def print_banner(facts: LocalFacts, out: Any = sys.stdout) -> None:
     ]
     if facts.console_url:
         lines.append(f"  Console:           {facts.console_url}")
+    if facts.flags:
+        flags = facts.flags
+        lines.append(
+            f"  Feature flags:     AppConfig {flags['application']}/{flags['profile']} "
+            "(stratus flags list|get|set; applies within seconds)"
+        )
     if facts.fake_model:
         lines.append(
             "  !! Replies come from the OFFLINE FAKE MODEL, not a real model. Set "

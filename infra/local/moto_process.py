@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     from infra.local import moto_vectors
 
     moto_vectors.install()  # S3 Vectors QueryVectors (moto stores vectors, cannot query)
+    from infra.local import moto_appconfig
+
+    moto_appconfig.install()  # AppConfigData (feature flags) from moto's hosted versions
     # One line per request is noise (and costs time under load); errors still show.
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -24,6 +24,15 @@ from infra.definitions import TABLES, create_table_kwargs, ttl_kwargs
 from infra.local.facts import ACCOUNT_ID, LOCAL_CREDENTIALS, REGION, QueueSpec, StateMachineSpec
 from infra.local.lambda_types import FunctionConfig
 from infra.topology import FunctionPlan, QueuePlan, WorkflowPlan
+from infra.topology.flags import (
+    CONTENT_TYPE,
+    HOSTED_LOCATION,
+    PROFILE_TYPE,
+    default_document,
+    document_text,
+    flags_names,
+    schema_text,
+)
 from infra.topology.memory import (
     DATA_TYPE,
     MEMORY_INDEX,
@@ -54,6 +63,7 @@ class LocalClients:
         self.stepfunctions = session.client("stepfunctions", endpoint_url=endpoint, config=config)
         self.sns = session.client("sns", endpoint_url=endpoint, config=config)
         self.s3vectors = session.client("s3vectors", endpoint_url=endpoint, config=config)
+        self.appconfig = session.client("appconfig", endpoint_url=endpoint, config=config)
 
     def queue_arn(self, url: str) -> str:
         """The ARN of the queue at ``url``."""
@@ -107,6 +117,31 @@ def create_memory(clients: LocalClients, stage: StageConfig) -> str:
     )
     index = clients.s3vectors.get_index(vectorBucketName=bucket, indexName=MEMORY_INDEX)
     return str(index["index"]["indexArn"])
+
+
+def create_flags(clients: LocalClients, stage: StageConfig) -> dict[str, str]:
+    """The stage's flags application and profile with the default document as its first
+    hosted version (moto has no environments or deployments: the latest hosted version
+    is what :mod:`infra.local.moto_appconfig` serves). The names and moto's ids."""
+    names = flags_names(stage)
+    app_id = clients.appconfig.create_application(
+        Name=names["application"], Description=f"Stratus feature flags ({stage.name})"
+    )["Id"]
+    profile_id = clients.appconfig.create_configuration_profile(
+        ApplicationId=app_id,
+        Name=names["profile"],
+        LocationUri=HOSTED_LOCATION,
+        Type=PROFILE_TYPE,
+        Validators=[{"Type": "JSON_SCHEMA", "Content": schema_text()}],
+    )["Id"]
+    clients.appconfig.create_hosted_configuration_version(
+        ApplicationId=app_id,
+        ConfigurationProfileId=profile_id,
+        Content=document_text(default_document()).encode(),
+        ContentType=CONTENT_TYPE,
+        Description="stratus/data/flags.json",
+    )
+    return {**names, "application_id": str(app_id), "profile_id": str(profile_id)}
 
 
 def create_app_queues(

@@ -58,6 +58,7 @@ from infra.topology.common import (
     pascal,
     review_sampling_env,
 )
+from infra.topology.flags import flags_env
 from infra.topology.memory import agent_memory_env, platform_memory
 from infra.topology.otel import otlp_env
 from infra.topology.releases import (
@@ -257,6 +258,9 @@ def agent_plan(spec: AgentSpec, stage: StageConfig) -> FunctionPlan:
     env.update(agent_memory_env(spec, stage))  # only when its spec sets ``memory``
     env.update(release_env(spec, env))
     env.update(otlp_env(stage))  # telemetry export is not part of the release (issue 16)
+    # Where its feature flags live (issue 19; the worker copies this): names, not a
+    # behaviour, so not part of the release either.
+    env.update(flags_env(stage))
     return FunctionPlan(
         key=f"agent:{spec.name}",
         kind="agent",
@@ -321,6 +325,7 @@ def platform_plan(stage: StageConfig, specs: Mapping[str, AgentSpec] | None = No
     if specs:
         names = tuple(sorted(specs))
         env["STRATUS_JOB_RETENTION_DAYS"] = str(stage.job_retention_days)
+        env.update(flags_env(stage))  # POST /v1/jobs: 503 agent_disabled (issue 19)
         jobs = {
             "send_queues": (*(agent_queue(a) for a in names), CALLBACK_QUEUE),
             "job_queue_agents": names,

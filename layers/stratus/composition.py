@@ -24,10 +24,11 @@ from stratus.aws import AwsClients
 from stratus.config import Settings
 
 if TYPE_CHECKING:
-    from stratus.agents import AgentSpec
+    from stratus.agents import AgentSpec, Principal
     from stratus.audit import AuditTrail
     from stratus.breaker import CircuitBreaker
     from stratus.budgets import BudgetLedger
+    from stratus.flags import AgentFlags, FlagSource
     from stratus.gateway import ModelGateway
     from stratus.gateway_embeddings import EmbeddingGateway
     from stratus.health import Probe
@@ -222,6 +223,29 @@ class Runtime:
         if not self.settings.tenants_table:
             raise ConfigurationError("STRATUS_TENANTS_TABLE is not set")
         return TenantStore(self.settings.tenants_table, self.clients.client("dynamodb"))
+
+    # -- feature flags (issue 19): Powertools Feature Flags on AppConfig, cached per process
+
+    @cached_property
+    def flags(self) -> FlagSource:
+        """The stage's flags (AppConfig, ``flags_max_age_s`` cache; the bundled default
+        document when ``STRATUS_FLAGS_APPLICATION`` is empty). Tests may replace it."""
+        from stratus.flags.store import flag_source
+
+        return flag_source(self.settings, self.clients)
+
+    def agent_flags(
+        self, spec: AgentSpec, tenant: str, who: Principal | None = None, *, refuse: bool = True
+    ) -> AgentFlags:
+        """The flags of one request to ``spec``; ``503 agent_disabled`` if they switch it
+        off (``refuse``). No round trip beyond the source's cached fetch."""
+        from stratus.flags import admit, flag_context, resolve
+
+        release = self.release_for(spec)
+        context = flag_context(
+            self.settings, agent=spec.name, tenant_id=tenant, principal=who, release=release
+        )
+        return admit(self.flags, context) if refuse else resolve(self.flags, context)
 
     def health_probes(self) -> dict[str, Probe]:
         """The dependencies ``GET /v1/health`` checks for this function (stratus.health)."""

@@ -264,3 +264,12 @@ class MemoryNotFound(StratusError):
 
     code = "memory_not_found"
     status = 404
+
+
+class AgentDisabled(StratusError):
+    """A feature flag (``agent_disabled``) turned the agent off for this caller's segment;
+    nothing of the request ran. It comes back without a redeploy once the flag is lifted
+    (within the flags' cache time, ``STRATUS_FLAGS_MAX_AGE_S``)."""
+
+    code = "agent_disabled"
+    status = 503

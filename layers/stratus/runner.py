@@ -38,6 +38,7 @@ from stratus.errors import (
     OutputBlocked,
     StratusError,
 )
+from stratus.flags.decisions import AgentFlags, bound, model_choice, prompt_version
 from stratus.guardrails.classifier import classify_input, moderate_output
 from stratus.guardrails.screen import TAINTED_CALL, Guardrails, system_prompt
 from stratus.guardrails.stream import StreamRedactor
@@ -158,11 +159,16 @@ class AgentRunner:
             for t in spec.tools
         ]
         self._tool_defs = {t.name: d for t, d in zip(spec.tools, self._tools, strict=True)}
+        #: Prompt versions other than the spec's that a ``prompt_version`` flag asked for.
+        self._prompts: dict[str, str] = {}
 
-    def offered_tools(self, role: str | None) -> list[Any]:
-        """The tool definitions the model is offered for a caller with ``role`` (every tool
-        when the role may use them all: the same list, so prompts and caches stay equal)."""
+    def offered_tools(self, role: str | None, flags: AgentFlags | None = None) -> list[Any]:
+        """The tool definitions the model is offered for a caller with ``role`` and the
+        request's ``flags`` (every tool when both allow them all: the same list, so prompts
+        and caches stay equal)."""
         allowed = self.spec.tools_for(role)
+        if flags is not None and flags.changes_tools:
+            allowed = tuple(t for t in allowed if flags.offers(t.name))
         if len(allowed) == len(self.spec.tools):
             return self._tools
         return [self._tool_defs[t.name] for t in allowed]
@@ -170,6 +176,12 @@ class AgentRunner:
     @property
     def model_name(self) -> str:
         return self._settings.model_for(self.spec.tier)
+
+    def _system_prompt(self, flags: AgentFlags) -> str:
+        """The spec's prompt, or the ``prompt_version`` flag's (read once per process)."""
+        if flags.prompt_version is None or flags.prompt_version == self.spec.prompt_version:
+            return self.spec.system_prompt
+        return prompt_version(self.spec, flags.prompt_version, self._prompts)
 
     def run(
         self,
@@ -193,25 +205,27 @@ class AgentRunner:
                 f"input is {len(text)} characters; agent {self.spec.name} accepts at most {limit}",
                 details={"limit": limit, "size": len(text)},
             )
+        # The request's feature flags (bound by the handler; the defaults change nothing).
+        flags = bound(self.spec.name)
         messages: list[dict[str, Any]] = [
             # With tools: plus the rule that tool results are data, never instructions.
-            {"role": "system", "content": system_prompt(self.spec.system_prompt, self._tools)},
+            {"role": "system", "content": system_prompt(self._system_prompt(flags), self._tools)},
             *history,
             {"role": "user", "content": text},
         ]
-        model = self.model_name
+        model, tier = model_choice(flags, self.spec.tier, self._settings)
         self._prices.price_for(model)  # fail before spending anything if it has no price
         result = AgentResult(output="", model=model, price_table_version=self._prices.version)
         self.guardrails.audit = self.audit
         if self.screen_inputs:  # before any model call: a rejected input costs nothing
-            self._screen_input(text, ctx, deadline, result)
+            self._screen_input(text, ctx, deadline, result, classifier=flags.classifier)
         if self.memory is not None:  # long-term memory: recall after the system prompt
             ctx = self.memory.prepare(ctx, text, deadline, result, messages)
         trusted = " ".join([text, *(str(m.get("content") or "") for m in history)])
         taint: set[str] = set()  # words only a withheld (injected) tool result contained
         iterations = self.spec.limits.max_iterations
         scope = ctx.scope
-        tools = self.offered_tools(ctx.role)
+        tools = self.offered_tools(ctx.role, flags)
         for iteration in range(1, iterations + 1):
             last = iteration == iterations
             stream, redactor = self._streamed(on_event)
@@ -228,7 +242,7 @@ class AgentRunner:
                 # Deterministic across retries of the same unit: the ledger key.
                 step=f"{scope.step if scope else 'main'}:{iteration}",
                 agent=self.spec.name,
-                tier=self.spec.tier,
+                tier=tier,
                 allow_downgrade=self.spec.allow_downgrade,
                 cache_ttl_s=self.spec.response_cache_ttl_s,
                 **stream,
@@ -251,7 +265,9 @@ class AgentRunner:
                 else:
                     result.tool_calls.append(ToolCallRecord.of(name, arguments))
                     tool_event(on_event, name, None)
-                    content = self._run_tool(name, arguments, ctx, taint=taint, trusted=trusted)
+                    content = self._run_tool(
+                        name, arguments, ctx, taint=taint, trusted=trusted, flags=flags
+                    )
                     tool_event(on_event, name, self.guardrails.redact(content))
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
         raise MaxIterationsExceeded(
@@ -272,12 +288,18 @@ class AgentRunner:
         return {"on_delta": redactor.feed}, redactor
 
     def _screen_input(
-        self, text: str, ctx: ToolContext, deadline: Deadline | None, result: AgentResult
+        self,
+        text: str,
+        ctx: ToolContext,
+        deadline: Deadline | None,
+        result: AgentResult,
+        *,
+        classifier: bool | None = None,
     ) -> None:
-        """Rules on the user's text, then (``classifier: fast``, when the rules did not
-        block) one fast-tier call whose usage and cost join the request's."""
+        """Rules on the user's text, then (``classifier: fast`` unless the flag says other-
+        wise, when the rules did not block) one fast-tier call joining the request's cost."""
         result.guardrail_flags = self.guardrails.screen_input(text, ctx)
-        if self.spec.guardrails.classifier != "fast":
+        if not (self.spec.guardrails.classifier == "fast" if classifier is None else classifier):
             return
         category, reply = classify_input(self._model, text, **self._guard_call(ctx, deadline))
         self._account(result, reply, answered=False)
@@ -348,11 +370,16 @@ class AgentRunner:
         *,
         taint: set[str] | None = None,
         trusted: str = "",
+        flags: AgentFlags | None = None,
     ) -> str:
         """Run one tool call; the model sees errors as results and may correct itself.
         A result that matches a ``block`` screening category is withheld (indirect
         injection), its words remembered in ``taint``; the run continues."""
-        result = self._execute_tool(name, arguments, ctx)
+        if flags is not None and self.spec.tool(name) is not None and not flags.offers(name):
+            # Switched off by a flag for this segment: never run, even if the model asks.
+            result = _json({"error": "tool_disabled", "message": f"the tool {name} is off"})
+        else:
+            result = self._execute_tool(name, arguments, ctx)
         return self.guardrails.screen_tool_result(
             name, result, ctx, taint if taint is not None else set(), trusted
         )

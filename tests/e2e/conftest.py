@@ -11,6 +11,7 @@ same, but pytest-xdist 3.8 cannot apply them under pytest 9).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -50,6 +51,16 @@ def _fresh_fake_model_per_module() -> None:
     for cloud in _SHARED:
         if cloud.fake_model is not None:
             cloud.fake_model.reset()
+
+
+@pytest.fixture(scope="module")
+def facts_file(cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's cloud's facts as ``.stratus/local.json`` holds them (the shared cloud
+    writes none), for the CLI commands that find a local cloud there (``--state-file``)."""
+    assert cloud.facts is not None
+    path = tmp_path_factory.mktemp("facts") / "local.json"
+    path.write_text(cloud.facts.to_json(), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")

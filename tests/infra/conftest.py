@@ -107,3 +107,43 @@ def prod_template(synthesized: Synthesized) -> Any:
     from aws_cdk.assertions import Template
 
     return Template.from_json(synthesized.templates["prod"])
+
+
+#: The regions of the one regional synthesis (tests/infra/test_regions.py, test_staging.py).
+REGIONS = ("eu-west-1", "us-east-1")
+
+
+@dataclass
+class RegionalSynth:
+    """The staging stage listing two regions, with one agent: a stack per region."""
+
+    stacks: dict[str, Any]
+    templates: dict[str, dict[str, Any]]
+    regions: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def regional_staging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionalSynth]:
+    """ONE synthesis (cdk-nag on) of ``staging`` with ``regions``: the residency and the
+    synthetic-traffic tests share it (one small agent keeps it fast)."""
+    from aws_cdk import App
+
+    from functions.agents import load_all
+    from infra.app import build_stacks
+    from infra.config import StageConfig, load_stage
+
+    staging = load_stage("staging")
+    stage = StageConfig.model_validate({**staging.model_dump(), "regions": list(REGIONS)})
+    outdir = tmp_path_factory.mktemp("cdk.regional")
+    app = App(context=synth_context(), outdir=str(outdir))
+    stacks = build_stacks(app, stage=stage, agents={"order_status": load_all()["order_status"]})
+    assembly = app.synth()
+    result = RegionalSynth(stacks={}, templates={}, regions={})
+    for stack in stacks:
+        artifact = assembly.get_stack_artifact(stack.artifact_id)
+        assert artifact.environment.region == stack.region
+        path = outdir / artifact.template_file
+        result.stacks[stack.stack_name] = stack
+        result.templates[stack.stack_name] = json.loads(path.read_text(encoding="utf-8"))
+        result.regions[stack.stack_name] = stack.region
+    yield result

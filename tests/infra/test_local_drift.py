@@ -22,6 +22,8 @@ pytestmark = pytest.mark.xdist_group("local-cloud")
 
 #: Variables only the local cloud sets: where the offline model server listens.
 LOCAL_ONLY_ENV = {"OPENAI_BASE_URL"}
+#: Values the local cloud sets on purpose apart from the stack's: flags apply in seconds.
+LOCAL_VALUES = {"STRATUS_FLAGS_MAX_AGE_S"}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +102,10 @@ def test_local_functions_get_the_stacks_environment(dev: dict[str, Any], local: 
             props["Timeout"],
         )
     assert local.runtime is not None
+
+    def deployed_value(key: Any, name: str) -> str:
+        return str(deployed[key][1][name])
+
     running = {}
     for name in local.runtime.names:
         config = local.runtime.function(name)
@@ -108,7 +114,11 @@ def test_local_functions_get_the_stacks_environment(dev: dict[str, Any], local: 
         literal_names = set(deployed.get(key, ([], {}, 0, 0))[1])
         running[key] = (
             sorted(set(env) - LOCAL_ONLY_ENV),
-            {k: v for k, v in env.items() if k in literal_names},
+            {
+                k: deployed_value(key, k) if k in LOCAL_VALUES else v
+                for k, v in env.items()
+                if k in literal_names
+            },
             config.memory_mb,
             int(config.timeout_s),
         )
