@@ -331,7 +331,14 @@ def test_connect_with_the_authorization_header(serve_agent: Callable[[str], None
     assert effect(answer) == "Allow"
     assert answer["context"]["tenant_id"] == tenant_id
     assert answer["context"]["scopes"] == "invoke"
-    assert set(answer["context"]) == {"tenant_id", "key_id", "scopes", "role", "customer_id", "tier"}
+    assert set(answer["context"]) == {
+        "tenant_id",
+        "key_id",
+        "scopes",
+        "role",
+        "customer_id",
+        "tier",
+    }
     for bad in ({"Authorization": "Bearer sk-nope"}, {}):
         refused = stream_authorizer.lambda_handler(connect_event(headers=bad), FakeLambdaContext())
         assert effect(refused) == "Deny" and "context" not in refused
