@@ -26,6 +26,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from stratus.flags.decisions import served_prompt_version
 from stratus.observability import NAMESPACE, logger
 
 if TYPE_CHECKING:
@@ -58,8 +59,9 @@ class ReleaseTagged:
 
     @property
     def release_fields(self) -> dict[str, str]:
-        """``{"release", "prompt_version"}`` of this service's agent."""
-        return {"release": self.release, "prompt_version": self.spec.prompt_version}
+        """``{"release", "prompt_version"}`` of this service's agent; the prompt version is
+        the one this request is served with (a ``prompt_version`` flag may choose another)."""
+        return {"release": self.release, "prompt_version": served_prompt_version(self.spec)}
 
 
 def tag_logger(release: str, prompt_version: str) -> None:

@@ -153,10 +153,15 @@ def test_tier_and_prompt_flags_reach_the_runner_through_the_handler(runtime: Run
     }
     runtime.__dict__["flags"] = StaticFlags(doc)
     model: RecordingModel = runtime.__dict__["gateway"]
-    assert invoke("t-pilot").status == 200
+    pilot_reply = invoke("t-pilot")
+    assert pilot_reply.status == 200
     pilot = model.agent_calls[-1]
-    assert invoke("t-other").status == 200
+    other_reply = invoke("t-other")
+    assert other_reply.status == 200
     other = model.agent_calls[-1]
+    # The answer names the prompt it was written with (release metrics group by it).
+    assert pilot_reply.body["agent"]["prompt_version"] == "v2"
+    assert other_reply.body["agent"]["prompt_version"] == "v1"
     settings = runtime.settings
     assert (pilot["model"], pilot["tier"]) == (settings.tier_smart, "smart")
     assert (other["model"], other["tier"]) == (settings.tier_fast, "fast")

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from stratus.errors import AgentDisabled
@@ -144,6 +146,22 @@ def prompt_version(spec: AgentSpec, version: str, cache: dict[str, str]) -> str:
             return spec.system_prompt
         cache[version] = path.read_text(encoding="utf-8").strip()
     return cache[version]
+
+
+def served_prompt_version(spec: AgentSpec) -> str:
+    """The prompt version this request's answer is written with: the bound flag's when
+    it names a prompt of the agent (what :func:`prompt_version` serves), else the spec's."""
+    version = bound(spec.name).prompt_version
+    if version is None or version == spec.prompt_version:
+        return spec.prompt_version
+    return version if _has_prompt(spec.prompt_dir, version) else spec.prompt_version
+
+
+@lru_cache(maxsize=64)
+def _has_prompt(prompt_dir: Path, version: str) -> bool:
+    from stratus.agents import PROMPT_VERSION
+
+    return bool(PROMPT_VERSION.match(version)) and (prompt_dir / f"{version}.md").is_file()
 
 
 _DEFAULTS = asdict(AgentFlags())
