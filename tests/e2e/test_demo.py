@@ -47,6 +47,44 @@ def test_demo_drives_the_running_cloud_and_passes_twice(state_file: Path) -> Non
         assert "All demo steps passed." in text
 
 
+def test_after_the_demo_its_answers_are_captured_and_stratus_eval_accepts_them(
+    state_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The eval issue's "Done when": ``make demo`` drives a running local cloud (``stratus
+    dev``), then ``stratus eval capture`` writes cases that ``stratus eval`` accepts and
+    passes (on the cloud the test above ran the demo on)."""
+    from tests.e2e.test_eval_capture import _capture, _eval_suite, _ids, _verdicts
+
+    facts = running_cloud(state_file)
+    assert facts is not None
+    if not _ids_of_demo(state_file):  # run alone: the demo has not run on this cloud yet
+        assert run_demo(io.StringIO(), state_file=state_file) == 0
+    api = ["--api", facts.api_url, "--key", facts.demo_tenant_key]
+    captured = {}
+    for agent in ("triage", "order_status", "returns", "researcher"):
+        out = tmp_path / f"{agent}.json"
+        assert _capture(state_file, "--agent", agent, "--out", str(out)) == 0, agent
+        captured[agent] = _ids(out)
+        result = _eval_suite(tmp_path, out, *api)
+        assert result["exit_code"] == 0, agent
+        assert _verdicts(result) == dict.fromkeys(captured[agent], True), agent
+        assert facts.demo_tenant_id not in out.read_text()
+    # On a running cloud the demo keeps its support session: its turns are captured too.
+    support = tmp_path / "support.json"
+    assert _capture(state_file, "--agent", "support", "--out", str(support)) == 0
+    captured["support"] = _ids(support)
+    capsys.readouterr()
+    assert all(captured.values())
+
+
+def _ids_of_demo(state_file: Path) -> bool:
+    """Whether the demo already left triage answers to capture on this cloud."""
+    from tests.e2e.test_eval_capture import _capture
+
+    probe = state_file.parent / "probe.json"
+    return _capture(state_file, "--agent", "triage", "--out", str(probe)) == 0
+
+
 def test_a_stale_or_broken_state_file_is_not_a_running_cloud(tmp_path: Path) -> None:
     assert running_cloud(tmp_path / "missing.json") is None
     broken = tmp_path / "broken.json"
