@@ -51,11 +51,14 @@ class IdempotentOperation:
         *,
         scope_fields: Sequence[str],
         around: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+        client: Callable[[], Any] | None = None,
     ) -> None:
         """``around``: a context the whole idempotent run (record put, operation, record
         save) runs in; the gateway's ``deferred`` lets the operation's last writes overlap
-        Powertools' save of the record."""
+        Powertools' save of the record. ``client``: the process's DynamoDB client (its
+        configuration, its connections) for the records; else Powertools builds its own."""
         self._name = name
+        self._client = client
         self._around = around
         self._settings = settings
         self._operation = operation
@@ -107,7 +110,10 @@ class IdempotentOperation:
                 raise_on_no_idempotency_key=True,
                 expires_after_seconds=self._settings.idempotency_ttl_s,
             )
-            store = DynamoDBPersistenceLayer(table_name=self._settings.idempotency_table)
+            store = DynamoDBPersistenceLayer(
+                table_name=self._settings.idempotency_table,
+                boto3_client=self._client() if self._client is not None else None,
+            )
             operation = self._operation
 
             def run(data: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class InvokeService(ReleaseTagged):
             # Round trips: the record's put (1), the pre-call wave (2), then the post-call
             # wave together with the record's save (3): chat returns before its wave.
             around=deferred,
+            client=(lambda: clients.client("dynamodb")) if clients is not None else None,
         )
 
     def invoke(
