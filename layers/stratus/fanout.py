@@ -93,6 +93,26 @@ def run_all(fns: Sequence[Callable[[], Any]]) -> list[Outcome[Any]]:
     return results
 
 
+class Started(Generic[T]):
+    """One callable started on the pool (:func:`start`); :meth:`wait` for its outcome."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self._future: Future[Outcome[T]] = _executor().submit(_outcome, fn)
+
+    def wait(self) -> Outcome[T]:
+        """Its outcome; if no thread has taken it within the grace, it runs here."""
+        wait([self._future], timeout=START_GRACE_S)
+        if self._future.cancel():
+            return _outcome(self._fn)
+        return self._future.result()
+
+
+def start(fn: Callable[[], T]) -> Started[T]:
+    """Run ``fn`` on the pool and return at once (no thread of its own is started)."""
+    return Started(fn)
+
+
 def values(outcomes: Sequence[Outcome[Any]]) -> list[Any]:
     """Every value, or the first error (in order) raised."""
     for outcome in outcomes:

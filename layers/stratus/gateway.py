@@ -152,15 +152,21 @@ class ModelGateway:
         started = time.perf_counter()
         agent = agent or (scope.agent if scope else "")
         schema = json_schema(response_format) if response_format is not None else None
-        digest = request_hash(
-            {
-                "messages": messages,
-                "tools": list(tools),
-                "tool_choice": tool_choice,
-                "response_format": schema,
-                "max_output_tokens": max_output_tokens,
-                "model": tier or model,
-            }
+        replayable = scope is not None and scope.replayable
+        # The request's digest keys the ledger and the cache: not computed without them.
+        digest = (
+            request_hash(
+                {
+                    "messages": messages,
+                    "tools": list(tools),
+                    "tool_choice": tool_choice,
+                    "response_format": schema,
+                    "max_output_tokens": max_output_tokens,
+                    "model": tier or model,
+                }
+            )
+            if replayable or cache_ttl_s
+            else ""
         )
         log: dict[str, Any] = {
             "tenant_id": scope.tenant_id if scope else None,
@@ -168,7 +174,7 @@ class ModelGateway:
             "scope": f"{scope.kind}:{scope.scope_id}" if scope else None,
             "step": step,
         }
-        ledger_pk = call_key(scope, step, digest) if scope and scope.replayable else None
+        ledger_pk = call_key(scope, step, digest) if scope is not None and replayable else None
         cache_pk = cache_key(scope, agent, digest) if cache_ttl_s else None
         lookups = [
             (kind, pk)

@@ -5,7 +5,8 @@ A wave (:func:`write_all`) is a list of labelled, independent writes run togethe
 label and never raised (the answer is paid for; bookkeeping never loses it).
 
 :func:`deferred` lets ``ModelGateway.chat`` return before its post-call wave is
-written: the wave runs on a daemon thread (:class:`Wave`), registered in a
+written: the wave runs on the process's wave pool (:class:`Wave`, no thread of
+its own to start on the hot path), registered in a
 ContextVar, and leaving the outermost ``deferred()`` waits for every wave it
 holds. :func:`post` writes a wave now, or defers it inside such a context.
 """
@@ -13,7 +14,6 @@ holds. :func:`post` writes a wave now, or defers it inside such a context.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from stratus import otel
-from stratus.fanout import run_all
+from stratus.fanout import run_all, start
 from stratus.observability import NAMESPACE, SERVICE, logger
 
 if TYPE_CHECKING:
@@ -38,17 +38,13 @@ class Wave:
 
     def __init__(self, writes: Sequence[Write]) -> None:
         self._writes = list(writes)
-        self._done = threading.Event()
-        threading.Thread(target=self._run, name="stratus-post-call", daemon=True).start()
+        self._started = start(self._run)
 
     def _run(self) -> None:
-        try:
-            write_all(self._writes)
-        finally:
-            self._done.set()
+        write_all(self._writes)  # logs each failure, raises none
 
     def wait(self) -> None:
-        self._done.wait()
+        self._started.wait()
 
 
 _pending: ContextVar[list[Wave] | None] = ContextVar("stratus_gateway_pending", default=None)

@@ -56,3 +56,30 @@ def test_nested_waves_from_more_callers_than_threads_finish() -> None:
     for thread in threads:
         thread.join(30)
     assert results == [12] * callers
+
+
+def test_started_callable_runs_on_the_pool_and_its_outcome_is_kept() -> None:
+    ran_on: list[str] = []
+
+    def work() -> int:
+        ran_on.append(threading.current_thread().name)
+        return 7
+
+    started = fanout.start(work)
+    assert started.wait().get() == 7
+    assert ran_on and ran_on[0].startswith("stratus-wave")
+    failed = fanout.start(lambda: 1 / 0).wait()
+    assert isinstance(failed.error, ZeroDivisionError)
+
+
+def test_started_callable_runs_on_the_caller_when_no_thread_takes_it() -> None:
+    """Every pool thread held: the waiter runs the callable itself after the grace."""
+    release = threading.Event()
+    holders = [fanout.start(release.wait) for _ in range(fanout.POOL_THREADS)]
+    try:
+        started = fanout.start(lambda: threading.current_thread().name)
+        assert started.wait().get() == threading.current_thread().name
+    finally:
+        release.set()
+        for holder in holders:
+            holder.wait()
