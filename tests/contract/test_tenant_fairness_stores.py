@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from bench.roundtrips import recording
 from infra.local import moto_atomic
 from stratus import ddb
 from stratus.config import Settings
@@ -237,3 +238,29 @@ def test_a_job_made_before_the_counter_finishes_without_touching_it(stores: Stor
     done = jobs.finish("job_old", "cancelled", from_statuses=("queued",))
     assert done is not None and done["status"] == "cancelled"
     assert jobs.queued_count("t1") == 1  # only the counted job is in the count
+
+
+def test_finishing_with_the_claimed_copy_uncounts_once_and_reads_nothing_first(
+    stores: Stores,
+) -> None:
+    """The worker hands the job it claimed to ``finish``: the same transition and count,
+    without reading the job before the write (tenant and ``counted`` never change)."""
+    jobs = stores.jobs
+    for i in range(2):
+        jobs.create(job_id=f"job_{i}", tenant_id="t1", request=REQUEST, source="api")
+    claimed = jobs.claim("job_0", 30)
+    assert claimed is not None
+    with recording() as trace:
+        done = jobs.finish("job_0", "succeeded", result={"ok": True}, known=claimed)
+    assert done is not None and done["status"] == "succeeded"
+    assert jobs.queued_count("t1") == 1
+    if stores.kind == "dynamodb":  # the transaction, then the new item: no read before
+        assert [c.operation for c in trace.calls] == ["TransactWriteItems", "GetItem"]
+    # A second finish with the same copy loses: nothing changes, nothing is uncounted.
+    assert jobs.finish("job_0", "failed", error={"code": "x"}, known=claimed) is None
+    assert jobs.queued_count("t1") == 1
+    # Another job's copy is not taken for this one: it is read as before.
+    other = jobs.claim("job_1", 30)
+    assert other is not None
+    assert jobs.finish("job_1", "succeeded", result={}, known=claimed) is not None
+    assert jobs.queued_count("t1") == 0

@@ -59,9 +59,18 @@ class DynamoJobStore(JobItems):
         return int(counter.get("queued", 0))
 
     def _set_final(
-        self, job_id: str, allowed: list[str], fields: Item, *, lease_is: Any = None
+        self,
+        job_id: str,
+        allowed: list[str],
+        fields: Item,
+        *,
+        lease_is: Any = None,
+        known: Mapping[str, Any] | None = None,
     ) -> Item | None:
-        job = self.get(job_id)
+        # Whether the job is counted, and its tenant, never change after it is created:
+        # the caller's copy spares a read (the write's condition checks ``counted`` too).
+        fixed = known is not None and known.get("job_id") == job_id and "tenant_id" in known
+        job = known if fixed else self.get(job_id)
         if job is None:
             return None
         if not job.get("counted"):  # made before the counter: nothing to take from it

@@ -60,7 +60,13 @@ class MemoryJobStore(JobItems):
             return int(counter.get("queued", 0))
 
     def _set_final(
-        self, job_id: str, allowed: list[str], fields: Item, *, lease_is: Any = None
+        self,
+        job_id: str,
+        allowed: list[str],
+        fields: Item,
+        *,
+        lease_is: Any = None,
+        known: Mapping[str, Any] | None = None,
     ) -> Item | None:
         with self._lock:  # the lock is re-entrant: the transition and the count at once
             done = self._transition(job_id, allowed, fields, lease_is=lease_is)

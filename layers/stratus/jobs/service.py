@@ -477,7 +477,10 @@ class JobService:
             routed = self.route(job, output, routes)
             if routed is not None:
                 extra["routed_to"] = routed
-            if self.finish_and_notify(job_id, "succeeded", result=output, extra=extra) is None:
+            done = self.finish_and_notify(
+                job_id, "succeeded", result=output, extra=extra, known=job
+            )
+            if done is None:
                 logger.info("job was cancelled while it ran; its result is discarded")
             elif self.reviews is not None:  # the winner only; never raises
                 self.reviews.offer_job(job, output, runner)

@@ -161,8 +161,11 @@ class JobStore(Protocol):
         error: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         from_statuses: Iterable[str] = RUNNING_STATUSES,
+        known: Mapping[str, Any] | None = None,
     ) -> Item | None:
-        """Move a job in ``from_statuses`` to a final status; None if it was not in them."""
+        """Move a job in ``from_statuses`` to a final status; None if it was not in them.
+        ``known``: the job as the caller read it; its tenant and whether it is counted
+        are fixed at creation, so an adapter may skip reading them again."""
         ...
 
     def mark_notified(self, job_id: str) -> None: ...
@@ -225,10 +228,17 @@ class JobItems:
         raise NotImplementedError
 
     def _set_final(
-        self, job_id: str, allowed: list[str], fields: Item, *, lease_is: Any = None
+        self,
+        job_id: str,
+        allowed: list[str],
+        fields: Item,
+        *,
+        lease_is: Any = None,
+        known: Mapping[str, Any] | None = None,
     ) -> Item | None:
         """:meth:`_set_if_status` to a final status, taking one from the tenant's counter
-        in the same atomic write when the job is ``counted``; the new item, or None."""
+        in the same atomic write when the job is ``counted``; the new item, or None.
+        ``known``: the job as the caller read it (its ``tenant_id`` and ``counted``)."""
         raise NotImplementedError
 
     def _add_step(self, job_id: str, step_item: Item, usage: Usage, cost_usd: Decimal) -> bool:
@@ -296,9 +306,10 @@ class JobItems:
         error: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         from_statuses: Iterable[str] = RUNNING_STATUSES,
+        known: Mapping[str, Any] | None = None,
     ) -> Item | None:
         fields = finish_fields(status, result, error, extra)
-        return self._set_final(job_id, sorted(set(from_statuses)), fields)
+        return self._set_final(job_id, sorted(set(from_statuses)), fields, known=known)
 
     def create(
         self,
