@@ -6,19 +6,24 @@ handler, the job worker handler, ``SessionService.post_message``,
 ``ModelGateway.chat``), so the figures hold whatever the stores do inside.
 
 Every sample runs under :func:`bench.roundtrips.recording` with
-:data:`LATENCY_S` slept before every AWS request (a stand-in for DynamoDB's
-few milliseconds per request: moto in-process answers in microseconds). Per
-sample: the *sequential* DynamoDB round trips (requests in flight together count
-once), the DynamoDB and AWS requests, the model calls the fake server saw, and
-the wall time. *added* is a sample's time minus its model calls times the raw
-``openai`` call of the same iteration: what Stratus costs beyond the model.
-*added without moto* also takes off the time moto's request handler ran on the
-critical path (Python, in this process; at most each round trip's time beyond
-the injected latency), which DynamoDB does not add: DynamoDB's share is the
-injected latency, botocore's client-side work stays in. Cases are interleaved
-(a rotated order each iteration), so drift of the machine hits each alike. A
-raw ``openai`` call and LiteLLM's ``Router`` call the same fake server in the
-same iterations.
+:data:`LATENCY_S` slept on every AWS request where the network would be (after
+botocore built and signed it; a stand-in for DynamoDB's few milliseconds per
+request: moto in-process answers in microseconds of latency, but milliseconds of
+CPU). Per sample: the *sequential* DynamoDB round trips (requests in flight
+together count once), the DynamoDB and AWS requests, the model calls the fake
+server saw, and the wall time. *added* is a sample's time minus its model calls
+times the raw ``openai`` call of the same iteration: what Stratus costs beyond the
+model. *added without moto* also takes off moto's own work, which DynamoDB does
+not do on the function's CPU: per round trip, the CPU time (``time.thread_time``)
+moto's in-process request handler used in it, at most the round trip's time
+beyond the injected latency. Only moto's CPU is taken off: botocore's client-side
+work (building, signing, parsing each request) and the runtime's own stay in, and
+so does the time they wait for the interpreter lock while moto holds it, which is
+moto's CPU time again. Cases are interleaved (a rotated order each iteration), so
+drift of the machine hits each alike. A raw ``openai`` call and LiteLLM's
+``Router`` call the same fake server in the same iterations. Each sample also
+keeps its process CPU time less moto's (*CPU over raw*: the case's minus the raw
+call's of the same iteration), the cost no injected latency hides.
 
 :func:`staleness` measures what a cached breaker state lets through: two
 runtimes on the same tables (two Lambda instances), the breaker opened through
@@ -144,8 +149,13 @@ def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, C
         if completion.choices[0].message.parsed is None:
             raise RuntimeError("the raw call returned no parsed output")
 
-    def invoke(key: str | None) -> None:
-        reply = api.lambda_handler(make_event(event, key), FakeLambdaContext())
+    def new_event(key: str | None = None) -> dict[str, Any]:
+        """The event of one invoke, made before its sample starts (a function is handed
+        its event parsed: copying it is the bench's own work)."""
+        return make_event(event, key)
+
+    def invoke(request: dict[str, Any]) -> None:
+        reply = api.lambda_handler(request, FakeLambdaContext())
         if reply.get("statusCode") != 200:
             raise RuntimeError(f"the API handler answered {reply.get('statusCode')}: {reply}")
 
@@ -153,10 +163,10 @@ def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, C
     reviews = runtime.reviews
     reviews.rng = lambda: 1.0
 
-    def invoke_reviewed(_: Any) -> None:
+    def invoke_reviewed(request: dict[str, Any]) -> None:
         reviews.rng = lambda: 0.0
         try:
-            invoke(None)
+            invoke(request)
         finally:
             reviews.rng = lambda: 1.0
 
@@ -231,9 +241,9 @@ def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, C
     return {
         "raw": Case(raw),
         "litellm": Case(lambda _: litellm()),
-        "invoke": Case(lambda _: invoke(None)),
-        "invoke_idempotent": Case(invoke, prepare=lambda: f"bench-{_id()}"),
-        "invoke_reviewed": Case(invoke_reviewed),
+        "invoke": Case(invoke, prepare=new_event),
+        "invoke_idempotent": Case(invoke, prepare=lambda: new_event(f"bench-{_id()}")),
+        "invoke_reviewed": Case(invoke_reviewed, prepare=new_event),
         "session_turn": Case(session_turn, prepare=new_session),
         "job_step": Case(job_step, prepare=new_job),
         "ledger_replay": Case(ledger_replay),
@@ -251,25 +261,29 @@ class Sample:
     model_calls: int
     trace: Trace  # bench.roundtrips' own: the counts
     tables: Trace  # the same trace (every table a call touches is named): per-table waves
-    moto: list[tuple[float, float]]  # when moto's request handler ran
+    moto: list[tuple[float, float, float]]  # moto's handler: (start, end, its CPU seconds)
+    cpu_ms: float = 0.0  # the process's CPU time in the sample, less moto's
 
 
 @contextlib.contextmanager
-def _moto_spans() -> Iterator[list[tuple[float, float]]]:
-    """(start, end) of every request moto's in-process handler serves while inside."""
+def _moto_spans() -> Iterator[list[tuple[float, float, float]]]:
+    """(start, end, CPU seconds) of every request moto's in-process handler serves
+    while inside: the CPU is the handler thread's own (``time.thread_time``), so time
+    it spent waiting for the interpreter lock is not counted."""
     from moto.core.botocore_stubber import BotocoreStubber
 
-    spans: list[tuple[float, float]] = []
+    spans: list[tuple[float, float, float]] = []
     lock = threading.Lock()
     original = BotocoreStubber.__call__
 
     def timed(self: Any, event_name: str, request: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             return original(self, event_name, request, **kwargs)
         finally:
+            span = (started, time.perf_counter(), time.thread_time() - cpu)
             with lock:
-                spans.append((started, time.perf_counter()))
+                spans.append(span)
 
     with mock.patch.object(BotocoreStubber, "__call__", timed):
         yield spans
@@ -279,10 +293,11 @@ def _sample(server: FakeModelServer, case: Case, latency_s: float) -> Sample:
     arg = case.prepare()
     before = server.call_count()
     with recording(latency_s=latency_s) as trace, _moto_spans() as moto:
-        started = time.perf_counter()
+        cpu, started = time.process_time(), time.perf_counter()
         case.run(arg)
         ms = (time.perf_counter() - started) * 1000.0
-    return Sample(ms, server.call_count() - before, trace, trace, list(moto))
+        cpu_ms = (time.process_time() - cpu - sum(m[2] for m in moto)) * 1000.0
+    return Sample(ms, server.call_count() - before, trace, trace, list(moto), cpu_ms)
 
 
 def measure(
@@ -333,12 +348,12 @@ def measure(
 
 def _moto_ms(sample: Sample, latency_s: float) -> float:
     """moto's own processing on the critical path, which DynamoDB would not add: per
-    round trip (any service), the time moto's handler ran in it, at most the round trip's
+    round trip (any service), the CPU moto's handler used in it, at most the round trip's
     time beyond the injected latency (botocore's own client-side work stays in)."""
     excess = 0.0
     for wave in sample.trace.waves():
         start, end = min(c.started for c in wave), max(c.ended for c in wave)
-        inside = sum(e - s for s, e in sample.moto if start <= (s + e) / 2 <= end)
+        inside = sum(cpu for s, e, cpu in sample.moto if start <= (s + e) / 2 <= end)
         excess += min(max(0.0, end - start - latency_s), inside)
     return excess * 1000.0
 
@@ -380,6 +395,9 @@ def _summaries(
             moto = [a - _moto_ms(x, latency_s) for a, x in zip(added, got, strict=True)]
             s = summarize(moto, keep_samples=False)
             row["added_without_moto_ms"] = {"median": s["median"], "p90": s["p90"]}
+            cpu = [x.cpu_ms - r.cpu_ms for x, r in zip(got, taken["raw"], strict=True)]
+            s = summarize(cpu, keep_samples=False)
+            row["cpu_over_raw_ms"] = {"median": s["median"], "p90": s["p90"]}
         if name == "session_turn":
             table = names["sessions"]
             row["session_table_round_trips"] = _median_int(

@@ -451,9 +451,10 @@ def _critical_path(data: dict[str, Any]) -> list[str]:
     lines = [
         CRITICAL_PATH_HEADING,
         "",
-        f"Every sample runs with **{ms:g} ms slept before every AWS request** (a botocore "
-        "hook, `bench.roundtrips.recording`), a stand-in for DynamoDB's few milliseconds "
-        "per request: moto in-process answers in microseconds, and **moto latency is not "
+        f"Every sample runs with **{ms:g} ms slept on every AWS request where the network "
+        "would be** (after botocore built and signed it, before the answer is read: "
+        "`bench.roundtrips.recording`), a stand-in for DynamoDB's few milliseconds per "
+        "request: moto in-process answers with no network, and **moto latency is not "
         f"DynamoDB latency**. N={data['samples']} samples per case after {data['warmup']} "
         "warm-up rounds, interleaved (rotated order each round), one warm process, moto "
         "in-process, the offline fake model server. *Round trips* are the *sequential* "
@@ -464,19 +465,21 @@ def _critical_path(data: dict[str, Any]) -> list[str]:
         f"{ms:g} ms samples when it varies); *requests* count every one. *added* "
         "is the median (p90) over samples of the case's time minus its model calls times "
         "the raw `openai` call of the same round: what the case costs beyond the model, on "
-        "moto. *without moto* also takes off the time moto's request handler ran on the "
-        f"critical path (at most each round trip's time beyond the injected {ms:g} ms): "
-        f"moto's own processing, Python in this process; DynamoDB's share is the {ms:g} ms, "
-        "botocore's client-side work stays in. It is the DynamoDB-like figure the targets "
-        "use. "
+        "moto. *without moto* also takes off moto's own work: per round trip, the CPU time "
+        "moto's in-process request handler used in it (`time.thread_time`), at most the "
+        f"round trip's time beyond the injected {ms:g} ms. DynamoDB's share is the "
+        f"{ms:g} ms; botocore's client-side work (building, signing and parsing each "
+        "request) and the runtime's own stay in. It is the DynamoDB-like figure the "
+        "targets use. *CPU over raw* is the sample's process CPU time less moto's, minus "
+        "the raw call's of the same round: the work no injected latency can hide. "
         f"LiteLLM {data['litellm_version']}'s `Router` (in-process, one deployment: the same "
         "fake server as an OpenAI-compatible endpoint, no retries, callbacks and telemetry "
         "off, local cost map) sends the same request as the raw call.",
         "",
         "| request | DynamoDB round trips | DynamoDB requests | AWS requests | model calls "
         "| median ms | p90 ms | added median ms | added p90 ms | without moto median ms "
-        "| without moto p90 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| without moto p90 ms | CPU over raw median ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in CASES:
         row = k[name]
@@ -486,6 +489,8 @@ def _critical_path(data: dict[str, Any]) -> list[str]:
             f"{row[key]['median']:,.1f} | {row[key]['p90']:,.1f}" if key in row else "- | -"
             for key in ("added_ms", "added_without_moto_ms")
         )
+        cpu = row.get("cpu_over_raw_ms")
+        tail += f" | {cpu['median']:,.1f}" if cpu else " | -"
         lines.append(
             f"| {row['title']} | {row['round_trips']}{spread} | {row['dynamodb_requests']} "
             f"| {row['aws_requests']} | {row['model_calls']} | {row['ms']['median']:,.1f} "

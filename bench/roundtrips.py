@@ -5,12 +5,16 @@ boto3 client of the process, Powertools' included) and records each call's
 service, operation and start and end times. :meth:`Trace.round_trips` counts
 the *sequential* round trips: calls whose time intervals overlap were in flight
 together and count once (a wave); a call that starts after every earlier call
-ended starts a new wave. With ``latency_s`` every call first sleeps that long,
-so a fixed per-request latency (DynamoDB's few milliseconds) can be injected and
-its cost on the critical path seen: ``latency_s * round_trips`` when calls that
-can run together do. Tests that count round trips inject 50 ms: calls issued
-together then overlap even when a loaded machine starts their threads late (at
-5 ms, a CI box under load split one wave in two now and then).
+ended starts a new wave. With ``latency_s`` every HTTP request sleeps that long
+where the network would be: after botocore has built and signed it, before the
+response (moto's in-process answer, or the server's) is read, in
+``botocore.endpoint.Endpoint._do_get_response`` (each attempt, retries too). A
+fixed per-request latency (DynamoDB's few milliseconds) is injected so, and its
+cost on the critical path seen: ``latency_s * round_trips`` when calls that can
+run together do, while a request's client-side work overlaps the wait of the
+requests sent before it, as it does over a network. Tests that count round trips
+inject 50 ms: calls issued together then overlap even when a loaded machine starts
+their threads late (at 5 ms, a CI box under load split one wave in two now and then).
 """
 
 from __future__ import annotations
@@ -97,16 +101,16 @@ def tables_of(params: Any) -> str:
 def recording(*, latency_s: float = 0.0) -> Iterator[Trace]:
     """Record every botocore API call made while inside (any thread)."""
     from botocore.client import BaseClient
+    from botocore.endpoint import Endpoint
 
     trace = Trace()
     lock = threading.Lock()
     original = BaseClient._make_api_call  # type: ignore[attr-defined]
+    send = Endpoint._do_get_response  # type: ignore[attr-defined]  # private, unstubbed
 
     def timed(client: Any, operation: str, params: dict[str, Any]) -> Any:
         started = time.perf_counter()
         try:
-            if latency_s:
-                time.sleep(latency_s)
             return original(client, operation, params)
         finally:
             call = TimedCall(
@@ -119,5 +123,12 @@ def recording(*, latency_s: float = 0.0) -> Iterator[Trace]:
             with lock:
                 trace.calls.append(call)
 
-    with mock.patch.object(BaseClient, "_make_api_call", timed):
+    def network(endpoint: Any, request: Any, operation_model: Any, context: Any) -> Any:
+        time.sleep(latency_s)
+        return send(endpoint, request, operation_model, context)
+
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch.object(BaseClient, "_make_api_call", timed))
+        if latency_s:
+            patches.enter_context(mock.patch.object(Endpoint, "_do_get_response", network))
         yield trace

@@ -132,7 +132,7 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
 
     cp = data["critical_path"]
     assert cp["latency_injected_ms"] == LATENCY_S * 1000 == 5.0
-    assert "5 ms slept before every AWS request" in report
+    assert "5 ms slept on every AWS request where the network would be" in report
     kinds = cp["kinds"]
     assert set(kinds) == set(CASES)
     for name in CASES:
@@ -142,6 +142,9 @@ def test_quick_bench_writes_a_complete_report(tmp_path: Path) -> None:
         if name != "raw":
             assert {"median", "p90"} <= set(k["added_ms"]), name
             assert {"median", "p90"} <= set(k["added_without_moto_ms"]), name
+            # moto's own CPU is taken off, never more than a case's added time.
+            assert k["added_without_moto_ms"]["median"] <= k["added_ms"]["median"], name
+            assert {"median", "p90"} <= set(k["cpu_over_raw_ms"]), name
     for name in ("raw", "litellm"):
         assert kinds[name]["aws_requests"] == 0 and kinds[name]["model_calls"] == 1
     for name in KINDS:
