@@ -48,7 +48,9 @@ def _sent_headers(client: Any) -> list[str]:
 
 @pytest.mark.usefixtures("aws_credentials")
 def test_cached_user_agent_is_botocores_own_per_feature_set() -> None:
-    plain = boto3.client("dynamodb", config=CONFIG)
+    # A session of its own, as the runtime's: the credentials' feature ids (how they were
+    # found) are part of the header, and the default session may have found them otherwise.
+    plain = boto3.session.Session().client("dynamodb", config=CONFIG)
     ours = AwsClients().client("dynamodb")
     plain_sent, ours_sent = _sent_headers(plain), _sent_headers(ours)
     for client in (plain, ours, ours):
