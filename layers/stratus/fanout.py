@@ -79,22 +79,15 @@ def run_all(fns: Sequence[Callable[[], Any]]) -> list[Outcome[Any]]:
         return []
     if len(fns) == 1:
         return [_outcome(fns[0])]
-    pool = _executor()
-    futures: list[Future[Outcome[Any]]] = [pool.submit(_outcome, fn) for fn in fns[1:]]
-    results = [_outcome(fns[0])]
-    for fn, future in zip(fns[1:], futures, strict=True):
-        # Give a thread a moment to take it (so the wave stays one round trip on a
-        # loaded machine); one that no thread took by then runs here.
-        wait([future], timeout=START_GRACE_S)
-        if future.cancel():
-            results.append(_outcome(fn))
-        else:
-            results.append(future.result())
-    return results
+    # Each runs on the pool; one that no thread took within the grace runs here (so the
+    # wave stays one round trip on a loaded machine, and nested waves cannot deadlock).
+    started = [Started(fn) for fn in fns[1:]]
+    return [_outcome(fns[0]), *(s.wait() for s in started)]
 
 
 class Started(Generic[T]):
-    """One callable started on the pool (:func:`start`); :meth:`wait` for its outcome."""
+    """One callable started on the pool (no thread of its own is started); :meth:`wait`
+    for its outcome."""
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self._fn = fn
@@ -106,11 +99,6 @@ class Started(Generic[T]):
         if self._future.cancel():
             return _outcome(self._fn)
         return self._future.result()
-
-
-def start(fn: Callable[[], T]) -> Started[T]:
-    """Run ``fn`` on the pool and return at once (no thread of its own is started)."""
-    return Started(fn)
 
 
 def values(outcomes: Sequence[Outcome[Any]]) -> list[Any]:

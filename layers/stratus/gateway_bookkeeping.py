@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from stratus import otel
-from stratus.fanout import run_all, start
+from stratus.fanout import Started, run_all
 from stratus.observability import NAMESPACE, SERVICE, logger
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class Wave:
 
     def __init__(self, writes: Sequence[Write]) -> None:
         self._writes = list(writes)
-        self._started = start(self._run)
+        self._started = Started(self._run)
 
     def _run(self) -> None:
         write_all(self._writes)  # logs each failure, raises none

@@ -65,19 +65,19 @@ def test_started_callable_runs_on_the_pool_and_its_outcome_is_kept() -> None:
         ran_on.append(threading.current_thread().name)
         return 7
 
-    started = fanout.start(work)
+    started = fanout.Started(work)
     assert started.wait().get() == 7
     assert ran_on and ran_on[0].startswith("stratus-wave")
-    failed = fanout.start(lambda: 1 / 0).wait()
+    failed = fanout.Started(lambda: 1 / 0).wait()
     assert isinstance(failed.error, ZeroDivisionError)
 
 
 def test_started_callable_runs_on_the_caller_when_no_thread_takes_it() -> None:
     """Every pool thread held: the waiter runs the callable itself after the grace."""
     release = threading.Event()
-    holders = [fanout.start(release.wait) for _ in range(fanout.POOL_THREADS)]
+    holders = [fanout.Started(release.wait) for _ in range(fanout.POOL_THREADS)]
     try:
-        started = fanout.start(lambda: threading.current_thread().name)
+        started = fanout.Started(lambda: threading.current_thread().name)
         assert started.wait().get() == threading.current_thread().name
     finally:
         release.set()
