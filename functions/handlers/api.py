@@ -44,7 +44,7 @@ from functions.handlers.common import (
     tenant_id,
 )
 from functions.handlers.principals import principal
-from stratus import composition, correlation, otel, snapstart
+from stratus import after_response, composition, correlation, otel, snapstart
 from stratus.contracts import (
     MAX_JSON_DEPTH,
     ErrorResponse,
@@ -339,7 +339,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # X-Correlation-Id (or a new id): every log line, the jobs it submits, the answer's header.
     cid = correlation.bind(correlation.from_event(event))
     try:
-        return correlation.with_response_header(_handle(event, context), cid)
+        # On Lambda, the model calls' post-call writes finish after the answer is sent
+        # (stratus.after_response); elsewhere before the handler returns.
+        with after_response.invocation(getattr(context, "aws_request_id", "")):
+            return correlation.with_response_header(_handle(event, context), cid)
     finally:
         otel.flush()  # this invocation's spans (no-op when OTLP export is off)
 
@@ -438,3 +441,6 @@ for _module in ROUTER_MODULES:
 # init phase only (see ``stratus.snapstart``).
 snapstart.register(load_agent, warm_routes)
 snapstart.init_phase()
+# On Lambda (and only there), an agent function registers the internal extension that
+# writes its post-call bookkeeping after the response: it must register in the init phase.
+after_response.start()

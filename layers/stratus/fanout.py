@@ -93,12 +93,15 @@ class Started(Generic[T]):
         self._fn = fn
         self._future: Future[Outcome[T]] = _executor().submit(_outcome, fn)
 
-    def wait(self) -> Outcome[T]:
-        """Its outcome; if no thread has taken it within the grace, it runs here."""
+    def wait(self, timeout: float | None = None) -> Outcome[T]:
+        """Its outcome; if no thread has taken it within the grace, it runs here.
+
+        ``timeout`` bounds the wait for a callable that is running on the pool: past it,
+        :class:`TimeoutError` (the callable goes on running)."""
         wait([self._future], timeout=START_GRACE_S)
         if self._future.cancel():
             return _outcome(self._fn)
-        return self._future.result()
+        return self._future.result(timeout)
 
 
 def values(outcomes: Sequence[Outcome[Any]]) -> list[Any]:

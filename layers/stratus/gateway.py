@@ -296,7 +296,7 @@ class ModelGateway:
                 )
             )
         writes.extend(self._key_and_breaker_writes(attempt, result))
-        post(writes)
+        post(writes, last=not getattr(result.message, "tool_calls", None))
         observe(result, cost, log, started)
         return result
 

@@ -8,7 +8,10 @@ label and never raised (the answer is paid for; bookkeeping never loses it).
 written: the wave runs on the process's wave pool (:class:`Wave`, no thread of
 its own to start on the hot path), registered in a
 ContextVar, and leaving the outermost ``deferred()`` waits for every wave it
-holds. :func:`post` writes a wave now, or defers it inside such a context.
+holds. :func:`post` writes a wave now, or defers it inside such a context. On
+Lambda, with the settle-after-response extension on (:mod:`stratus.after_response`),
+the outermost ``deferred()`` hands its waves to the extension instead: they are
+written after the response, before the environment takes its next request.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from stratus import otel
+from stratus import after_response, otel
 from stratus.fanout import Started, run_all
 from stratus.observability import NAMESPACE, SERVICE, logger
 
@@ -34,17 +37,34 @@ Write = tuple[str, Callable[[], Any]]
 
 
 class Wave:
-    """A post-call wave running in the background (inside :func:`deferred`)."""
+    """A post-call wave running in the background (inside :func:`deferred`).
 
-    def __init__(self, writes: Sequence[Write]) -> None:
+    ``lazy``: it starts when the ``deferred()`` context it belongs to ends (or when a
+    later call waits for it), not at once: the answer it follows is built without its
+    requests' client-side work competing for the interpreter."""
+
+    def __init__(self, writes: Sequence[Write], *, lazy: bool = False) -> None:
         self._writes = list(writes)
-        self._started = Started(self._run)
+        self._started: Started[None] | None = None
+        if not lazy:
+            self.start()
 
     def _run(self) -> None:
         write_all(self._writes)  # logs each failure, raises none
 
-    def wait(self) -> None:
-        self._started.wait()
+    def start(self) -> None:
+        if self._started is None:
+            self._started = Started(self._run)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for every write of the wave; False if ``timeout`` passed first."""
+        self.start()
+        assert self._started is not None
+        try:
+            self._started.wait(timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 _pending: ContextVar[list[Wave] | None] = ContextVar("stratus_gateway_pending", default=None)
@@ -74,27 +94,50 @@ def deferred() -> Iterator[None]:
     """Inside: ``chat`` starts its post-call wave and returns without waiting for it;
     leaving waits for every pending wave (failures are logged). Nested: the outermost
     waits. Use it where the caller has its own write to overlap (Powertools' idempotency
-    record): the answer is returned only after everything was written."""
+    record): the answer is returned only after everything was written, or, inside
+    ``after_response.invocation`` on Lambda, handed to the extension that writes it
+    before the environment takes its next request."""
     if _pending.get() is not None:
-        yield
+        try:
+            yield
+        finally:
+            _start_pending()  # e.g. the idempotent invoke's: overlapping the record's save
         return
     token = _pending.set([])
     try:
         yield
     finally:
         try:
-            drain()
+            waves = _start_pending()
+            # On Lambda with the extension on, the waves are written after the response.
+            if not after_response.hand_over(waves):
+                drain()
         finally:
             _pending.reset(token)
 
 
-def post(writes: Sequence[Write]) -> None:
-    """Write the wave now, or (inside :func:`deferred`) start it and return."""
+def _start_pending() -> list[Wave]:
+    """Start this context's lazy waves; every pending wave."""
+    waves = _pending.get() or []
+    for wave in waves:
+        wave.start()
+    return waves
+
+
+def post(writes: Sequence[Write], *, last: bool = False) -> None:
+    """Write the wave now, or (inside :func:`deferred`) start it and return.
+
+    ``last``: the call's answer is final (no tool call follows it). When the wave will be
+    written after the response (:mod:`stratus.after_response`), it then starts only when
+    the ``deferred()`` context ends: nothing else would overlap it before that, and the
+    answer is built without competing with it. Otherwise it starts at once, to overlap the
+    caller's next steps (tools, a commit, the job's writes)."""
     waves = _pending.get()
     if waves is None:
         write_all(writes)
     else:
-        waves.append(Wave(writes))  # waited for when the deferred() context ends
+        # Waited for when the deferred() context ends, or written after the response.
+        waves.append(Wave(writes, lazy=last and after_response.collecting()))
 
 
 def observe(
