@@ -50,6 +50,7 @@ from bench.litellm_router import router_call
 from bench.litellm_router import version as litellm_version
 from bench.roundtrips import Trace, recording
 from bench.stats import summarize
+from infra.local.extensions_api import ExtensionsApiServer
 from infra.local.fake_model import FakeModelServer
 
 #: Slept before every AWS request while a sample is recorded (stated in the report).
@@ -76,7 +77,7 @@ TITLES = {
     "invoke": "invoke (API handler, no Idempotency-Key)",
     "invoke_idempotent": "invoke with a fresh Idempotency-Key",
     "invoke_reviewed": "invoke whose answer is sampled for human review",
-    "session_turn": "session turn (`support`, after 5 turns: 10 messages)",
+    "session_turn": "session turn (`support`, after 5 turns: 10 messages; as the API runs it)",
     "job_step": "job step (worker handler, one SQS record of a `triage` job)",
     "ledger_replay": "ledger replay (`ModelGateway.chat`, recorded step)",
     "gateway_call": "`ModelGateway.chat` alone (one model call)",
@@ -87,10 +88,13 @@ PREFIX = "cp-"
 
 @dataclass
 class Case:
-    """One request kind: ``prepare`` (untimed, unrecorded) makes the argument of ``run``."""
+    """One request kind: ``prepare`` (untimed, unrecorded) makes the argument of ``run``;
+    ``after`` (recorded, untimed) waits for what the case does after its answer: the
+    ``perf_counter`` at which the environment would be frozen (None: nothing after)."""
 
     run: Callable[[Any], None]
     prepare: Callable[[], Any] = lambda: None
+    after: Callable[[], float | None] | None = None
 
 
 @contextlib.contextmanager
@@ -114,12 +118,15 @@ def _cloud(server: FakeModelServer) -> Iterator[dict[str, str]]:
             yield {**names, "queue_url": url}
 
 
-def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, Case]:
+def _cases(
+    server: FakeModelServer, runtime: Any, queue_url: str, lambda_api: ExtensionsApiServer
+) -> dict[str, Case]:
     import boto3
     import openai
 
     from functions.agents import load_agent
     from functions.handlers import api, worker
+    from stratus import after_response
     from stratus.agents import CallScope
     from stratus.jobs import JobRequest
     from tests.support import FakeLambdaContext
@@ -155,9 +162,19 @@ def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, C
         return make_event(event, key)
 
     def invoke(request: dict[str, Any]) -> None:
-        reply = api.lambda_handler(request, FakeLambdaContext())
+        # As Lambda does: the INVOKE event to the extension, the event to the handler.
+        context = FakeLambdaContext()
+        lambda_api.invoke(context.aws_request_id)
+        reply = api.lambda_handler(request, context)
         if reply.get("statusCode") != 200:
             raise RuntimeError(f"the API handler answered {reply.get('statusCode')}: {reply}")
+
+    def frozen() -> float:
+        """When the settle-after-response extension asked for its next event."""
+        at = lambda_api.wait_next(timeout=30.0)
+        if at is None:
+            raise RuntimeError("the extension did not ask for its next event")
+        return at
 
     # Only the reviewed case's answers are drawn for review (share 1, the draw forced).
     reviews = runtime.reviews
@@ -182,7 +199,12 @@ def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, C
         return session_id
 
     def session_turn(session_id: str) -> None:
-        sessions.post_message("bench", session_id, "And what about order A-2000?", request_id=_id())
+        # As the API handler on Lambda runs it: inside one invoke of the extension.
+        request_id = _id()
+        lambda_api.invoke(request_id)
+        with after_response.invocation(request_id):
+            text = "And what about order A-2000?"
+            sessions.post_message("bench", session_id, text, request_id=request_id)
 
     sqs = boto3.client("sqs")
     template = json.loads((REPO / "events" / "sqs" / "agent_job.json").read_text())["Records"][0]
@@ -241,10 +263,12 @@ def _cases(server: FakeModelServer, runtime: Any, queue_url: str) -> dict[str, C
     return {
         "raw": Case(raw),
         "litellm": Case(lambda _: litellm()),
-        "invoke": Case(invoke, prepare=new_event),
-        "invoke_idempotent": Case(invoke, prepare=lambda: new_event(f"bench-{_id()}")),
-        "invoke_reviewed": Case(invoke_reviewed, prepare=new_event),
-        "session_turn": Case(session_turn, prepare=new_session),
+        "invoke": Case(invoke, prepare=new_event, after=frozen),
+        "invoke_idempotent": Case(
+            invoke, prepare=lambda: new_event(f"bench-{_id()}"), after=frozen
+        ),
+        "invoke_reviewed": Case(invoke_reviewed, prepare=new_event, after=frozen),
+        "session_turn": Case(session_turn, prepare=new_session, after=frozen),
         "job_step": Case(job_step, prepare=new_job),
         "ledger_replay": Case(ledger_replay),
         "gateway_call": Case(gateway_call),
@@ -263,6 +287,13 @@ class Sample:
     tables: Trace  # the same trace (every table a call touches is named): per-table waves
     moto: list[tuple[float, float, float]]  # moto's handler: (start, end, its CPU seconds)
     cpu_ms: float = 0.0  # the process's CPU time in the sample, less moto's
+    responded: float = float("inf")  # perf_counter when the case had its answer
+    settle_ms: float | None = None  # answer to the environment's freeze, less moto's CPU
+
+    def before_answer(self) -> list[list[Any]]:
+        """The round trips (DynamoDB waves) the answer waited for: ended before it."""
+        waves = self.trace.waves("dynamodb")
+        return [w for w in waves if max(c.ended for c in w) <= self.responded]
 
 
 @contextlib.contextmanager
@@ -295,23 +326,39 @@ def _sample(server: FakeModelServer, case: Case, latency_s: float) -> Sample:
     with recording(latency_s=latency_s) as trace, _moto_spans() as moto:
         cpu, started = time.process_time(), time.perf_counter()
         case.run(arg)
-        ms = (time.perf_counter() - started) * 1000.0
+        responded = time.perf_counter()
+        ms = (responded - started) * 1000.0
         cpu_ms = (time.process_time() - cpu - sum(m[2] for m in moto)) * 1000.0
-    return Sample(ms, server.call_count() - before, trace, trace, list(moto), cpu_ms)
+        frozen = case.after() if case.after is not None else None
+    settle_ms = None
+    if frozen is not None:  # less moto's own CPU in the window (DynamoDB does not add it)
+        moto_s = sum(cpu for s, e, cpu in moto if responded <= (s + e) / 2 <= frozen)
+        settle_ms = max(0.0, frozen - responded - moto_s) * 1000.0
+    calls = server.call_count() - before
+    return Sample(ms, calls, trace, trace, list(moto), cpu_ms, responded, settle_ms)
 
 
 def measure(
     samples: int, warmup: int, *, latency_s: float = LATENCY_S, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Every case ``samples`` times, interleaved, after ``warmup`` rounds; then staleness."""
-    from stratus import composition
+    from stratus import after_response, composition
 
     began = time.perf_counter()
-    with FakeModelServer(quiet=True) as server, _cloud(server) as names:
+    with (
+        FakeModelServer(quiet=True) as server,
+        _cloud(server) as names,
+        ExtensionsApiServer() as lambda_api,
+        mock.patch.dict(os.environ, {"AWS_LAMBDA_RUNTIME_API": lambda_api.address}),
+    ):
         composition.reset()
         runtime = composition.current()  # the process's runtime, as a warm function's
+        # The API handler's init on Lambda: the settle-after-response extension registers.
+        after_response.stop()
+        if not after_response.start() or not lambda_api.wait_ready():
+            raise RuntimeError("the settle-after-response extension did not start")
         try:
-            cases = _cases(server, runtime, names["queue_url"])
+            cases = _cases(server, runtime, names["queue_url"], lambda_api)
             for _ in range(warmup):
                 for name in CASES:
                     _sample(server, cases[name], 0.0)
@@ -333,6 +380,7 @@ def measure(
             log("  critical path: breaker staleness")
             result["staleness"] = staleness(server, runtime.settings.model_for("fast"), log=log)
         finally:
+            after_response.stop()
             composition.reset()
     return {
         "latency_injected_ms": latency_s * 1000.0,
@@ -352,7 +400,10 @@ def _moto_ms(sample: Sample, latency_s: float) -> float:
     time beyond the injected latency (botocore's own client-side work stays in)."""
     excess = 0.0
     for wave in sample.trace.waves():
-        start, end = min(c.started for c in wave), max(c.ended for c in wave)
+        start = min(c.started for c in wave)
+        end = min(max(c.ended for c in wave), sample.responded)  # only until the answer
+        if start >= sample.responded:
+            continue
         inside = sum(cpu for s, e, cpu in sample.moto if start <= (s + e) / 2 <= end)
         excess += min(max(0.0, end - start - latency_s), inside)
     return excess * 1000.0
@@ -388,7 +439,12 @@ def _summaries(
             "model_calls": _median_int([s.model_calls for s in counts]),
             "ms": summarize([s.ms for s in got], keep_samples=False),
             "waves": typical.tables.describe("dynamodb"),
+            "round_trips_before_answer": _median_int([len(x.before_answer()) for x in counts]),
         }
+        settles = [x.settle_ms for x in got if x.settle_ms is not None]
+        if settles:  # written after the answer: the window before the writes are durable
+            s = summarize(settles, keep_samples=False)
+            row["settle_after_answer_ms"] = {"median": s["median"], "p90": s["p90"]}
         if name != "raw":
             s = summarize(added, keep_samples=False)
             row["added_ms"] = {"median": s["median"], "p90": s["p90"]}

@@ -334,6 +334,41 @@ MAX_SESSION_ROUND_TRIPS = 4
 MAX_OVERHEAD_MS = 15.0
 
 
+def _after_answer(k: dict[str, Any], ms: float) -> list[str]:
+    """The invokes whose post-call wave is written after the answer (on Lambda)."""
+    rows = [name for name in KINDS if "settle_after_answer_ms" in k[name]]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "### Written after the answer",
+        "",
+        "The API handler runs as on Lambda with the settle-after-response internal extension "
+        "(`stratus.after_response`) against the Extensions API on loopback "
+        "(`infra.local.extensions_api`): each invoke hands the extension an `INVOKE` event, "
+        "the sample's time ends when the handler returns (when Lambda's runtime posts the "
+        "answer), and the next sample starts only after the extension asked for its next "
+        "event (when Lambda would freeze the environment). The post-call wave is written in "
+        "between. *Settle window*: from the answer to that request, the time in which the "
+        "settlement is not yet durable. Another environment reserving on the same budget in "
+        "it sees the call's worst case still held, never less spent than was: it can be "
+        "refused early, never let past a limit. The session turn runs inside the extension's "
+        "invoke as the API handler runs it; the job step and direct `ModelGateway.chat` calls "
+        "write everything before they return.",
+        "",
+        "| request | round trips in all | before the answer | settle window median ms "
+        "| settle window p90 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in rows:
+        row, window = k[name], k[name]["settle_after_answer_ms"]
+        lines.append(
+            f"| {row['title']} | {row['round_trips']} | {row['round_trips_before_answer']} "
+            f"| {window['median']:,.1f} | {window['p90']:,.1f} |"
+        )
+    return lines
+
+
 def _target(name: str, limit: str, measured: str, passed: bool | None) -> dict[str, Any]:
     return {"name": name, "target": limit, "measured": measured, "passed": passed}
 
@@ -348,8 +383,10 @@ def targets(data: dict[str, Any], cold: dict[str, Any] | None = None) -> list[di
     on_moto = inv["added_ms"]
     ok, verdict = litellm_verdict(stratus["median"], lite["median"])
     # Hard budgets cost two DynamoDB round trips per call (issue 11 asks for exactly two);
-    # LiteLLM's Router keeps no shared state, so like is compared with like beyond them.
-    floor = inv["round_trips"] * ms
+    # LiteLLM's Router keeps no shared state, so like is compared with like beyond the
+    # ones the answer waits for (on Lambda the post-call wave is written after it).
+    before = inv.get("round_trips_before_answer", inv["round_trips"])
+    floor = before * ms
     own = max(0.0, stratus["median"] - floor)
     own_ok, own_verdict = litellm_verdict(own, lite["median"])
     rows = [
@@ -388,8 +425,9 @@ def targets(data: dict[str, Any], cold: dict[str, Any] | None = None) -> list[di
             stratus["median"] <= MAX_OVERHEAD_MS,
         ),
         _target(
-            "Stratus overhead against LiteLLM Router's overhead, beyond the round trips' "
-            f"injected latency (medians, same run; Stratus less {inv['round_trips']} x {ms:g} ms)",
+            "Stratus overhead against LiteLLM Router's overhead, beyond the injected latency "
+            "of the round trips the answer waits for (medians, same run; Stratus less "
+            f"{before} x {ms:g} ms)",
             f"below, or within {LITELLM_MARGIN_MS:g} ms",
             f"Stratus {own:.1f} ms, LiteLLM {lite['median']:.1f} ms: {own_verdict}",
             own_ok,
@@ -398,8 +436,7 @@ def targets(data: dict[str, Any], cold: dict[str, Any] | None = None) -> list[di
             "... the same, round trips included (reported: a floor LiteLLM does not pay)",
             f"below, or within {LITELLM_MARGIN_MS:g} ms",
             f"Stratus {stratus['median']:.1f} ms, LiteLLM {lite['median']:.1f} ms: {verdict}; "
-            f"the {inv['round_trips']} round trips alone are {floor:g} ms, more than "
-            f"LiteLLM's {lite['median']:.1f} ms + {LITELLM_MARGIN_MS:g} ms",
+            f"the {before} round trip(s) before the answer alone are {floor:g} ms",
             None if floor > lite["median"] + LITELLM_MARGIN_MS else ok,
         ),
     ]
@@ -518,6 +555,7 @@ def _critical_path(data: dict[str, Any]) -> list[str]:
         waves = k[name]["waves"]
         if waves:
             lines.append(f"- Round trips of one {k[name]['title']}: " + "; ".join(waves))
+    lines += _after_answer(k, ms)
     st = data.get("staleness")
     if st:
         lines += [
