@@ -332,17 +332,22 @@ def _raw_body(body: str) -> bytes | None:
         return None
 
 
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # On Lambda, the model calls' post-call writes finish after the answer is sent
+    # (stratus.after_response); elsewhere before the handler returns. Outermost, so that
+    # the extension hears the handler is done whatever fails inside.
+    with after_response.invocation(getattr(context, "aws_request_id", "")):
+        return _observed(event, context)
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def _observed(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # X-Correlation-Id (or a new id): every log line, the jobs it submits, the answer's header.
     cid = correlation.bind(correlation.from_event(event))
     try:
-        # On Lambda, the model calls' post-call writes finish after the answer is sent
-        # (stratus.after_response); elsewhere before the handler returns.
-        with after_response.invocation(getattr(context, "aws_request_id", "")):
-            return correlation.with_response_header(_handle(event, context), cid)
+        return correlation.with_response_header(_handle(event, context), cid)
     finally:
         otel.flush()  # this invocation's spans (no-op when OTLP export is off)
 
