@@ -332,7 +332,7 @@ def _raw_body(body: str) -> bytes | None:
         return None
 
 
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # On Lambda, the model calls' post-call writes finish after the answer is sent
     # (stratus.after_response); elsewhere before the handler returns. Outermost, so that
     # the extension hears the handler is done whatever fails inside.
