@@ -389,7 +389,11 @@ class Runtime:
         return self._agent_member(
             "session_messages",
             spec,
-            lambda: IdempotentMessages(self.session_service(spec), self.settings),
+            lambda: IdempotentMessages(
+                self.session_service(spec),
+                self.settings,
+                client=lambda: self.clients.client("dynamodb"),
+            ),
         )
 
     # -- jobs, queues, workflows, notifications

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from stratus.agents import Principal
@@ -18,7 +19,15 @@ class IdempotentMessages:
     leaves no record, so the retry runs. Built once per process (the composition root).
     """
 
-    def __init__(self, service: SessionService, settings: Settings) -> None:
+    def __init__(
+        self,
+        service: SessionService,
+        settings: Settings,
+        *,
+        client: Callable[[], Any] | None = None,
+    ) -> None:
+        """``client``: the process's DynamoDB client for the records (its configuration and
+        connections, as the invoke route's); else Powertools builds its own."""
         # Powertools idempotency loads only when a session route is first served.
         from stratus.idempotency import IdempotentOperation
 
@@ -29,6 +38,7 @@ class IdempotentMessages:
             self._post,
             # The sender is part of the key: a replay never hands one role's reply to another.
             scope_fields=("tenant", "agent", "session", "caller"),
+            client=client,
         )
 
     def post(
