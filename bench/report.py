@@ -433,7 +433,8 @@ def targets(data: dict[str, Any], cold: dict[str, Any] | None = None) -> list[di
             own_ok,
         ),
         _target(
-            "... the same, round trips included (reported: a floor LiteLLM does not pay)",
+            "... the same, the round trip included (a floor LiteLLM does not pay; judged "
+            "when it alone is within the margin)",
             f"below, or within {LITELLM_MARGIN_MS:g} ms",
             f"Stratus {stratus['median']:.1f} ms, LiteLLM {lite['median']:.1f} ms: {verdict}; "
             f"the {before} round trip(s) before the answer alone are {floor:g} ms",
