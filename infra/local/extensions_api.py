@@ -30,7 +30,6 @@ class _State:
         self.cond = threading.Condition()
         self.ids: list[str] = []
         self.events: list[dict[str, Any]] = []  # handed out in order, one per next call
-        self.delivered = 0  # events handed to the extension so far
         self.next_calls = 0  # next calls received so far
         self.next_at: list[float] = []  # perf_counter of each next call
         self.invoked = False
@@ -98,7 +97,6 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.closing:
                 return
             event = state.events[mine]
-            state.delivered += 1
         self._send(200, event)
 
 
@@ -144,10 +142,6 @@ class ExtensionsApiServer:
     @property
     def registered(self) -> int:
         return len(self._server.state.ids)
-
-    @property
-    def next_calls(self) -> int:
-        return self._server.state.next_calls
 
     def invoke(self, request_id: str, *, timeout_s: float = 30.0) -> None:
         """Hand the extension an ``INVOKE`` event (its pending or next ``event/next``)."""

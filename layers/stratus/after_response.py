@@ -53,10 +53,13 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from stratus.config import Settings
 from stratus.observability import logger
 
 #: The extension's name in Lambda's logs and its ``Lambda-Extension-Name`` header.
@@ -70,7 +73,6 @@ REGISTER_TIMEOUT_S = 2.0
 #: Attempts at asking for the next event before the extension gives up (the
 #: Extensions API is in the sandbox: a failure is a broken environment, not a network).
 NEXT_ATTEMPTS = 3
-ENABLE_VARIABLE = "STRATUS_SETTLE_AFTER_RESPONSE"
 
 
 class Pending(Protocol):
@@ -128,16 +130,13 @@ class ExtensionsApi:
 class Settler:
     """The extension: the thread that holds each invoke open until its waves are written."""
 
-    def __init__(
-        self, api: ExtensionsApi, ident: str, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._api, self._ident, self._clock = api, ident, clock
+    def __init__(self, api: ExtensionsApi, ident: str) -> None:
+        self._api, self._ident = api, ident
         self._cond = threading.Condition()
         self._handed: dict[str, list[Pending]] = {}
         self._broken = False
         self._closed = False
-        #: Invokes settled, and those whose waves were still running at the deadline.
-        self.settled = 0
+        #: Invokes whose handler or waves were still running at the deadline.
         self.late = 0
         self._thread = threading.Thread(target=self._loop, name=EXTENSION_NAME, daemon=True)
 
@@ -190,24 +189,23 @@ class Settler:
         """Wait for the hand-over of the event's request, then for what it handed over."""
         request_id = str(event.get("requestId") or "")
         deadline_ms = event.get("deadlineMs")
-        until = (
+        until = (  # Lambda's deadline is epoch milliseconds
             float(deadline_ms) / 1000.0 - DEADLINE_MARGIN_S
             if isinstance(deadline_ms, int | float)
-            else self._clock() + 60.0
+            else time.time() + 60.0
         )
         with self._cond:
-            self._cond.wait_for(
-                lambda: request_id in self._handed, timeout=max(0.0, until - self._clock())
+            handed = self._cond.wait_for(
+                lambda: request_id in self._handed, timeout=max(0.0, until - time.time())
             )
             pending = self._handed.pop(request_id, [])
             self._handed.clear()  # an earlier request's, never asked for: nothing waits on it
-        unfinished = sum(not p.wait(max(0.0, until - self._clock())) for p in pending)
-        self.settled += 1
-        if unfinished:
+        unfinished = sum(not p.wait(max(0.0, until - time.time())) for p in pending)
+        if not handed or unfinished:
             self.late += 1
             logger.error(
                 "bookkeeping not written before the invoke's deadline",
-                extra={"request_id": request_id, "waves": unfinished},
+                extra={"request_id": request_id, "handler_done": handed, "waves": unfinished},
             )
 
 
@@ -217,19 +215,23 @@ _lock = threading.Lock()
 _collected: ContextVar[list[Pending] | None] = ContextVar("stratus_after_response", default=None)
 
 
-def start(environ: dict[str, str] | None = None) -> bool:
+def start() -> bool:
     """Register the extension and start its thread, in Lambda's init phase only.
 
     Returns whether settling after the response is on: agent functions only (the
-    platform function makes no model call). Reads Lambda's own ``AWS_LAMBDA_RUNTIME_API``
-    (only Lambda's runtime sets it), ``STRATUS_AGENT`` and the switch.
+    platform function makes no model call), unless ``settle_after_response`` is off.
+    Reads the settings only where Lambda's runtime has set ``AWS_LAMBDA_RUNTIME_API``.
     """
     global _settler
-    env = os.environ if environ is None else environ
-    address = env.get("AWS_LAMBDA_RUNTIME_API", "")
-    if not address or not env.get("STRATUS_AGENT"):  # not on Lambda, or the platform function
+    address = os.environ.get("AWS_LAMBDA_RUNTIME_API", "")
+    if not address:  # not on Lambda
         return False
-    if env.get(ENABLE_VARIABLE, "true").strip().lower() in {"false", "0", "off", "no"}:
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # the request path reports it; settle before answering
+        logger.warning("settling after the response is off", extra={"error": repr(exc)})
+        return False
+    if not settings.agent or not settings.settle_after_response:
         return False
     with _lock:
         if _settler is not None:

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     #: How old a per-process copy of shared gateway state (breaker items, key-bucket
     #: loads) may be before it is refreshed off the critical path; 0: read on every call.
     gateway_state_cache_s: float = Field(default=2.0, ge=0, le=60)
+    #: On Lambda, agent functions write a model call's post-call wave after the answer,
+    #: from an internal extension (:mod:`stratus.after_response`); false: before it.
+    settle_after_response: bool = True
     #: How long the call ledger keeps completions (replays of retried steps).
     ledger_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 

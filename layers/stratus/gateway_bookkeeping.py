@@ -52,16 +52,15 @@ class Wave:
     def _run(self) -> None:
         write_all(self._writes)  # logs each failure, raises none
 
-    def start(self) -> None:
+    def start(self) -> Started[None]:
         if self._started is None:
             self._started = Started(self._run)
+        return self._started
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for every write of the wave; False if ``timeout`` passed first."""
-        self.start()
-        assert self._started is not None
         try:
-            self._started.wait(timeout)
+            self.start().wait(timeout)
         except TimeoutError:
             return False
         return True

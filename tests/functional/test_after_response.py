@@ -61,10 +61,12 @@ def _held_settlements() -> threading.Event:
     return release
 
 
-def _invoke(server: ExtensionsApiServer, body: Any) -> Any:
+def _invoke(server: ExtensionsApiServer, body: Any, key: str | None = None) -> Any:
+    """One invoke as Lambda makes it: the INVOKE event to the extension, then the handler."""
     context = FakeLambdaContext()
     server.invoke(context.aws_request_id)
-    return call(api.lambda_handler, api_event("triage", body=body), context)
+    headers = {"Idempotency-Key": key} if key else None
+    return call(api.lambda_handler, api_event("triage", body=body, headers=headers), context)
 
 
 def test_the_answer_leaves_before_its_settlement_which_ends_the_invoke(
@@ -112,8 +114,9 @@ def test_a_wave_still_running_at_the_deadline_does_not_hold_the_invoke(
     assert settler is not None
     release = _held_settlements()
     context = FakeLambdaContext()
-    # An invoke whose deadline is just past the extension's margin.
-    extension.invoke(context.aws_request_id, timeout_s=after_response.DEADLINE_MARGIN_S + 0.2)
+    # The handler has 3 s before the extension's margin: it answers well within them, and
+    # its held settlement is still running when they are up.
+    extension.invoke(context.aws_request_id, timeout_s=after_response.DEADLINE_MARGIN_S + 3.0)
     reply = call(api.lambda_handler, api_event("triage", body={"input": "hi"}), context)
     assert reply.status == 200
     assert extension.wait_next() is not None  # at the deadline, not when the wave ends
@@ -130,13 +133,13 @@ def test_without_the_extension_the_handler_settles_before_it_returns(
         monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", server.address)
         server.refuse()
         assert not after_response.start()  # registration refused: in-line settlement
-        monkeypatch.setenv(after_response.ENABLE_VARIABLE, "false")
+        monkeypatch.setenv("STRATUS_SETTLE_AFTER_RESPONSE", "false")
         server_ok = ExtensionsApiServer()
         with server_ok:
             monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", server_ok.address)
             assert not after_response.start()  # switched off
             assert server_ok.registered == 0
-    monkeypatch.delenv(after_response.ENABLE_VARIABLE)
+    monkeypatch.delenv("STRATUS_SETTLE_AFTER_RESPONSE")
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API")
     assert not after_response.start()  # not on Lambda
     reply = call(api.lambda_handler, api_event("triage", body={"input": "Where is A-1001?"}))
@@ -174,26 +177,16 @@ def test_the_idempotent_invoke_saves_its_record_before_the_answer_and_settles_af
 ) -> None:
     release = _held_settlements()
     body = {"input": "Where is my order A-1001?"}
-    context = FakeLambdaContext()
-    extension.invoke(context.aws_request_id)
-    event = api_event("triage", body=body, headers={"Idempotency-Key": "k-after-1"})
-    first = call(api.lambda_handler, event, context)
+    first = _invoke(extension, body, "k-after-1")
     assert first.status == 200
     release.set()
     assert extension.wait_next() is not None
     calls = fake_model.call_count()
     # The replay (in any environment) gets the stored answer: the record was saved first.
-    replay = _invoke_with_key(extension, body, "k-after-1")
+    replay = _invoke(extension, body, "k-after-1")
     assert replay.status == 200 and replay.body == first.body
     assert fake_model.call_count() == calls
     assert extension.wait_next() is not None
-
-
-def _invoke_with_key(server: ExtensionsApiServer, body: Any, key: str) -> Any:
-    context = FakeLambdaContext()
-    server.invoke(context.aws_request_id)
-    event = api_event("triage", body=body, headers={"Idempotency-Key": key})
-    return call(api.lambda_handler, event, context)
 
 
 def test_the_api_handler_registers_the_extension_in_its_init_phase(tmp_path: Any) -> None:
@@ -213,7 +206,7 @@ def test_the_api_handler_registers_the_extension_in_its_init_phase(tmp_path: Any
             "STRATUS_AGENT": "triage",
             "AWS_DEFAULT_REGION": "eu-west-1",
         }
-        env.pop(after_response.ENABLE_VARIABLE, None)
+        env.pop("STRATUS_SETTLE_AFTER_RESPONSE", None)
         # The process stays up (as a Lambda runtime does) until its stdin is closed.
         process = subprocess.Popen(
             [sys.executable, "-c", "import functions.handlers.api, sys; sys.stdin.read()"],

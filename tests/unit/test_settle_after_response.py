@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -51,13 +52,22 @@ def test_a_nested_context_starts_its_waves_when_it_ends(settler: Settler) -> Non
 
 def test_without_the_extension_a_final_wave_starts_at_once_and_is_waited_for() -> None:
     assert after_response.active() is None
-    gate, written = threading.Event(), threading.Event()
+    started, gate, written = threading.Event(), threading.Event(), threading.Event()
 
     def write() -> None:
+        started.set()
         gate.wait(5)
         written.set()
 
     with after_response.invocation("r-4"), deferred():
         post([("write", write)], last=True)
+        assert started.wait(5)  # not lazy: it overlaps whatever the handler does next
         gate.set()
     assert written.is_set()  # leaving the context waited for it
+
+
+def test_a_handler_that_never_hands_over_does_not_hold_the_invoke(settler: Settler) -> None:
+    """The extension asks for its next event at the deadline and counts the invoke late."""
+    deadline_ms = int((time.time() + after_response.DEADLINE_MARGIN_S + 0.1) * 1000)
+    settler.settle({"eventType": "INVOKE", "requestId": "r-5", "deadlineMs": deadline_ms})
+    assert settler.late == 1
