@@ -27,6 +27,10 @@ only once the waves the handler handed it are written:
    deadline at the latest: the extension never holds an environment to its timeout,
    and a wave that could not finish by then is logged (its writes go on when the
    environment is next thawed, like any other in-flight request).
+4. Last, still before it asks for the next event, it emits the request's log lines
+   and EMF metrics that :func:`later` kept back ("model call", "agent invoked", the
+   task metrics): formatting them is CPU the answer no longer waits for. They run in
+   the handler's context (correlation id, appended keys), once, even when late.
 
 The next request to the same environment is delivered only after that, so a unit's
 next reservation always sees its last settlement, as before. What changes: the
@@ -48,12 +52,13 @@ endpoint, which the restore brings back with it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import http.client
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -79,6 +84,22 @@ class Pending(Protocol):
     """Work a handler hands over: finished within ``timeout``, or False."""
 
     def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Later:
+    """Logs and metrics of a request emitted after its answer, in the handler's context
+    (correlation id, request keys): :meth:`wait` runs them once, never raises."""
+
+    def __init__(self, emit: Callable[[], None]) -> None:
+        self._emit = emit
+        self._context = contextvars.copy_context()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            self._context.run(self._emit)
+        except Exception:  # an observability line never fails the request it describes
+            logger.exception("emitting after the response failed")
+        return True
 
 
 class ExtensionsApi:
@@ -200,7 +221,13 @@ class Settler:
             )
             pending = self._handed.pop(request_id, [])
             self._handed.clear()  # an earlier request's, never asked for: nothing waits on it
-        unfinished = sum(not p.wait(max(0.0, until - time.time())) for p in pending)
+        waves = [p for p in pending if not isinstance(p, Later)]
+        unfinished = sum(not p.wait(max(0.0, until - time.time())) for p in waves)
+        # Then the request's logs and metrics (CPU only, never dropped): after the waves,
+        # so that they do not compete with the runtime posting the answer.
+        for emit in pending:
+            if isinstance(emit, Later):
+                emit.wait()
         if not handed or unfinished:
             self.late += 1
             logger.error(
@@ -271,7 +298,11 @@ def invocation(request_id: str) -> Iterator[None]:
     finally:
         pending = _collected.get() or []
         _collected.reset(token)
-        settler.hand_over(request_id, pending)
+        if settler.working:
+            settler.hand_over(request_id, pending)
+        else:  # the extension broke during this request: write and emit before answering
+            for item in pending:
+                item.wait()
 
 
 def collecting() -> bool:
@@ -286,6 +317,17 @@ def hand_over(pending: Sequence[Pending]) -> bool:
         return False
     collected.extend(pending)
     return True
+
+
+def later(emit: Callable[[], None]) -> None:
+    """Emit a request's logs and metrics (``emit``) after its answer when the extension
+    settles it, in the same context; at once everywhere else. Whatever ``emit`` reads must
+    be computed before (a latency, a clock): it runs some milliseconds later."""
+    collected = _collected.get()
+    if collected is None:
+        emit()
+        return
+    collected.append(Later(emit))
 
 
 def stop() -> None:

@@ -151,53 +151,61 @@ def observe(
 ) -> None:
     latency_ms = (time.perf_counter() - started) * 1000.0
     usage = result.usage
-    metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
-    metrics.add_dimension(name="agent", value=str(log.get("agent") or "-"))
-    metrics.add_dimension(name="model", value=result.model)
-    if ledger_hit:
-        metrics.add_metric(name="LedgerHits", unit=MetricUnit.Count, value=1)
-    elif cache_hit:
-        metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(
-            name="CacheSavedMicroUSD", unit=MetricUnit.Count, value=float(saved * 10**6)
+    log = dict(log)  # as it is now: emitted later on Lambda
+
+    def emit() -> None:
+        metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+        metrics.add_dimension(name="agent", value=str(log.get("agent") or "-"))
+        metrics.add_dimension(name="model", value=result.model)
+        if ledger_hit:
+            metrics.add_metric(name="LedgerHits", unit=MetricUnit.Count, value=1)
+        elif cache_hit:
+            metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(
+                name="CacheSavedMicroUSD", unit=MetricUnit.Count, value=float(saved * 10**6)
+            )
+        else:
+            metrics.add_metric(name="ModelCalls", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(
+                name="ModelInputTokens", unit=MetricUnit.Count, value=usage.input_tokens
+            )
+            metrics.add_metric(
+                name="ModelCachedInputTokens",
+                unit=MetricUnit.Count,
+                value=usage.cached_input_tokens,
+            )
+            metrics.add_metric(
+                name="ModelOutputTokens", unit=MetricUnit.Count, value=usage.output_tokens
+            )
+            metrics.add_metric(
+                name="ModelReasoningTokens", unit=MetricUnit.Count, value=usage.reasoning_tokens
+            )
+            metrics.add_metric(
+                name="ModelCostMicroUSD", unit=MetricUnit.Count, value=float(cost * 10**6)
+            )
+            metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
+            if result.fallback_from:
+                metrics.add_metric(name="ModelFallbacks", unit=MetricUnit.Count, value=1)
+        metrics.flush_metrics()
+        logger.info(
+            "model call",
+            extra={
+                **log,
+                "model": result.model,
+                "usage": usage.model_dump(),
+                "cost_usd": str(cost),
+                "latency_ms": round(latency_ms, 1),
+                "attempts": result.attempts,
+                "ledger_hit": ledger_hit,
+                "cache_hit": cache_hit,
+                "saved_usd": str(saved),
+                "fallback_from": list(result.fallback_from),
+                "downgraded": result.downgraded,
+            },
         )
-    else:
-        metrics.add_metric(name="ModelCalls", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="ModelInputTokens", unit=MetricUnit.Count, value=usage.input_tokens)
-        metrics.add_metric(
-            name="ModelCachedInputTokens",
-            unit=MetricUnit.Count,
-            value=usage.cached_input_tokens,
-        )
-        metrics.add_metric(
-            name="ModelOutputTokens", unit=MetricUnit.Count, value=usage.output_tokens
-        )
-        metrics.add_metric(
-            name="ModelReasoningTokens", unit=MetricUnit.Count, value=usage.reasoning_tokens
-        )
-        metrics.add_metric(
-            name="ModelCostMicroUSD", unit=MetricUnit.Count, value=float(cost * 10**6)
-        )
-        metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=latency_ms)
-        if result.fallback_from:
-            metrics.add_metric(name="ModelFallbacks", unit=MetricUnit.Count, value=1)
-    metrics.flush_metrics()
-    logger.info(
-        "model call",
-        extra={
-            **log,
-            "model": result.model,
-            "usage": usage.model_dump(),
-            "cost_usd": str(cost),
-            "latency_ms": round(latency_ms, 1),
-            "attempts": result.attempts,
-            "ledger_hit": ledger_hit,
-            "cache_hit": cache_hit,
-            "saved_usd": str(saved),
-            "fallback_from": list(result.fallback_from),
-            "downgraded": result.downgraded,
-        },
-    )
+
+    # The metrics and the log line: after the answer on Lambda (stratus.after_response).
+    after_response.later(emit)
     otel.model_call(  # the GenAI span, when OTLP export is on (stratus.otel); else no-op
         operation="chat" if hasattr(result, "message") else "embeddings",
         model=result.model,

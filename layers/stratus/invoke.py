@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from stratus import after_response
 from stratus.agents import AgentSpec, CallScope, Principal, ToolContext
 from stratus.aws import AwsClients
 from stratus.config import Settings
@@ -130,22 +131,24 @@ class InvokeService(ReleaseTagged):
             raise
         task_ended(self.spec.name, "sync", result=result, started=started)
         emit_task(self.spec.name, self.release, cost_usd=result.cost_usd, failed=False)
-        logger.info(
-            "agent invoked",
-            extra={
-                "tenant_id": tenant_id,
-                "agent": self.spec.name,
-                "model": result.model,
-                "model_calls": result.model_calls,
-                "usage": result.usage.model_dump(),
-                "cost_usd": str(result.cost_usd),
-                "fake_model": result.fake_model,
-                "fallback_from": result.fallback_from,
-                "downgraded": result.downgraded,
-                "ledger_hits": result.ledger_hits,
-                "cache_hits": result.cache_hits,
-            },
-        )
+        invoked = {
+            "tenant_id": tenant_id,
+            "agent": self.spec.name,
+            "model": result.model,
+            "model_calls": result.model_calls,
+            "usage": result.usage.model_dump(),
+            "cost_usd": str(result.cost_usd),
+            "fake_model": result.fake_model,
+            "fallback_from": result.fallback_from,
+            "downgraded": result.downgraded,
+            "ledger_hits": result.ledger_hits,
+            "cache_hits": result.cache_hits,
+        }
+
+        def agent_invoked() -> None:
+            logger.info("agent invoked", extra=invoked)
+
+        after_response.later(agent_invoked)  # after the answer on Lambda
         response = InvokeResponse(
             output=result.output,
             usage=result.usage,

@@ -24,8 +24,10 @@ unexpected) is a ``TaskErrors``.
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING
 
+from stratus import after_response
 from stratus.flags.decisions import served_prompt_version
 from stratus.observability import NAMESPACE, logger
 
@@ -77,7 +79,12 @@ def is_task_error(exc: BaseException) -> bool:
 
 
 def emit_task(agent: str, release: str, *, cost_usd: Decimal | None, failed: bool) -> None:
-    """One finished task's ``Tasks``, ``TaskErrors`` and ``CostMicroUSD`` (EMF, now)."""
+    """One finished task's ``Tasks``, ``TaskErrors`` and ``CostMicroUSD`` (EMF; after the
+    answer on Lambda: :func:`stratus.after_response.later`)."""
+    after_response.later(partial(_emit_task, agent, release, cost_usd=cost_usd, failed=failed))
+
+
+def _emit_task(agent: str, release: str, *, cost_usd: Decimal | None, failed: bool) -> None:
     from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
     try:

@@ -39,8 +39,10 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, Literal
 
+from stratus import after_response
 from stratus.observability import NAMESPACE, SERVICE, logger
 
 Kind = Literal["sync", "session", "job", "workflow_step"]
@@ -112,7 +114,8 @@ def task_ended(
     calls = int(getattr(result, "model_calls", 0) or 0)
     if calls and ledger_hits >= calls:
         cost_usd = Decimal(0)  # every call replayed: paid once already
-    _emit(
+    emit = partial(
+        _emit,
         agent,
         kind,
         failed=error is not None,
@@ -131,6 +134,7 @@ def task_ended(
         counted=kind != "workflow_step",
         billed=True,
     )
+    after_response.later(emit)  # after the answer on Lambda (stratus.after_response)
 
 
 def job_ended(job: Mapping[str, Any], status: str, *, task_error: bool = True) -> None:

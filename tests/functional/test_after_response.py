@@ -8,6 +8,7 @@ handler's call, then the extension's next ``event/next`` (when Lambda freezes).
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -223,3 +224,99 @@ def test_the_api_handler_registers_the_extension_in_its_init_phase(tmp_path: Any
             _, err = process.communicate("", timeout=120)
         assert process.returncode == 0, err
         assert ready and server.registered == 1
+
+
+@pytest.fixture
+def info_logs() -> Iterator[io.StringIO]:
+    """The agent's log lines at INFO (the suite runs it at WARNING), into a buffer."""
+    from stratus.observability import logger
+
+    level, handler, buffer = logger.log_level, logger.registered_handler, io.StringIO()
+    stream = handler.setStream(buffer)  # type: ignore[attr-defined]
+    logger.setLevel("INFO")
+    try:
+        yield buffer
+    finally:
+        logger.setLevel(level)
+        handler.setStream(stream)  # type: ignore[attr-defined]
+
+
+def _drain(buffer: io.StringIO, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The log lines written to ``buffer`` and the EMF lines printed since the last call."""
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return _lines(text + "\n" + capsys.readouterr().out)
+
+
+def _lines(text: str) -> list[dict[str, Any]]:
+    import json
+
+    docs = []
+    for line in text.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            docs.append(doc)
+    return docs
+
+
+def _emitted(docs: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+    """The log messages and the EMF metric names among ``docs``."""
+    messages = {str(d.get("message")) for d in docs if "message" in d}
+    metrics = {
+        m["Name"]
+        for d in docs
+        for directive in (d.get("_aws") or {}).get("CloudWatchMetrics", [])
+        for m in directive.get("Metrics", [])
+    }
+    return messages, metrics
+
+
+def test_the_logs_and_metrics_of_a_request_are_emitted_after_its_answer(
+    extension: ExtensionsApiServer,
+    fake_model: FakeModelServer,
+    capsys: pytest.CaptureFixture[str],
+    info_logs: io.StringIO,
+) -> None:
+    """Formatting them is CPU the answer no longer waits for; nothing is dropped, and the
+    lines keep the request's context."""
+    release = _held_settlements()
+    _drain(info_logs, capsys)
+    reply = _invoke(extension, {"input": "Where is my order A-1001?"})
+    assert reply.status == 200
+    messages, metrics = _emitted(_drain(info_logs, capsys))
+    assert "model call" not in messages and "agent invoked" not in messages
+    assert not {"ModelCalls", "Tasks", "CostMicroUSD"} & metrics
+
+    release.set()
+    assert extension.wait_next() is not None  # the extension emitted them, then asked next
+    docs = _drain(info_logs, capsys)
+    messages, metrics = _emitted(docs)
+    assert {"model call", "agent invoked"} <= messages
+    assert {"ModelCalls", "ModelLatency", "Tasks", "CostMicroUSD"} <= metrics
+    (invoked,) = [d for d in docs if d.get("message") == "agent invoked"]
+    assert invoked["tenant_id"] == "tenant-a" and invoked["agent"] == "triage"
+    (model_call,) = [d for d in docs if d.get("message") == "model call"]
+    assert model_call["latency_ms"] > 0
+    assert invoked.get("correlation_id") == model_call.get("correlation_id")
+
+
+def test_without_the_extension_logs_and_metrics_are_emitted_before_the_answer(
+    serve_agent: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_model: FakeModelServer,
+    capsys: pytest.CaptureFixture[str],
+    info_logs: io.StringIO,
+) -> None:
+    serve_agent("triage")
+    after_response.stop()
+    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    _drain(info_logs, capsys)
+    reply = call(api.lambda_handler, api_event("triage", body={"input": "Where is A-1001?"}))
+    assert reply.status == 200
+    messages, metrics = _emitted(_drain(info_logs, capsys))
+    assert {"model call", "agent invoked"} <= messages
+    assert {"ModelCalls", "Tasks", "CostMicroUSD"} <= metrics
