@@ -91,3 +91,16 @@ def call(handler: Any, event: dict[str, Any], context: Any = None) -> ApiReply:
     for name, values in (raw.get("multiValueHeaders") or {}).items():
         headers[name] = ",".join(values)
     return ApiReply(status=raw["statusCode"], body=parsed, headers=headers)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among the lines of ``text`` (log lines, EMF documents)."""
+    docs = []
+    for line in text.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            docs.append(doc)
+    return docs

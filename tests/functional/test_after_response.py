@@ -21,7 +21,7 @@ from infra.local.fake_model import FakeModelServer, Fault
 from stratus import after_response, composition
 from stratus.budgets import from_nano
 from tests.functional.gateway_support import today
-from tests.support import FakeLambdaContext, api_event, call
+from tests.support import FakeLambdaContext, api_event, call, json_lines
 
 DAY = f"TENANT#tenant-a#DAY#{today()}"
 
@@ -246,21 +246,7 @@ def _drain(buffer: io.StringIO, capsys: pytest.CaptureFixture[str]) -> list[dict
     text = buffer.getvalue()
     buffer.seek(0)
     buffer.truncate()
-    return _lines(text + "\n" + capsys.readouterr().out)
-
-
-def _lines(text: str) -> list[dict[str, Any]]:
-    import json
-
-    docs = []
-    for line in text.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            docs.append(doc)
-    return docs
+    return json_lines(text + "\n" + capsys.readouterr().out)
 
 
 def _emitted(docs: list[dict[str, Any]]) -> tuple[set[str], set[str]]:

@@ -7,7 +7,6 @@ Logs reads it).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import boto3
@@ -21,22 +20,14 @@ from stratus.config import Settings
 from stratus.observability import logger
 from stratus.releases import release_of
 from tests.functional.test_jobs import as_event, drain, jobs, serve  # noqa: F401 - fixture
-from tests.support import FakeLambdaContext, api_event, call, load_event
+from tests.support import FakeLambdaContext, api_event, call, json_lines, load_event
 
 RELEASE_ID = r"^r-[0-9a-f]{12}$"
 
 
 def emf_documents(text: str) -> list[dict[str, Any]]:
     """The EMF documents among the printed lines."""
-    docs = []
-    for line in text.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and "_aws" in doc:
-            docs.append(doc)
-    return docs
+    return [doc for doc in json_lines(text) if "_aws" in doc]
 
 
 def task_metrics(text: str) -> list[dict[str, Any]]:
