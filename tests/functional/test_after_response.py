@@ -306,3 +306,30 @@ def test_without_the_extension_logs_and_metrics_are_emitted_before_the_answer(
     messages, metrics = _emitted(_drain(info_logs, capsys))
     assert {"model call", "agent invoked"} <= messages
     assert {"ModelCalls", "Tasks", "CostMicroUSD"} <= metrics
+
+
+def test_an_extension_that_breaks_during_a_request_leaves_it_writing_before_the_answer(
+    extension: ExtensionsApiServer,
+    fake_model: FakeModelServer,
+    capsys: pytest.CaptureFixture[str],
+    info_logs: io.StringIO,
+) -> None:
+    """The request began collecting for the extension, which then stops working (its
+    Extensions API gone): the handler writes and emits what it collected itself."""
+    settler = after_response.active()
+    assert settler is not None
+    budgets = composition.current().gateway.budgets
+    reserve = budgets.reserve
+
+    def breaking(*args: Any, **kwargs: Any) -> Any:
+        settler._broken = True  # what the extension's loop sets when its API is gone
+        return reserve(*args, **kwargs)
+
+    budgets.reserve = breaking  # type: ignore[method-assign]
+    _drain(info_logs, capsys)
+    reply = call(api.lambda_handler, api_event("triage", body={"input": "Where is A-1001?"}))
+    assert reply.status == 200
+    assert float(_budget("spent")) == pytest.approx(reply.body["cost_usd"])
+    messages, metrics = _emitted(_drain(info_logs, capsys))
+    assert {"model call", "agent invoked"} <= messages
+    assert {"ModelCalls", "Tasks", "CostMicroUSD"} <= metrics
