@@ -6,7 +6,6 @@ burn. On the in-memory fakes: no AWS, no HTTP."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -21,6 +20,7 @@ from stratus.budget_scopes import BudgetScope
 from stratus.config import Settings
 from stratus.errors import BudgetExceeded, ModelUnavailable
 from stratus.usage import Usage
+from tests.support import json_lines
 
 #: The dimension set the hourly cost alarm (infra/constructs/alerts.py) reads.
 ALARM_DIMENSIONS = ["agent", "service"]
@@ -29,19 +29,13 @@ USAGE = Usage(input_tokens=100, cached_input_tokens=40, output_tokens=20, reason
 
 def documents(text: str) -> list[dict[str, Any]]:
     """Every EMF document printed, with ``dims`` (its one dimension set, sorted)."""
-    docs = []
-    for line in text.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and "_aws" in doc:
-            (directive,) = doc["_aws"]["CloudWatchMetrics"]
-            assert directive["Namespace"] == "Stratus"
-            (dims,) = directive["Dimensions"]
-            doc["dims"] = sorted(dims)
-            doc["names"] = {m["Name"] for m in directive["Metrics"]}
-            docs.append(doc)
+    docs = [doc for doc in json_lines(text) if "_aws" in doc]
+    for doc in docs:
+        (directive,) = doc["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "Stratus"
+        (dims,) = directive["Dimensions"]
+        doc["dims"] = sorted(dims)
+        doc["names"] = {m["Name"] for m in directive["Metrics"]}
     return docs
 
 
