@@ -44,7 +44,7 @@ from functions.handlers.common import (
     tenant_id,
 )
 from functions.handlers.principals import principal
-from stratus import after_response, composition, correlation, otel, snapstart
+from stratus import after_response, composition, correlation, otel, snapstart, task_metrics
 from stratus.contracts import (
     MAX_JSON_DEPTH,
     ErrorResponse,
@@ -428,7 +428,8 @@ def warm_routes(runtime: composition.Runtime) -> None:
     level = logger.log_level
     logger.setLevel(logging.WARNING)  # "request rejected" is not news at init
     try:
-        response = app.resolve(event, cast(LambdaContext, None))  # no context before a request
+        with task_metrics.muted():  # not a request: no Requests, no input_too_large error
+            response = app.resolve(event, cast(LambdaContext, None))  # no context yet
     finally:
         logger.setLevel(level)
         app.clear_context()

@@ -36,7 +36,9 @@ describes: every emission swallows (and logs) its own failure.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -67,6 +69,9 @@ FALLBACKS = "Fallbacks"
 BREAKER_OPENS = "BreakerOpens"
 BUDGET_BURN = "BudgetBurnPct"
 WAITING_APPROVAL = "WorkflowsWaitingApproval"
+
+#: Set inside :func:`muted` (init-phase priming).
+_muted: ContextVar[bool] = ContextVar("stratus_task_metrics_muted", default=False)
 
 
 def task_clock() -> float:
@@ -262,8 +267,22 @@ def budget_burn(scope: str, spent: Decimal, limit: Decimal, agent: str) -> None:
         logger.exception("emitting the budget burn metric failed")
 
 
+@contextmanager
+def muted() -> Iterator[None]:
+    """No metric document inside (in this context and what it hands to
+    :func:`stratus.after_response.later`): the init phase's priming request is not
+    traffic, and its deliberate rejection must not count as a request or an error."""
+    token = _muted.set(True)
+    try:
+        yield
+    finally:
+        _muted.reset(token)
+
+
 def _document(dimensions: Mapping[str, str], values: Mapping[str, float]) -> None:
     """One EMF document (``service`` is always a dimension), flushed now."""
+    if _muted.get():
+        return
     from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
     emf = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
