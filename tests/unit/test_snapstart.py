@@ -8,6 +8,7 @@ the priming. Which modules a fresh process has loaded is checked in subprocesses
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import subprocess
@@ -38,6 +39,7 @@ def _fresh(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     yield
     composition.reset()
     snapstart.forget()
+    gc.unfreeze()  # what a prime froze goes back to the collector
 
 
 def _runtime(agent: str = "triage", **overrides: Any) -> composition.Runtime:
@@ -96,6 +98,27 @@ def test_the_api_handler_warms_its_routes_with_a_rejected_request() -> None:
         api.warm_routes(runtime)  # raises unless the priming request answered 422
     assert trace.requests() == 0
     api.warm_routes(_runtime(agent=""))  # the platform function: nothing to warm
+
+
+def test_the_priming_request_counts_as_no_request_and_no_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from functions.handlers import api
+    from stratus import task_metrics
+
+    api.warm_routes(_runtime())
+    assert "CloudWatchMetrics" not in capsys.readouterr().out  # no Requests, no ErrorCode
+    # Only priming is muted: the same rejection afterwards is a request like any other.
+    task_metrics.task_ended("triage", "sync", error=RuntimeError("boom"), latency_ms=1.0)
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [doc["Requests"] for doc in documents if "Requests" in doc] == [[1.0], [1.0]]
+
+
+def test_prime_freezes_what_the_init_built_out_of_the_collectors_reach() -> None:
+    gc.unfreeze()
+    _runtime()
+    assert snapstart.prime(load_agent) is True
+    assert gc.get_freeze_count() > 10_000  # modules, classes, schemas: never walked by a collection
 
 
 def test_with_the_key_in_secrets_manager_priming_never_fetches_it() -> None:
