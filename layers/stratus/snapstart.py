@@ -41,9 +41,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import snapshot_restore_py
+from pydantic import BaseModel
 
 from stratus import composition, fanout
 from stratus.observability import logger
@@ -58,9 +60,8 @@ SpecLoader = Callable[[str], "AgentSpec"]
 #: ``AWS_LAMBDA_INITIALIZATION_TYPE`` values whose init phase never runs the hooks.
 RUNTIME_SKIPS_HOOKS = frozenset({"on-demand", "provisioned-concurrency"})
 SNAP_START = "snap-start"
-#: Placeholder key and address of the in-process priming call (nothing is sent anywhere).
+#: Placeholder key of the priming calls (answered on the loopback interface).
 PRIMING_KEY = "sk-stratus-priming-not-a-key"
-PRIMING_URL = "http://stratus-priming.invalid/v1"
 
 #: How many callables the priming wave runs (the gateway's widest wave is smaller).
 WAVE_THREADS = 8
@@ -195,20 +196,23 @@ def _nothing() -> None:
 
 
 def warm_sdk(spec: AgentSpec, model: str) -> None:
-    """One ``chat.completions.parse`` with the agent's prompt, tools and output schema,
-    answered in process by a mock transport: no network, no key, no cost.
+    """Two ``chat.completions.parse`` calls, answered on the loopback interface by
+    :class:`stratus.priming_model.PrimingModel`: no key, no cost, nothing leaves the
+    machine, and the connection is closed again.
 
-    It builds what the SDK builds lazily on a first call (the request, the response
-    format's JSON schema, the parsed-completion models); the reply is a refusal, so
-    nothing is validated against the schema.
+    The first sends the agent's prompt, tools and output schema and is answered with
+    a refusal (nothing is validated against the agent's schema); the second asks for
+    a tiny schema of its own and gets content, so the path that parses structured
+    output is built too. Together they build what the SDK and its HTTP stack build
+    lazily on a first call: the request and its JSON schemas, the connection, the
+    HTTP/1.1 exchange, the completion models and the parsed-output adapter.
     """
     import encodings.idna  # noqa: F401  (what the first connection's getaddrinfo loads)
 
     import httpx2
     import openai
 
-    def answer(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, json=_priming_completion(model))
+    from stratus.priming_model import PrimingModel
 
     kwargs: dict[str, Any] = {}
     tools = [
@@ -219,22 +223,39 @@ def warm_sdk(spec: AgentSpec, model: str) -> None:
         kwargs["tools"] = tools
     if spec.output_schema is not None:
         kwargs["response_format"] = spec.output_schema
-    transport = httpx2.Client(transport=httpx2.MockTransport(answer))
-    with openai.OpenAI(
-        api_key=PRIMING_KEY, base_url=PRIMING_URL, max_retries=0, http_client=transport
-    ) as client:
+    messages: list[Any] = [
+        {"role": "system", "content": spec.system_prompt},
+        {"role": "user", "content": "priming"},
+    ]
+    with (
+        PrimingModel(partial(_priming_completion, model)) as endpoint,
+        # Plain HTTP to 127.0.0.1: no TLS, so no certificate store to load for it.
+        httpx2.Client(verify=False) as http,
+        openai.OpenAI(
+            api_key=PRIMING_KEY, base_url=endpoint.base_url, max_retries=0, http_client=http
+        ) as client,
+    ):
         client.chat.completions.parse(
-            model=model,
-            messages=[
-                {"role": "system", "content": spec.system_prompt},
-                {"role": "user", "content": "priming"},
-            ],
-            max_completion_tokens=16,
-            **kwargs,
+            model=model, messages=messages, max_completion_tokens=16, **kwargs
         )
+        parsed = client.chat.completions.parse(
+            model=model, messages=messages, max_completion_tokens=16, response_format=_Primed
+        )
+    if endpoint.answered != 2 or parsed.choices[0].message.parsed != _Primed(primed=True):
+        raise RuntimeError("the priming calls were not answered as sent")
 
 
-def _priming_completion(model: str) -> dict[str, Any]:
+class _Primed(BaseModel):
+    """The second priming call's output schema (its answer parses into it)."""
+
+    primed: bool
+
+
+def _priming_completion(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    """A refusal, or ``{"primed": true}`` when the request asks for :class:`_Primed`."""
+    response_format = request.get("response_format") or {}
+    schema_name = (response_format.get("json_schema") or {}).get("name")
+    content = '{"primed": true}' if schema_name == _Primed.__name__ else None
     return {
         "id": "chatcmpl-stratus-priming",
         "object": "chat.completion",
@@ -247,8 +268,8 @@ def _priming_completion(model: str) -> dict[str, Any]:
                 "finish_reason": "stop",
                 "message": {
                     "role": "assistant",
-                    "content": None,
-                    "refusal": "priming",
+                    "content": content,
+                    "refusal": None if content else "priming",
                     "annotations": [],
                 },
             }

@@ -79,15 +79,34 @@ def test_prime_builds_the_agents_runtime_without_any_request() -> None:
     assert runtime.invoke_service(spec) is service
 
 
-def test_priming_runs_one_sdk_call_in_process_and_the_handlers_warmers() -> None:
+def test_priming_runs_the_sdk_calls_on_loopback_and_the_handlers_warmers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stratus import priming_model
+
     runtime = _runtime()
     seen: list[composition.Runtime] = []
+    endpoints: list[priming_model.PrimingModel] = []
+    opened = priming_model.PrimingModel.__enter__
+
+    def spy(self: priming_model.PrimingModel) -> priming_model.PrimingModel:
+        endpoints.append(self)
+        return opened(self)
+
+    monkeypatch.setattr(priming_model.PrimingModel, "__enter__", spy)
     snapstart.register(load_agent, seen.append)
     with recording() as trace:
         assert snapstart.prime(load_agent) is True
     assert trace.requests() == 0
     assert seen == [runtime]
-    assert snapstart._sdk_warmed == {"triage"}  # the mock-transport parse ran (no network)
+    assert snapstart._sdk_warmed == {"triage"}
+    # Both calls went over one loopback connection, which is gone again: a SnapStart
+    # snapshot taken now holds no socket and no serving thread.
+    [endpoint] = endpoints
+    assert endpoint.answered == 2
+    assert endpoint.base_url.startswith("http://127.0.0.1:")
+    assert not endpoint._thread.is_alive()
+    assert endpoint._server.fileno() == -1  # closed
 
 
 def test_the_api_handler_warms_its_routes_with_a_rejected_request() -> None:
