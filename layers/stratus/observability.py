@@ -7,6 +7,8 @@ that the Lambda context and the correlation id appear on every line.
 
 from __future__ import annotations
 
+import warnings
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 from stratus.guardrails.logs import RedactingFilter
@@ -19,6 +21,10 @@ logger = Logger(service=SERVICE)
 logger.addFilter(RedactingFilter())
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# A request's own metric documents are separate (EphemeralMetrics, printed after the
+# answer: stratus.task_metrics), so this object is often empty when ``log_metrics``
+# flushes it: that is not worth a UserWarning on stderr in every instance's log.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 
 def set_agent_dimension(agent: str) -> None:

@@ -173,6 +173,13 @@ def warm(runtime: composition.Runtime, load_spec: SpecLoader) -> list[str]:
     warmed = ["settings", "spec", "prompt", "release"]
     runtime.prices.price_for(settings.model_for(spec.tier))
     warmed.append("prices")
+    if spec.output_schema is not None:  # part of every structured call's request hash
+        from stratus.ledger import json_schema
+
+        json_schema(spec.output_schema)
+        warmed.append("output_schema")
+    _ = runtime.flags  # the flag source (an AppConfig store and its client: no request)
+    warmed.append("flags")
     # openai, the gateway and its stores (AWS clients created; no request is made).
     runtime.invoke_service(spec)
     warmed.append("invoke_service")
@@ -212,7 +219,7 @@ def warm_sdk(spec: AgentSpec, model: str) -> None:
     import httpx2
     import openai
 
-    from stratus.priming_model import PrimingModel
+    from stratus.priming_model import TIMEOUT_S, PrimingModel
 
     kwargs: dict[str, Any] = {}
     tools = [
@@ -235,11 +242,16 @@ def warm_sdk(spec: AgentSpec, model: str) -> None:
             api_key=PRIMING_KEY, base_url=endpoint.base_url, max_retries=0, http_client=http
         ) as client,
     ):
+        # With a timeout as a number, as stratus.llm sends it (its checks differ from none).
         client.chat.completions.parse(
-            model=model, messages=messages, max_completion_tokens=16, **kwargs
+            model=model, messages=messages, max_completion_tokens=16, timeout=TIMEOUT_S, **kwargs
         )
         parsed = client.chat.completions.parse(
-            model=model, messages=messages, max_completion_tokens=16, response_format=_Primed
+            model=model,
+            messages=messages,
+            max_completion_tokens=16,
+            response_format=_Primed,
+            timeout=TIMEOUT_S,
         )
     if endpoint.answered != 2 or parsed.choices[0].message.parsed != _Primed(primed=True):
         raise RuntimeError("the priming calls were not answered as sent")

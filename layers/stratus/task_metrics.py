@@ -189,14 +189,18 @@ def _elapsed_ms(start: Any, end: Any) -> float | None:
 def _tokens(usage: Any) -> dict[str, int]:
     if usage is None:
         return {}
+    # A usage object before the Mapping check: an ABC check of a class it has not seen
+    # walks every registered Mapping (most of a millisecond, on a function's first call).
+    if not isinstance(usage, dict) and hasattr(usage, "input_tokens"):
+        return {
+            INPUT_TOKENS: usage.input_tokens,
+            OUTPUT_TOKENS: usage.output_tokens,
+            CACHED_TOKENS: usage.cached_input_tokens,
+            REASONING_TOKENS: usage.reasoning_tokens,
+        }
     if isinstance(usage, Mapping):
         return {name: int(value) for name, value in usage.items()}
-    return {
-        INPUT_TOKENS: usage.input_tokens,
-        OUTPUT_TOKENS: usage.output_tokens,
-        CACHED_TOKENS: usage.cached_input_tokens,
-        REASONING_TOKENS: usage.reasoning_tokens,
-    }
+    raise TypeError(f"not a usage: {type(usage).__name__}")
 
 
 def _emit(

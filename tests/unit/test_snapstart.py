@@ -67,11 +67,16 @@ def test_prime_builds_the_agents_runtime_without_any_request() -> None:
         assert snapstart.prime(load_agent) is True
     assert trace.requests() == 0  # no DynamoDB, Secrets Manager, STS or SNS call
     built = runtime.__dict__  # cached_property members that were built
-    for member in ("prices", "gateway", "model_client", "budgets", "ledger", "breaker"):
+    for member in ("prices", "gateway", "model_client", "budgets", "ledger", "breaker", "flags"):
         assert member in built, member
     assert snapstart.primed()
     spec = load_agent("triage")
     assert "system_prompt" in spec.__dict__  # the prompt file was read
+    from stratus.ledger import json_schema
+
+    hits = json_schema.cache_info().hits
+    json_schema(spec.output_schema)  # the request hash's schema: built at init already
+    assert json_schema.cache_info().hits == hits + 1
     # The model HTTP client exists already (the key is local): the request reuses it.
     assert list(runtime.model_client._clients) == ["sk-test"]
     service = runtime.invoke_service(spec)
