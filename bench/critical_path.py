@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
-from bench.common import REPO, base_event, make_event
+from bench.common import REPO, base_event, frozen_heap, make_event
 from bench.invoke import moto_tables
 from bench.litellm_router import router_call
 from bench.litellm_router import version as litellm_version
@@ -364,11 +364,12 @@ def measure(
                     _sample(server, cases[name], 0.0)
             log(f"  critical path: warmed up ({warmup} of each)")
             taken: dict[str, list[Sample]] = {name: [] for name in CASES}
-            for index in range(samples):
-                shift = index % len(CASES)
-                for name in CASES[shift:] + CASES[:shift]:
-                    taken[name].append(_sample(server, cases[name], latency_s))
-                server.reset()  # keep the fake server's request list short
+            with frozen_heap():  # as a warm function's init left it (bench.common)
+                for index in range(samples):
+                    shift = index % len(CASES)
+                    for name in CASES[shift:] + CASES[:shift]:
+                        taken[name].append(_sample(server, cases[name], latency_s))
+                    server.reset()  # keep the fake server's request list short
             log(f"  critical path: {samples} samples per case, {latency_s * 1000:g} ms per request")
             counted = {
                 name: [_sample(server, cases[name], COUNT_LATENCY_S) for _ in range(COUNT_SAMPLES)]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
-from bench.common import base_event, make_event
+from bench.common import base_event, frozen_heap, make_event
 from bench.stats import summarize
 from infra.local.fake_model import FakeModelServer
 
@@ -234,16 +234,17 @@ def _run_cases(
 
     samples: dict[str, list[float]] = {case: [] for case in CASES}
     step = max(1, invokes // 4)
-    for index in range(invokes):
-        shift = index % len(CASES)
-        for case in CASES[shift:] + CASES[:shift]:
-            started = time.perf_counter()
-            runners[case]()
-            samples[case].append((time.perf_counter() - started) * 1000.0)
-        if (index + 1) % step == 0 or index + 1 == invokes:
-            log(f"  invoke: {index + 1}/{invokes}")
-        if (index + 1) % 100 == 0:
-            server.reset()  # keep the recorded-request list short
+    with frozen_heap():  # as a warm function's init left it (bench.common)
+        for index in range(invokes):
+            shift = index % len(CASES)
+            for case in CASES[shift:] + CASES[:shift]:
+                started = time.perf_counter()
+                runners[case]()
+                samples[case].append((time.perf_counter() - started) * 1000.0)
+            if (index + 1) % step == 0 or index + 1 == invokes:
+                log(f"  invoke: {index + 1}/{invokes}")
+            if (index + 1) % 100 == 0:
+                server.reset()  # keep the recorded-request list short
     server.reset()
     composition.reset()
 

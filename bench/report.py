@@ -292,7 +292,9 @@ def _invoke(inv: dict[str, Any]) -> list[str]:
         f"(`{inv['fake_model_url']}`), same messages, JSON-schema response format and "
         f"`max_completion_tokens={inv['max_completion_tokens']}` in every case. "
         f"{inv['warmup']} warm-up calls of each case, then N={inv['invokes']} per case, "
-        "interleaved. Handler runs use moto for AWS, `POWERTOOLS_TRACE_DISABLED=1` and "
+        "interleaved, with the heap the setup and warm-up built frozen out of the "
+        "collector's reach (`gc.freeze()`), as an agent function's init leaves it. "
+        "Handler runs use moto for AWS, `POWERTOOLS_TRACE_DISABLED=1` and "
         "`POWERTOOLS_LOG_LEVEL=WARNING`; their stdout (logs, EMF metrics) goes to a file.",
         "",
         "| case | median | p90 | min | max | model HTTP calls | AWS API calls per call |",
@@ -494,7 +496,10 @@ def _critical_path(data: dict[str, Any]) -> list[str]:
         "`bench.roundtrips.recording`), a stand-in for DynamoDB's few milliseconds per "
         "request: moto in-process answers with no network, and **moto latency is not "
         f"DynamoDB latency**. N={data['samples']} samples per case after {data['warmup']} "
-        "warm-up rounds, interleaved (rotated order each round), one warm process, moto "
+        "warm-up rounds, interleaved (rotated order each round), one warm process whose "
+        "setup and warm-up heap is frozen out of the collector's reach (`gc.freeze()`, as "
+        "an agent function's init leaves it: otherwise moto's garbage sets off collections "
+        "that walk moto's tables and models inside the runtime's code), moto "
         "in-process, the offline fake model server. *Round trips* are the *sequential* "
         "DynamoDB requests on the critical path (requests in flight together count once), "
         f"counted in {data['count_samples']} samples of their own with "
