@@ -10,7 +10,8 @@ from bench.common import frozen_heap
 def test_the_heap_is_frozen_inside_and_given_back_after() -> None:
     gc.unfreeze()
     with frozen_heap() as frozen:
-        assert frozen == gc.get_freeze_count() > 1_000
+        assert frozen > 1_000
         gc.collect()  # a full collection inside leaves the frozen objects alone
-        assert gc.get_freeze_count() == frozen
+        # (an object freed by its reference count still leaves the frozen set)
+        assert gc.get_freeze_count() > frozen - 100
     assert gc.get_freeze_count() == 0
