@@ -533,23 +533,32 @@ class CallCounter:
         self.table_name = table_name
         self.calls: list[str] = []
         self.items = 0
-        self._current: str | None = None
+        self._lock = threading.Lock()
 
     @staticmethod
-    def _table(params: dict[str, Any]) -> str | None:
-        if "TableName" in params:
-            return str(params["TableName"])
+    def _tables(params: dict[str, Any]) -> set[str]:
+        """Every table a request names (a batch or a transaction can name several)."""
+        names = {str(params["TableName"])} if "TableName" in params else set()
+        names.update(str(name) for name in params.get("RequestItems", {}))
         for item in params.get("TransactItems", []):
-            return str(next(iter(item.values()))["TableName"])
-        return None
+            names.add(str(next(iter(item.values()))["TableName"]))
+        return names
 
-    def before(self, params: dict[str, Any], **_: Any) -> None:
-        self._current = self._table(params)
+    # The table is kept in the request's own context: the runtime's waves make calls
+    # from several threads at once, so one attribute for "the current call" would mix
+    # one request's table with another's answer.
+    def before(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["counted_tables"] = self._tables(params)
 
-    def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
-        if self._current == self.table_name:
-            self.calls.append(model.name)
-            self.items += len(parsed.get("Items", [])) + (1 if parsed.get("Item") else 0)
+    def after(
+        self, http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any],
+        **_: Any,
+    ) -> None:  # fmt: skip
+        if self.table_name in context.get("counted_tables", ()):
+            with self._lock:
+                self.calls.append(model.name)
+                self.items += len(parsed.get("Items", [])) + (1 if parsed.get("Item") else 0)
+                self.items += len(parsed.get("Responses", {}).get(self.table_name, []))
 
     def install(self, client: Any) -> None:
         client.meta.events.register("before-parameter-build.dynamodb", self.before)
