@@ -1,4 +1,4 @@
-"""A chat-completions endpoint on the loopback interface, for the init phase's priming call.
+"""A chat-completions endpoint on the loopback interface, for the init phase's priming calls.
 
 Priming (``stratus.snapstart.warm_sdk``) sends the agent's first SDK call at init
 so the first real request finds every lazy path built. Answering it over a real
@@ -8,9 +8,10 @@ HTTP/1.1 parser and the response stream. Nothing leaves the machine, no key is
 checked and the connection is closed before the call returns, so a SnapStart
 snapshot holds no socket.
 
-It serves one connection, answers each request in turn with a body from
-:func:`answer` and stops; it understands exactly what the ``openai`` client sends
-(a ``Content-Length`` body, keep-alive), nothing more.
+It serves one connection, answers each request in turn with the JSON the
+``answer`` callable returns for the request's body, and stops; it understands
+exactly what the ``openai`` client sends (a ``Content-Length`` body, keep-alive),
+nothing more.
 """
 
 from __future__ import annotations

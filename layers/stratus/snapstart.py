@@ -219,6 +219,7 @@ def warm_sdk(spec: AgentSpec, model: str) -> None:
     import httpx2
     import openai
 
+    from stratus.llm import untransformed_messages
     from stratus.priming_model import TIMEOUT_S, PrimingModel
 
     kwargs: dict[str, Any] = {}
@@ -242,17 +243,12 @@ def warm_sdk(spec: AgentSpec, model: str) -> None:
             api_key=PRIMING_KEY, base_url=endpoint.base_url, max_retries=0, http_client=http
         ) as client,
     ):
-        # With a timeout as a number, as stratus.llm sends it (its checks differ from none).
-        client.chat.completions.parse(
-            model=model, messages=messages, max_completion_tokens=16, timeout=TIMEOUT_S, **kwargs
-        )
-        parsed = client.chat.completions.parse(
-            model=model,
-            messages=messages,
-            max_completion_tokens=16,
-            response_format=_Primed,
-            timeout=TIMEOUT_S,
-        )
+        # Sent as stratus.llm sends a call: the messages as extra_body, a number as timeout.
+        first = {"model": model, "messages": messages, "max_completion_tokens": 16, **kwargs}
+        client.chat.completions.parse(**untransformed_messages(first), timeout=TIMEOUT_S)
+        second = {**first, "response_format": _Primed}
+        second.pop("tools", None)
+        parsed = client.chat.completions.parse(**untransformed_messages(second), timeout=TIMEOUT_S)
     if endpoint.answered != 2 or parsed.choices[0].message.parsed != _Primed(primed=True):
         raise RuntimeError("the priming calls were not answered as sent")
 
