@@ -112,6 +112,41 @@ def test_the_sweep_requeues_a_dead_workers_job_and_the_next_run_replays_the_ledg
     assert sweeper.lambda_handler({}, FakeLambdaContext())["seen"] == 0
 
 
+def test_a_step_is_recorded_only_once_its_paid_calls_are_in_the_ledger(
+    jobs: dict[str, Any], monkeypatch: pytest.MonkeyPatch, fake_model: FakeModelServer
+) -> None:
+    """A worker killed once it began recording the step has its calls in the ledger.
+
+    The post-call wave runs in the background while the step goes on; a slow ledger
+    write must still be durable before the step's record is sent."""
+    from functions.handlers import worker
+    from stratus import composition
+    from stratus.jobs import DynamoJobStore
+
+    url = jobs["queues"]["triage"]
+    submit(monkeypatch, {"agent": "triage", "input": "where is A-1001?"})
+    (message,) = drain(jobs, url)
+    serve(monkeypatch, "triage")
+    ledger = composition.current().gateway.ledger
+    put, written, seen = ledger.put, [], []
+
+    def slow_put(pk: str, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.3)
+        put(pk, *args, **kwargs)
+        written.append(pk)
+
+    def record_step(self: DynamoJobStore, job_id: str, step: str, **kwargs: Any) -> bool:
+        seen.append(list(written))  # what the ledger holds when the record is sent
+        return original(self, job_id, step, **kwargs)
+
+    original = DynamoJobStore.record_step
+    monkeypatch.setattr(ledger, "put", slow_put)
+    monkeypatch.setattr(DynamoJobStore, "record_step", record_step)
+    result = worker.lambda_handler(received_event(jobs, [message], "1"), FakeLambdaContext())
+    assert result == {"batchItemFailures": []}
+    assert len(written) == 1 and seen == [written]
+
+
 def test_a_225_kb_cjk_body_is_413_input_too_large_not_500(
     jobs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

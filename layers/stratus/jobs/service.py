@@ -45,7 +45,7 @@ from stratus.errors import (
     ValidationFailed,
 )
 from stratus.fanout import run_all, values
-from stratus.gateway_bookkeeping import deferred
+from stratus.gateway_bookkeeping import deferred, drain
 from stratus.jobs.callbacks import queue_callback
 from stratus.jobs.contracts import (
     TERMINAL,
@@ -438,7 +438,12 @@ class JobService:
         return runner.run(payload, ctx=ctx, deadline=deadline)
 
     def record(self, job: Mapping[str, Any], step: str, result: StepResult) -> Any:
-        """Record a step once (usage and cost added to the job); its output."""
+        """Record a step once (usage and cost added to the job); its output.
+
+        The step's post-call waves (its call-ledger entries among them) are written
+        first: a worker that dies once the recording has begun has its paid calls in
+        the ledger, and the next attempt replays them instead of paying again."""
+        drain()
         self.store.record_step(
             job["job_id"],
             step,
@@ -469,7 +474,8 @@ class JobService:
         """
         job_id = job["job_id"]
         try:
-            # The step's post-call wave overlaps recording it, and is written before the
+            # A tool-calling step's post-call waves overlap its tools and next calls;
+            # all are written before the step is recorded (``record``), so before the
             # job finishes (finishing closes the task's budget item to new writes).
             with deferred():
                 output = self._main_step(job, runner, request_id=request_id, deadline=deadline)
