@@ -16,6 +16,7 @@ that call a model, which keeps cold starts of the other handlers small.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import openai
+from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -175,9 +177,7 @@ class ModelClient:
         started = time.perf_counter()
         try:
             if on_delta is None:
-                completion = self._client(api_key).chat.completions.parse(
-                    **untransformed_messages(kwargs), timeout=timeout
-                )
+                completion = parse_completion(self._client(api_key), kwargs, timeout=timeout)
             else:  # streamed (stratus.llm_stream): the same completion, deltas as they come
                 completion = stream_completion(self._client(api_key), kwargs, timeout, on_delta)
         except openai.LengthFinishReasonError as exc:
@@ -228,20 +228,51 @@ class ModelClient:
         )
 
 
-def untransformed_messages(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with the messages sent as ``extra_body``, which the SDK merges into the
-    request body as it is.
+def parse_completion(client: openai.OpenAI, kwargs: dict[str, Any], *, timeout: float) -> Any:
+    """``client.chat.completions.parse(**kwargs)``, sent :func:`untransformed`: the same
+    request body, and the same parsed completion (an answer that does not match the
+    ``response_format`` raises pydantic's ``ValidationError``, as the SDK does)."""
+    completion = client.chat.completions.parse(**untransformed(kwargs), timeout=timeout)
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, type):
+        for choice in completion.choices:
+            message = choice.message
+            if message.content and not message.refusal:
+                message.parsed = response_format.model_validate_json(message.content)
+    return completion
+
+
+def untransformed(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the messages, and a ``response_format`` model's JSON-schema
+    parameter, sent as ``extra_body``, which the SDK merges into the request body as it
+    is, each key where the SDK's own would be.
 
     Given as ``messages=``, the SDK walks every message through its request-type
     transform, trying each member of the message union (about 0.5 ms of CPU per call
     for the triage agent's prompt), to rename and reformat fields: the chat message
-    types declare none, so the walk returns what it was given and the request body is
-    the same byte for byte (``tests/unit/test_llm_wire.py`` compares the two). Messages
-    must be JSON-ready already, as the runtime's are (they come from JSON and go to
-    the ledger as JSON).
+    types declare none, so the walk returns what it was given. A ``response_format``
+    model costs the SDK a strict JSON schema built from the class and walked the same
+    way on every call; here it is built once per class (:func:`response_format_param`),
+    an empty placeholder keeps its place in the body, and :func:`parse_completion`
+    parses the answer as the SDK would. The request body is the same byte for byte
+    (``tests/unit/test_llm_wire.py`` compares the two). Messages must be JSON-ready
+    already, as the runtime's are (they come from JSON and go to the ledger as JSON).
     """
-    messages = kwargs["messages"]
-    return {**kwargs, "messages": [], "extra_body": {"messages": messages}}
+    sent = {**kwargs, "messages": []}
+    extra: dict[str, Any] = {"messages": kwargs["messages"]}
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, type):
+        sent["response_format"] = {}
+        extra["response_format"] = response_format_param(response_format)
+    sent["extra_body"] = extra
+    return sent
+
+
+@functools.cache
+def response_format_param(model: type[BaseModel]) -> Any:
+    """The ``response_format`` body the SDK builds for ``model`` (a strict JSON schema),
+    built once per class. Read only: the same object goes into every request."""
+    return type_to_response_format_param(model)
 
 
 def classify(exc: openai.APIError) -> tuple[StratusError, RetryHint]:

@@ -219,7 +219,7 @@ def warm_sdk(spec: AgentSpec, model: str) -> None:
     import httpx2
     import openai
 
-    from stratus.llm import untransformed_messages
+    from stratus.llm import parse_completion
     from stratus.priming_model import TIMEOUT_S, PrimingModel
 
     kwargs: dict[str, Any] = {}
@@ -243,12 +243,13 @@ def warm_sdk(spec: AgentSpec, model: str) -> None:
             api_key=PRIMING_KEY, base_url=endpoint.base_url, max_retries=0, http_client=http
         ) as client,
     ):
-        # Sent as stratus.llm sends a call: the messages as extra_body, a number as timeout.
+        # Sent as stratus.llm sends a call (the messages and schema as extra_body, a
+        # number as timeout), and parsed as it parses one.
         first = {"model": model, "messages": messages, "max_completion_tokens": 16, **kwargs}
-        client.chat.completions.parse(**untransformed_messages(first), timeout=TIMEOUT_S)
+        parse_completion(client, first, timeout=TIMEOUT_S)
         second = {**first, "response_format": _Primed}
         second.pop("tools", None)
-        parsed = client.chat.completions.parse(**untransformed_messages(second), timeout=TIMEOUT_S)
+        parsed = parse_completion(client, second, timeout=TIMEOUT_S)
     if endpoint.answered != 2 or parsed.choices[0].message.parsed != _Primed(primed=True):
         raise RuntimeError("the priming calls were not answered as sent")
 

@@ -1,18 +1,21 @@
-"""What ``stratus.llm`` puts on the wire: the messages passed as ``extra_body``
-(:func:`stratus.llm.untransformed_messages`) give the request body the SDK builds
-from ``messages=``, byte for byte, for every kind of message the runtime sends."""
+"""What ``stratus.llm`` puts on the wire: the messages and the response format's schema
+passed as ``extra_body`` (:func:`stratus.llm.untransformed`) give the request body the
+SDK builds from ``messages=`` and ``response_format=``, byte for byte, for every kind
+of message the runtime sends; :func:`stratus.llm.parse_completion` parses the answer
+as the SDK's ``parse`` does."""
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 import httpx2
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from stratus.llm import untransformed_messages
+from stratus.llm import parse_completion, untransformed
 
 
 class Decision(BaseModel):
@@ -79,38 +82,75 @@ CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def _bodies(**call: Any) -> list[bytes]:
-    sent: list[bytes] = []
-
+def _client(sent: list[bytes], reply: dict[str, Any] = REPLY) -> openai.OpenAI:
     def answer(request: httpx2.Request) -> httpx2.Response:
         sent.append(request.content)
-        return httpx2.Response(200, json=REPLY)
+        return httpx2.Response(200, json=reply)
 
     http = httpx2.Client(transport=httpx2.MockTransport(answer))
-    with openai.OpenAI(
+    return openai.OpenAI(
         api_key="sk-wire", base_url="http://wire.invalid/v1", max_retries=0, http_client=http
-    ) as client:
-        client.chat.completions.parse(**call, timeout=5.0)
-        client.chat.completions.parse(**untransformed_messages(call), timeout=5.0)
-    return sent
+    )
+
+
+def _both(call: dict[str, Any], reply: dict[str, Any] = REPLY) -> tuple[list[bytes], list[Any]]:
+    """The SDK's own ``parse`` and ``parse_completion`` on the same call: bodies, replies."""
+    sent: list[bytes] = []
+    with _client(sent, reply) as client:
+        direct = client.chat.completions.parse(**call, timeout=5.0)
+        ours = parse_completion(client, call, timeout=5.0)
+    return sent, [direct, ours]
 
 
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))
-def test_the_body_is_the_one_the_sdk_builds_from_messages(name: str) -> None:
-    call = {
+@pytest.mark.parametrize("response_format", [Decision, None])
+def test_the_body_is_the_one_the_sdk_builds(name: str, response_format: Any) -> None:
+    call: dict[str, Any] = {
         "model": "gpt-5-mini",
         "messages": CONVERSATIONS[name],
         "max_completion_tokens": 64,
-        "response_format": Decision,
         "tools": [openai.pydantic_function_tool(Lookup, name="lookup")],
     }
-    direct, untransformed = _bodies(**call)
-    assert untransformed == direct
-    assert json.loads(untransformed)["messages"] == CONVERSATIONS[name]
+    if response_format is not None:
+        call["response_format"] = response_format
+    (direct, untransformed_body), (sdk, ours) = _both(call)
+    assert untransformed_body == direct
+    assert json.loads(untransformed_body)["messages"] == CONVERSATIONS[name]
+    assert ours.choices[0].message.parsed == sdk.choices[0].message.parsed
+    if response_format is not None:
+        assert ours.choices[0].message.parsed == Decision(category="order_status", confidence=0.5)
+
+
+def test_an_answer_off_the_schema_raises_as_the_sdk_does_and_a_refusal_parses_to_none() -> None:
+    call = {
+        "model": "gpt-5-mini",
+        "messages": CONVERSATIONS["system and user"],
+        "response_format": Decision,
+    }
+    off = copy.deepcopy(REPLY)
+    off["choices"][0]["message"]["content"] = '{"category": 3}'
+    sent: list[bytes] = []
+    with _client(sent, off) as client:
+        with pytest.raises(ValidationError):
+            client.chat.completions.parse(**call, timeout=5.0)
+        with pytest.raises(ValidationError):
+            parse_completion(client, call, timeout=5.0)
+    refused = copy.deepcopy(REPLY)
+    refused["choices"][0]["message"].update(content=None, refusal="I cannot help with that.")
+    _, (sdk, ours) = _both(call, refused)
+    assert sdk.choices[0].message.parsed is None and ours.choices[0].message.parsed is None
+    assert ours.choices[0].message.refusal == "I cannot help with that."
 
 
 def test_the_caller_s_arguments_are_left_as_they_were() -> None:
-    call = {"model": "gpt-5-mini", "messages": CONVERSATIONS["system and user"]}
-    sent = untransformed_messages(call)
+    call = {
+        "model": "gpt-5-mini",
+        "messages": CONVERSATIONS["system and user"],
+        "response_format": Decision,
+    }
+    sent = untransformed(call)
     assert call["messages"] is CONVERSATIONS["system and user"]
-    assert sent["messages"] == [] and sent["extra_body"] == {"messages": call["messages"]}
+    assert call["response_format"] is Decision
+    assert sent["messages"] == [] and sent["response_format"] == {}
+    assert sent["extra_body"]["messages"] == call["messages"]
+    assert sent["extra_body"]["response_format"]["json_schema"]["name"] == "Decision"
