@@ -234,7 +234,7 @@ def parse_completion(client: openai.OpenAI, kwargs: dict[str, Any], *, timeout: 
     ``response_format`` raises pydantic's ``ValidationError``, as the SDK does)."""
     completion = client.chat.completions.parse(**untransformed(kwargs), timeout=timeout)
     response_format = kwargs.get("response_format")
-    if isinstance(response_format, type):
+    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
         for choice in completion.choices:
             message = choice.message
             if message.content and not message.refusal:
@@ -261,7 +261,7 @@ def untransformed(kwargs: dict[str, Any]) -> dict[str, Any]:
     sent = {**kwargs, "messages": []}
     extra: dict[str, Any] = {"messages": kwargs["messages"]}
     response_format = kwargs.get("response_format")
-    if isinstance(response_format, type):
+    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
         sent["response_format"] = {}
         extra["response_format"] = response_format_param(response_format)
     sent["extra_body"] = extra
