@@ -233,8 +233,8 @@ def parse_completion(client: openai.OpenAI, kwargs: dict[str, Any], *, timeout: 
     request body, and the same parsed completion (an answer that does not match the
     ``response_format`` raises pydantic's ``ValidationError``, as the SDK does)."""
     completion = client.chat.completions.parse(**untransformed(kwargs), timeout=timeout)
-    response_format = kwargs.get("response_format")
-    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
+    response_format = _model_format(kwargs)
+    if response_format is not None:
         for choice in completion.choices:
             message = choice.message
             if message.content and not message.refusal:
@@ -260,12 +260,21 @@ def untransformed(kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     sent = {**kwargs, "messages": []}
     extra: dict[str, Any] = {"messages": kwargs["messages"]}
-    response_format = kwargs.get("response_format")
-    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
+    response_format = _model_format(kwargs)
+    if response_format is not None:
         sent["response_format"] = {}
         extra["response_format"] = response_format_param(response_format)
     sent["extra_body"] = extra
     return sent
+
+
+def _model_format(kwargs: dict[str, Any]) -> type[BaseModel] | None:
+    """The call's ``response_format`` when it is a pydantic model (other formats, such as
+    a dataclass or a ready-made dict, take the SDK's own path)."""
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
+        return response_format
+    return None
 
 
 @functools.cache
