@@ -13,6 +13,10 @@ each one a Lambda execution environment:
   unreserved function gets the runtime's default, 10, or
   ``STRATUS_LOCAL_LAMBDA_CONCURRENCY``); more concurrent invocations wait a
   bounded time, then get :class:`TooManyRequests`;
+* at most one worker per core (at least 2) of a function in its init at once: cold
+  starts are CPU-bound, and many at once on a small machine thrashed past the init
+  timeout. An invocation waiting for a start takes a worker that turns idle meanwhile;
+  the wait is not init time (:meth:`~infra.local.lambda_pool.Pool.acquire`);
 * the configured timeout is enforced from outside: a worker that overruns is
   killed with its whole process group and the caller gets ``Sandbox.Timedout``;
   the next invocation cold-starts a fresh one, as in Lambda;
@@ -142,15 +146,19 @@ class LambdaRuntime(VersionTable):
         platform_logs: bool = True,
         default_concurrency: int | None = None,
         forward_metrics: bool = True,
+        init_parallelism: int | None = None,
     ) -> None:
         """``default_concurrency`` caps unreserved functions (None: from the environment);
-        ``forward_metrics`` sends EMF lines to the base environment's CloudWatch endpoint."""
+        ``forward_metrics`` sends EMF lines to the base environment's CloudWatch endpoint;
+        ``init_parallelism`` caps the workers of one function in their init at once (None:
+        one per core, at least 2)."""
         default = _default_concurrency() if default_concurrency is None else default_concurrency
         super().__init__(
             functions,
             cwd=Path(cwd if cwd is not None else os.getcwd()).resolve(),
             default_concurrency=default,
             drain_timeout_s=acquire_timeout_s,
+            init_parallelism=init_parallelism,
         )
         self._base_env = dict(default_base_env() if base_env is None else base_env)
         self._sink = log_sink or _stderr_sink
@@ -281,19 +289,28 @@ class LambdaRuntime(VersionTable):
         cold = worker is None
         init_ms: float | None = None
         if worker is None:
+            # The spawn and the init hold one of the function's start turns (see
+            # Pool.acquire), so that many cold starts at once do not thrash the cores.
             try:
-                env = self.worker_env(config, version.label, version.cwd)
-                worker = Worker(config, env, version.cwd, self._version_emit(version))
-            except BaseException:
-                pool.unreserve()
-                raise
-            pool.register(worker)
+                try:
+                    env = self.worker_env(config, version.label, version.cwd)
+                    worker = Worker(config, env, version.cwd, self._version_emit(version))
+                except BaseException:
+                    pool.unreserve()
+                    raise
+                pool.register(worker)
+                try:
+                    init_ms, init_error = self._init(worker, request_id)
+                except BaseException:
+                    pool.release(worker, keep=False)
+                    raise
+            finally:
+                pool.started()
+            if init_error is not None:
+                pool.release(worker, keep=False)
+                return InvokeResult(request_id, None, init_error, 0.0, True, init_ms)
         keep = False
         try:
-            if cold:
-                init_ms, init_error = self._init(worker, request_id)
-                if init_error is not None:
-                    return InvokeResult(request_id, None, init_error, 0.0, True, init_ms)
             result, keep = self._run(worker, request_id, event_json, cold, init_ms)
             return result
         finally:

@@ -200,6 +200,7 @@ class VersionTable:
         cwd: Path,
         default_concurrency: int,
         drain_timeout_s: float,
+        init_parallelism: int | None = None,
     ) -> None:
         self._functions: dict[str, FunctionConfig] = {}
         for config in functions:
@@ -209,6 +210,7 @@ class VersionTable:
         if default_concurrency < 1:
             raise ValueError("default_concurrency must be at least 1")
         self._default_concurrency = default_concurrency
+        self._init_parallelism = init_parallelism
         self._cwd = cwd
         self._drain_timeout_s = drain_timeout_s
         #: name -> version label -> version; the primary version's label; the alias.
@@ -229,9 +231,8 @@ class VersionTable:
             raise FunctionNotFound(f"Function not found: {name}") from None
 
     def _new_version(self, label: str, config: FunctionConfig, cwd: Path) -> Version:
-        return Version(
-            label, config, Pool(config, config.max_concurrency or self._default_concurrency), cwd
-        )
+        limit = config.max_concurrency or self._default_concurrency
+        return Version(label, config, Pool(config, limit, starts=self._init_parallelism), cwd)
 
     def versions(self, name: str) -> dict[str, Any]:
         """``{"primary", "versions", "alias": {"weights", "shadow"}}`` of ``name``."""

@@ -294,6 +294,11 @@ def test_messages_over_the_stage_throttle_get_an_error_frame(
                 async with connect(gateway.url):
                     pass
             assert refused.value.response.status_code == 429
+            # "a" reaches the router on the gateway's pool: wait for it, not for a sleep.
+            for _ in range(500):
+                if recorder.of("invoke"):
+                    break
+                await asyncio.sleep(0.02)
 
     run(scenario())
     assert [json.loads(e["body"])["id"] for e in recorder.of("invoke")] == ["a"]
