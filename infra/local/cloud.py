@@ -158,6 +158,7 @@ class LocalCloud:
         self.flags: dict[str, str] = {}
         #: Pollers of the stack's queues, by queue logical name.
         self.pollers: dict[str, SqsPoller] = {}
+        self._all_pollers: list[SqsPoller] = []  # the stack's and the extra queues'
         #: The rendered definition of each agent's workflow (what moto executes).
         self.workflow_definitions: dict[str, str] = {}
         #: The canary control API (``/_stratus/canary`` on the AWS front), once started.
@@ -187,12 +188,16 @@ class LocalCloud:
 
     def stop(self) -> None:
         with self._lock:
+            # Every poller finishes its long poll at the same time, not one after another.
+            for poller in self._all_pollers:
+                poller.request_stop()
             while self._stack:
                 undo = self._stack.pop()
                 try:
                     undo()
                 except Exception:  # keep stopping the rest
                     log.exception("error while stopping the local cloud")
+            self._all_pollers.clear()
 
     def _start(self) -> None:
         names = self._function_names()
@@ -456,6 +461,7 @@ class LocalCloud:
             mapping, self._invoke, sqs_client=clients.sqs, region=REGION, pollers=MAPPING_POLLERS
         )
         poller.start()
+        self._all_pollers.append(poller)
         self._stack.append(poller.stop)
         return poller
 

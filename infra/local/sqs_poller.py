@@ -122,6 +122,13 @@ class SqsPoller:
             thread.start()
         return self
 
+    def request_stop(self) -> None:
+        """Ask the threads to stop after their current poll, without waiting for them.
+
+        Several pollers stop in about one long poll, not one each: ask them all first,
+        then :meth:`stop` each one."""
+        self._stop.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop polling; returns within about one long poll (``wait_time_s``)."""
         self._stop.set()
